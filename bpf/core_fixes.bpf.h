@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Every kernel-version difference the BPF side reads through lives here,
+ * as CO-RE type flavours checked at load time, never LINUX_VERSION_CODE.
+ */
+#ifndef GMS_CORE_FIXES_BPF_H
+#define GMS_CORE_FIXES_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+
+/*
+ * The gmem file's private data: `struct kvm_gmem` since guest_memfd was
+ * merged (v6.8, commit a7800aa80ea4 "KVM: Add KVM_CREATE_GUEST_MEMFD ioctl()
+ * for guest-specific backing memory"); the in-place conversion work renames
+ * it `struct gmem_file` (kvm-x86 tree, 2025).  Both start with the owning
+ * struct kvm *.
+ */
+struct kvm_gmem___old {
+	struct kvm *kvm;
+} __attribute__((preserve_access_index));
+
+struct gmem_file___new {
+	struct kvm *kvm;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct kvm *gms_gmem_file_kvm(struct file *file)
+{
+	void *priv = BPF_CORE_READ(file, private_data);
+
+	if (!priv)
+		return NULL;
+	if (bpf_core_type_exists(struct gmem_file___new))
+		return BPF_CORE_READ((struct gmem_file___new *)priv, kvm);
+	if (bpf_core_type_exists(struct kvm_gmem___old))
+		return BPF_CORE_READ((struct kvm_gmem___old *)priv, kvm);
+	return NULL;
+}
+
+#endif /* GMS_CORE_FIXES_BPF_H */

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The event ABI shared by the BPF programs and the loader.
+ *
+ * Only __u8.._u64 types, so that it compiles against vmlinux.h on the BPF
+ * side and against <linux/types.h> in C++; the C++ side static_asserts
+ * every size and offset (loader/events.hpp).  A record is a struct
+ * gms_hdr followed by the body its type names; hdr.size covers both.
+ * Recordings store records byte for byte, so a change here bumps
+ * GMS_ABI_VERSION.
+ */
+#ifndef GMS_EVENTS_H
+#define GMS_EVENTS_H
+
+#define GMS_ABI_VERSION 1
+#define GMS_COMM_LEN 16
+
+enum gms_event_type {
+	GMS_EV_IOCTL = 1,		/* KVM, VFIO or iommufd ioctl, decoded, with result */
+	GMS_EV_FALLOCATE = 2,		/* fallocate() on a gmem fd, with result */
+	GMS_EV_GMEM_CLOSE = 3,		/* close() of a gmem fd */
+	GMS_EV_FAULT = 4,		/* kvm_mmu_spte_requested: gfn -> slot -> pfn */
+	GMS_EV_SET_SPTE = 5,		/* kvm_mmu_set_spte after a gmem fault */
+	GMS_EV_PAGECACHE_ADD = 6,	/* gmem folio added to its page cache */
+	GMS_EV_PAGECACHE_DEL = 7,	/* gmem folio removed: punch-hole, truncation */
+	GMS_EV_ZAP_ALL_FAST = 8,	/* kvm_mmu_zap_all_fast: memslot delete/move */
+	GMS_EV_ZAP_PAGE = 9,		/* kvm_mmu_prepare_zap_page */
+	GMS_EV_TDP_SPTE = 10,		/* kvm_tdp_mmu_spte_changed (TDP MMU only) */
+	GMS_EV_IOMMU_MAP = 11,		/* iommu:map */
+	GMS_EV_IOMMU_UNMAP = 12,	/* iommu:unmap */
+	GMS_EV_MAX,
+	/* Records written by the loader, never by BPF. */
+	GMS_REC_DROPS = 0x100,		/* drop and emit counters at a point in time */
+};
+
+/* Why an event was lost; counted per CPU in the `counters` map. */
+enum gms_drop_cause {
+	GMS_DROP_RINGBUF_FULL = 0,	/* bpf_ringbuf_reserve() failed */
+	GMS_DROP_INFLIGHT_FULL = 1,	/* no room to pair a syscall's enter and exit */
+	GMS_DROP_MAX,
+};
+
+/* hdr.flags */
+#define GMS_F_ARGS_UNREAD	(1 << 0)	/* user argument struct could not be read */
+#define GMS_F_FINAL		(1 << 7)	/* drops record: the last of a recording */
+
+struct gms_hdr {
+	__u16 type;		/* enum gms_event_type */
+	__u8 abi;		/* GMS_ABI_VERSION */
+	__u8 flags;		/* GMS_F_* */
+	__u16 size;		/* bytes, header included */
+	__u16 cpu;
+	__u64 ts_ns;		/* CLOCK_MONOTONIC (bpf_ktime_get_ns); syscalls: entry time */
+	__u32 tgid;
+	__u32 pid;
+	char comm[GMS_COMM_LEN];
+};
+
+/* What an ioctl is; the loader names them (loader/events.cpp). */
+enum gms_ioctl_op {
+	GMS_IOC_CREATE_VM = 1,
+	GMS_IOC_CREATE_GUEST_MEMFD,
+	GMS_IOC_SET_MEMORY_REGION,
+	GMS_IOC_SET_MEMORY_REGION2,
+	GMS_IOC_SET_MEMORY_ATTRIBUTES,	/* VM fd, gpa range (upstream) */
+	GMS_IOC_SET_MEMORY_ATTRIBUTES2,	/* gmem fd, offset range (in-place series) */
+	GMS_IOC_GMEM_CONVERT_SHARED,	/* gmem fd, 2025 RFC */
+	GMS_IOC_GMEM_CONVERT_PRIVATE,
+	GMS_IOC_VFIO_MAP_DMA,
+	GMS_IOC_VFIO_UNMAP_DMA,
+	GMS_IOC_IOAS_MAP,
+	GMS_IOC_IOAS_MAP_FILE,
+	GMS_IOC_IOAS_UNMAP,
+	GMS_IOC_VFIO_DMA_BUF,		/* VFIO_DEVICE_FEATURE, feature DMA_BUF */
+	GMS_IOC_MAX,
+};
+
+/* What the fd of a syscall refers to, read from its struct file. */
+enum gms_fd_kind {
+	GMS_FD_OTHER = 0,
+	GMS_FD_KVM = 1,		/* /dev/kvm */
+	GMS_FD_VM = 2,		/* anon_inode:kvm-vm */
+	GMS_FD_VCPU = 3,	/* anon_inode:kvm-vcpu:N */
+	GMS_FD_GMEM = 4,	/* anon_inode:[kvm-gmem] */
+};
+
+union gms_ioctl_args {
+	struct { __u64 type; __u64 vm; } create_vm;		/* vm: struct kvm * of the new fd */
+	struct { __u64 size; __u64 flags; __u64 ino; } create_gmem;	/* ino of the new gmem file */
+	struct {
+		__u32 slot;
+		__u32 flags;
+		__u64 gpa;
+		__u64 size;
+		__u64 uaddr;
+		__u64 gmem_offset;
+		__u64 gmem_ino;		/* 0 when the slot is not gmem-backed */
+		__u32 gmem_fd;
+		__u32 pad;
+	} region;
+	struct {
+		__u64 start;		/* gpa (VM fd) or gmem offset (gmem fd) */
+		__u64 size;
+		__u64 attributes;	/* attrs ioctls; for CONVERT_*: 0 */
+		__u64 flags;
+		__u64 error_offset;	/* as the kernel wrote it back */
+	} attrs;
+	struct { __u32 argsz; __u32 flags; __u64 vaddr; __u64 iova; __u64 size; } vfio_dma;
+	struct {
+		__u32 flags;
+		__u32 ioas_id;
+		__s32 fd;		/* IOAS_MAP_FILE */
+		__u32 pad;
+		__u64 start;		/* user va (MAP) or file offset (MAP_FILE) */
+		__u64 length;
+		__u64 iova;		/* written back when the kernel chose it */
+	} ioas;
+	struct {
+		__u32 argsz;
+		__u32 flags;
+		__u32 region_index;
+		__u32 nr_ranges;
+		__u64 offset;		/* first range */
+		__u64 length;
+	} dma_buf;
+	__u64 raw[7];
+};
+
+struct gms_ioctl_event {
+	struct gms_hdr hdr;
+	__u64 vm;		/* struct kvm * the fd leads to, or 0 */
+	__u64 obj;		/* gmem: inode number of the fd's file */
+	__s64 ret;		/* return value: 0, a new fd, or -errno */
+	__u64 dur_ns;
+	__u32 fd;
+	__u32 cmd;
+	__u16 op;		/* enum gms_ioctl_op */
+	__u16 fd_kind;		/* enum gms_fd_kind */
+	__u32 pad;
+	union gms_ioctl_args args;
+};
+
+struct gms_fallocate_event {
+	struct gms_hdr hdr;
+	__u64 vm;
+	__u64 gmem_ino;
+	__u64 offset;
+	__u64 len;
+	__s64 ret;
+	__u64 dur_ns;
+	__u32 fd;
+	__u32 mode;
+};
+
+struct gms_gmem_close_event {
+	struct gms_hdr hdr;
+	__u64 vm;
+	__u64 gmem_ino;
+	__u32 fd;
+	__u32 pad;
+};
+
+/* hdr.flags of a fault */
+#define GMS_FAULT_WRITE		(1 << 4)
+#define GMS_FAULT_EXEC		(1 << 5)
+#define GMS_FAULT_PRIVATE	(1 << 6)
+
+struct gms_fault_event {
+	struct gms_hdr hdr;
+	__u64 vm;		/* struct kvm * of the faulting vCPU, 0 if unknown */
+	__u64 gfn;
+	__u64 pfn;
+	__u64 slot_base_gfn;
+	__u64 gmem_ino;		/* 0 when the slot is not gmem-backed */
+	__u64 gmem_index;	/* gfn - base_gfn + slot->gmem.pgoff */
+	__u32 vcpu_id;
+	__u16 slot_id;
+	__u8 level;
+	__u8 pad;
+};
+
+struct gms_set_spte_event {
+	struct gms_hdr hdr;
+	__u64 vm;
+	__u64 gfn;
+	__u64 spte;
+	__u8 level;
+	__u8 pad[7];
+};
+
+struct gms_pagecache_event {
+	struct gms_hdr hdr;
+	__u64 vm;		/* from the gmem file's kvm, 0 if unknown */
+	__u64 ino;
+	__u64 index;
+	__u64 pfn;
+	__u32 order;
+	__u32 pad;
+};
+
+struct gms_zap_event {
+	struct gms_hdr hdr;
+	__u64 vm;		/* zap_all_fast: the tracepoint's kvm; zap_page: the ioctl's */
+	__u64 gfn;		/* zap_page only */
+	__u32 role;		/* zap_page: union kvm_mmu_page_role */
+	__u32 count;		/* zap_all_fast: used pages; zap_page: root count */
+	__u8 gen;		/* mmu_valid_gen */
+	__u8 pad[7];
+};
+
+struct gms_tdp_spte_event {
+	struct gms_hdr hdr;
+	__u64 vm;
+	__u64 gfn;
+	__u64 old_spte;
+	__u64 new_spte;
+	__u8 level;
+	__u8 as_id;
+	__u8 pad[6];
+};
+
+struct gms_iommu_event {
+	struct gms_hdr hdr;
+	__u64 iova;
+	__u64 paddr;		/* map only */
+	__u64 size;
+	__u64 unmapped;		/* unmap only */
+};
+
+/* Userspace-only record: the kernel's counters as the loader read them. */
+struct gms_drops_record {
+	struct gms_hdr hdr;	/* cpu, tgid, pid and comm are zero */
+	__u64 tried[GMS_EV_MAX];	/* events the programs tried to submit */
+	__u64 dropped[GMS_DROP_MAX];
+	__u64 received;			/* records the loader consumed */
+};
+
+/* Per-CPU counters map value. */
+struct gms_counters {
+	__u64 tried[GMS_EV_MAX];
+	__u64 dropped[GMS_DROP_MAX];
+};
+
+#endif /* GMS_EVENTS_H */

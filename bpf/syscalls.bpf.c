@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The portable tier's syscall decoding: KVM, VFIO and iommufd ioctls,
+ * fallocate() and close() on gmem fds.  Enter stashes the decoded
+ * argument per thread, exit adds the result and submits, so a record
+ * carries the kernel's answer (errno, error_offset written back).
+ */
+#include "common.bpf.h"
+#include "ioctls.h"
+
+#define GMS_NAME_LEN 12
+
+static __always_inline struct file *gms_fd_file(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+static __always_inline bool gms_prefix(const char *name, const char *want, int n)
+{
+	for (int i = 0; i < n && i < GMS_NAME_LEN; i++)
+		if (name[i] != want[i])
+			return false;
+	return true;
+}
+
+/*
+ * KVM's files are told apart by their dentry names: anon_inode_getfile()
+ * names them "kvm-vm" and "kvm-vcpu:N", guest_memfd "[kvm-gmem]"
+ * (kvm_gmem_fops is not exported, so there is no f_op to compare).
+ */
+static __always_inline __u16 gms_fd_kind(struct file *file)
+{
+	char name[GMS_NAME_LEN] = {};
+	const unsigned char *p;
+
+	if (!file)
+		return GMS_FD_OTHER;
+	p = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), p) < 0)
+		return GMS_FD_OTHER;
+	if (gms_prefix(name, "[kvm-gmem]", 11))
+		return GMS_FD_GMEM;
+	if (gms_prefix(name, "kvm-vm", 7))
+		return GMS_FD_VM;
+	if (gms_prefix(name, "kvm-vcpu:", 9))
+		return GMS_FD_VCPU;
+	if (gms_prefix(name, "kvm", 4))
+		return GMS_FD_KVM;
+	return GMS_FD_OTHER;
+}
+
+static __always_inline __u64 gms_file_ino(struct file *file)
+{
+	return BPF_CORE_READ(file, f_inode, i_ino);
+}
+
+/* The struct kvm * behind a VM, vCPU or gmem file. */
+static __always_inline __u64 gms_file_vm(struct file *file, __u16 kind, __u32 *vcpu_id)
+{
+	struct kvm_vcpu *vcpu;
+
+	switch (kind) {
+	case GMS_FD_VM:
+		return (__u64)BPF_CORE_READ(file, private_data);
+	case GMS_FD_VCPU:
+		vcpu = BPF_CORE_READ(file, private_data);
+		if (vcpu_id)
+			*vcpu_id = BPF_CORE_READ(vcpu, vcpu_id);
+		return (__u64)BPF_CORE_READ(vcpu, kvm);
+	case GMS_FD_GMEM:
+		return (__u64)gms_gmem_file_kvm(file);
+	}
+	return 0;
+}
+
+static __always_inline void gms_learn_gmem(__u64 ino, __u64 vm)
+{
+	if (ino && vm)
+		bpf_map_update_elem(&gmem_vm, &ino, &vm, BPF_ANY);
+}
+
+static __always_inline __u16 gms_ioctl_op(__u32 cmd)
+{
+	switch (cmd) {
+	case GMS_KVM_CREATE_VM:			return GMS_IOC_CREATE_VM;
+	case GMS_KVM_RUN:			return GMS_OP_RUN;
+	case GMS_KVM_CREATE_GUEST_MEMFD:	return GMS_IOC_CREATE_GUEST_MEMFD;
+	case GMS_KVM_SET_USER_MEMORY_REGION:	return GMS_IOC_SET_MEMORY_REGION;
+	case GMS_KVM_SET_USER_MEMORY_REGION2:	return GMS_IOC_SET_MEMORY_REGION2;
+	case GMS_KVM_SET_MEMORY_ATTRIBUTES:	return GMS_IOC_SET_MEMORY_ATTRIBUTES;
+	case GMS_KVM_SET_MEMORY_ATTRIBUTES2:	return GMS_IOC_SET_MEMORY_ATTRIBUTES2;
+	case GMS_KVM_GMEM_CONVERT_SHARED:	return GMS_IOC_GMEM_CONVERT_SHARED;
+	case GMS_KVM_GMEM_CONVERT_PRIVATE:	return GMS_IOC_GMEM_CONVERT_PRIVATE;
+	case GMS_VFIO_IOMMU_MAP_DMA:		return GMS_IOC_VFIO_MAP_DMA;
+	case GMS_VFIO_IOMMU_UNMAP_DMA:		return GMS_IOC_VFIO_UNMAP_DMA;
+	case GMS_VFIO_DEVICE_FEATURE:		return GMS_IOC_VFIO_DMA_BUF;
+	case GMS_IOMMU_IOAS_MAP:		return GMS_IOC_IOAS_MAP;
+	case GMS_IOMMU_IOAS_MAP_FILE:		return GMS_IOC_IOAS_MAP_FILE;
+	case GMS_IOMMU_IOAS_UNMAP:		return GMS_IOC_IOAS_UNMAP;
+	}
+	return 0;
+}
+
+/* UAPI argument layouts, as the kernel reads them from user memory. */
+struct gms_u_region2 {
+	__u32 slot, flags;
+	__u64 gpa, size, uaddr, gmem_offset;
+	__u32 gmem_fd, pad;
+};
+struct gms_u_attrs { __u64 start, size, attributes, flags, error_offset; };
+struct gms_u_convert { __u64 offset, size, error_offset; };
+struct gms_u_ioas_map { __u32 size, flags, ioas_id; __s32 fd; __u64 start, length, iova; };
+struct gms_u_ioas_unmap { __u32 size, ioas_id; __u64 iova, length; };
+struct gms_u_dma_buf {
+	__u32 argsz, flags;
+	__u32 region_index, open_flags, dmabuf_flags, nr_ranges;
+	__u64 offset, length;
+};
+
+/* Reads the argument struct; false leaves GMS_F_ARGS_UNREAD for the consumer. */
+static __always_inline bool gms_decode_args(struct gms_ioctl_event *e, __u16 op, const void *uarg)
+{
+	union gms_ioctl_args *a = &e->args;
+	struct gms_u_region2 r = {};
+	struct gms_u_convert c = {};
+	struct gms_u_ioas_map m = {};
+	struct gms_u_ioas_unmap u = {};
+	struct gms_u_dma_buf d = {};
+	long err = 0;
+
+	switch (op) {
+	case GMS_IOC_CREATE_VM:
+		a->create_vm.type = (__u64)uarg;
+		return true;
+	case GMS_IOC_CREATE_GUEST_MEMFD:
+		return !bpf_probe_read_user(&a->create_gmem, 16, uarg);
+	case GMS_IOC_SET_MEMORY_REGION:
+	case GMS_IOC_SET_MEMORY_REGION2:
+		err = bpf_probe_read_user(&r, op == GMS_IOC_SET_MEMORY_REGION ? 32 : sizeof(r), uarg);
+		a->region.slot = r.slot;
+		a->region.flags = r.flags;
+		a->region.gpa = r.gpa;
+		a->region.size = r.size;
+		a->region.uaddr = r.uaddr;
+		a->region.gmem_offset = r.gmem_offset;
+		a->region.gmem_fd = r.gmem_fd;
+		return !err;
+	case GMS_IOC_SET_MEMORY_ATTRIBUTES:
+		return !bpf_probe_read_user(&a->attrs, 32, uarg);
+	case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
+		return !bpf_probe_read_user(&a->attrs, sizeof(a->attrs), uarg);
+	case GMS_IOC_GMEM_CONVERT_SHARED:
+	case GMS_IOC_GMEM_CONVERT_PRIVATE:
+		err = bpf_probe_read_user(&c, sizeof(c), uarg);
+		a->attrs.start = c.offset;
+		a->attrs.size = c.size;
+		return !err;
+	case GMS_IOC_VFIO_MAP_DMA:
+		return !bpf_probe_read_user(&a->vfio_dma, sizeof(a->vfio_dma), uarg);
+	case GMS_IOC_VFIO_UNMAP_DMA:
+		/* struct vfio_iommu_type1_dma_unmap has no vaddr */
+		err = bpf_probe_read_user(&a->vfio_dma, 8, uarg);
+		err |= bpf_probe_read_user(&a->vfio_dma.iova, 16, uarg + 8);
+		return !err;
+	case GMS_IOC_IOAS_MAP:
+	case GMS_IOC_IOAS_MAP_FILE:
+		err = bpf_probe_read_user(&m, sizeof(m), uarg);
+		a->ioas.flags = m.flags;
+		a->ioas.ioas_id = m.ioas_id;
+		a->ioas.fd = op == GMS_IOC_IOAS_MAP_FILE ? m.fd : -1;
+		a->ioas.start = m.start;
+		a->ioas.length = m.length;
+		a->ioas.iova = m.iova;
+		return !err;
+	case GMS_IOC_IOAS_UNMAP:
+		err = bpf_probe_read_user(&u, sizeof(u), uarg);
+		a->ioas.ioas_id = u.ioas_id;
+		a->ioas.fd = -1;
+		a->ioas.iova = u.iova;
+		a->ioas.length = u.length;
+		return !err;
+	case GMS_IOC_VFIO_DMA_BUF:
+		err = bpf_probe_read_user(&d, sizeof(d), uarg);
+		a->dma_buf.argsz = d.argsz;
+		a->dma_buf.flags = d.flags;
+		a->dma_buf.region_index = d.region_index;
+		a->dma_buf.nr_ranges = d.nr_ranges;
+		a->dma_buf.offset = d.offset;
+		a->dma_buf.length = d.length;
+		return !err;
+	}
+	return true;
+}
+
+static __always_inline struct gms_inflight *gms_scratch(void)
+{
+	__u32 zero = 0;
+	struct gms_inflight *in = bpf_map_lookup_elem(&inflight_scratch, &zero);
+
+	if (in)
+		__builtin_memset(in, 0, sizeof(*in));
+	return in;
+}
+
+static __always_inline void gms_stash(struct gms_inflight *in)
+{
+	__u32 pid = (__u32)bpf_get_current_pid_tgid();
+
+	if (bpf_map_update_elem(&inflight, &pid, in, BPF_ANY))
+		gms_count_drop(GMS_DROP_INFLIGHT_FULL);
+}
+
+SEC("tp/syscalls/sys_enter_ioctl")
+int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 cmd = (__u32)ctx->args[1];
+	__u32 type = (cmd >> 8) & 0xff;
+	const void *uarg = (const void *)ctx->args[2];
+	int fd = (int)ctx->args[0];
+	struct gms_inflight *in;
+	struct gms_ioctl_event *e;
+	struct file *file;
+	__u16 op;
+
+	if (type != GMS_KVMIO && type != GMS_KVM_GMEMIO && type != GMS_VFIO_TYPE)
+		return 0;
+	op = gms_ioctl_op(cmd);
+	if (!op || !gms_task_selected())
+		return 0;
+	in = gms_scratch();
+	if (!in)
+		return 0;
+	file = gms_fd_file(fd);
+	in->op = op;
+	in->fd_kind = gms_fd_kind(file);
+	in->vm = gms_file_vm(file, in->fd_kind, &in->vcpu_id);
+	in->uarg = (__u64)uarg;
+	if (op == GMS_OP_RUN) {
+		gms_stash(in);
+		return 0;
+	}
+	e = &in->ioctl;
+	gms_fill_hdr(&e->hdr, GMS_EV_IOCTL, sizeof(*e));
+	e->vm = in->vm;
+	e->fd = fd;
+	e->cmd = cmd;
+	e->op = op;
+	e->fd_kind = in->fd_kind;
+	if (in->fd_kind == GMS_FD_GMEM) {
+		e->obj = gms_file_ino(file);
+		gms_learn_gmem(e->obj, in->vm);
+	}
+	if (op == GMS_IOC_VFIO_DMA_BUF) {
+		__u32 flags = 0;
+
+		bpf_probe_read_user(&flags, sizeof(flags), uarg + 4);
+		if ((flags & GMS_VFIO_DEVICE_FEATURE_MASK) != GMS_VFIO_DEVICE_FEATURE_DMA_BUF)
+			return 0;
+	}
+	if (!gms_decode_args(e, op, uarg))
+		e->hdr.flags |= GMS_F_ARGS_UNREAD;
+	if (op == GMS_IOC_SET_MEMORY_REGION2 && (e->args.region.flags & (1u << 2)))
+		e->args.region.gmem_ino = gms_file_ino(gms_fd_file(e->args.region.gmem_fd));
+	gms_stash(in);
+	return 0;
+}
+
+/* What only the exit knows: the new fd's object, values written back. */
+static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
+{
+	struct gms_ioctl_event *e = &in->ioctl;
+	const void *uarg = (const void *)in->uarg;
+	struct file *file;
+
+	e->ret = ret;
+	switch (e->op) {
+	case GMS_IOC_CREATE_VM:
+		if (ret >= 0) {
+			file = gms_fd_file(ret);
+			e->args.create_vm.vm = gms_file_vm(file, GMS_FD_VM, NULL);
+		}
+		break;
+	case GMS_IOC_CREATE_GUEST_MEMFD:
+		if (ret >= 0) {
+			e->args.create_gmem.ino = gms_file_ino(gms_fd_file(ret));
+			gms_learn_gmem(e->args.create_gmem.ino, e->vm);
+		}
+		break;
+	case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
+		bpf_probe_read_user(&e->args.attrs.error_offset, 8, uarg + 32);
+		break;
+	case GMS_IOC_GMEM_CONVERT_SHARED:
+	case GMS_IOC_GMEM_CONVERT_PRIVATE:
+		bpf_probe_read_user(&e->args.attrs.error_offset, 8, uarg + 16);
+		break;
+	case GMS_IOC_VFIO_UNMAP_DMA:
+		/* the kernel writes back the size it unmapped */
+		bpf_probe_read_user(&e->args.vfio_dma.size, 8, uarg + 16);
+		break;
+	case GMS_IOC_IOAS_MAP:
+	case GMS_IOC_IOAS_MAP_FILE:
+		bpf_probe_read_user(&e->args.ioas.iova, 8, uarg + 32);
+		break;
+	}
+}
+
+SEC("tp/syscalls/sys_exit_ioctl")
+int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 pid = (__u32)bpf_get_current_pid_tgid();
+	struct gms_inflight *in = bpf_map_lookup_elem(&inflight, &pid);
+	struct gms_ioctl_event *e;
+
+	if (!in)
+		return 0;
+	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE &&
+	    gms_vm_selected(in->vm)) {
+		gms_ioctl_result(in, ctx->ret);
+		e = GMS_RESERVE(GMS_EV_IOCTL, struct gms_ioctl_event);
+		if (e) {
+			__builtin_memcpy(e, &in->ioctl, sizeof(*e));
+			e->dur_ns = bpf_ktime_get_ns() - e->hdr.ts_ns;
+			gms_submit(e);
+		}
+	}
+	bpf_map_delete_elem(&inflight, &pid);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_fallocate")
+int syscalls_fallocate_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	int fd = (int)ctx->args[0];
+	struct gms_fallocate_event *e;
+	struct gms_inflight *in;
+	struct file *file;
+
+	if (!gms_task_selected())
+		return 0;
+	file = gms_fd_file(fd);
+	if (gms_fd_kind(file) != GMS_FD_GMEM)
+		return 0;
+	in = gms_scratch();
+	if (!in)
+		return 0;
+	in->op = GMS_OP_FALLOCATE;
+	in->fd_kind = GMS_FD_GMEM;
+	in->vm = gms_file_vm(file, GMS_FD_GMEM, NULL);
+	e = &in->falloc;
+	gms_fill_hdr(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e));
+	e->vm = in->vm;
+	e->gmem_ino = gms_file_ino(file);
+	e->fd = fd;
+	e->mode = (__u32)ctx->args[1];
+	e->offset = ctx->args[2];
+	e->len = ctx->args[3];
+	gms_learn_gmem(e->gmem_ino, in->vm);
+	gms_stash(in);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_fallocate")
+int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 pid = (__u32)bpf_get_current_pid_tgid();
+	struct gms_inflight *in = bpf_map_lookup_elem(&inflight, &pid);
+	struct gms_fallocate_event *e;
+
+	if (!in || in->op != GMS_OP_FALLOCATE)
+		return 0;
+	if (gms_vm_selected(in->vm)) {
+		e = GMS_RESERVE(GMS_EV_FALLOCATE, struct gms_fallocate_event);
+		if (e) {
+			__builtin_memcpy(e, &in->falloc, sizeof(*e));
+			e->ret = ctx->ret;
+			e->dur_ns = bpf_ktime_get_ns() - e->hdr.ts_ns;
+			gms_submit(e);
+		}
+	}
+	bpf_map_delete_elem(&inflight, &pid);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_close")
+int syscalls_close_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	int fd = (int)ctx->args[0];
+	struct gms_gmem_close_event *e;
+	struct file *file;
+	__u64 vm;
+
+	if (!gms_task_selected())
+		return 0;
+	file = gms_fd_file(fd);
+	if (gms_fd_kind(file) != GMS_FD_GMEM)
+		return 0;
+	vm = gms_file_vm(file, GMS_FD_GMEM, NULL);
+	if (!gms_vm_selected(vm))
+		return 0;
+	e = GMS_RESERVE(GMS_EV_GMEM_CLOSE, struct gms_gmem_close_event);
+	if (!e)
+		return 0;
+	gms_fill_hdr(&e->hdr, GMS_EV_GMEM_CLOSE, sizeof(*e));
+	e->vm = vm;
+	e->gmem_ino = gms_file_ino(file);
+	e->fd = fd;
+	e->pad = 0;
+	gms_submit(e);
+	return 0;
+}

@@ -1,0 +1,38 @@
+// gmemscope report: what a recording says happened to each VM's memory.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.hpp"
+#include "loader/recording.hpp"
+#include "loader/summary.hpp"
+
+namespace gms::cli {
+
+void register_report(CLI::App& app, Options& opts, Action& action)
+{
+    static std::string input = "gmemscope.rec";
+    auto* sub = app.add_subcommand("report", "Summarize a recording per VM and gfn range");
+    sub->add_option("-i,--input", input, "Recording file")->capture_default_str();
+    sub->callback([&opts, &action] {
+        action = [&opts] {
+            Summary summary;
+            try {
+                RecordingReader reader(input);
+                if (!opts.json)
+                    fmt::print("recording of kernel {} ({} clock)\n", reader.meta().value("kernel", "?"),
+                               reader.meta().value("clock", "?"));
+                while (auto ev = reader.next())
+                    summary.add(*ev);
+            } catch (const BadRecording& e) {
+                throw Error(kBadInput, e.what());
+            }
+            if (opts.json)
+                fmt::print("{}\n", summary.to_json().dump());
+            else
+                fmt::print("{}", summary.to_text());
+            return 0;
+        };
+    });
+}
+
+}  // namespace gms::cli

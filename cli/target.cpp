@@ -1,0 +1,89 @@
+#include "cli/target.hpp"
+
+#include <sys/wait.h>
+
+#include <fmt/format.h>
+
+namespace gms::cli {
+
+void add_target_options(CLI::App* sub, TargetOptions& t)
+{
+    sub->add_option("-p,--pid", t.pids, "Only these processes (tgid), and their children")->delimiter(',');
+    sub->add_option("--vm", t.vms, "Only these VMs: the struct kvm address gmemscope prints (hex)")
+        ->delimiter(',');
+    sub->add_option("-d,--duration", t.duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
+    sub->add_option("--ringbuf-size", t.ringbuf_mib, "Ring buffer size in MiB (power of two)")
+        ->check(CLI::Range(1, 1024));
+    sub->add_option("command", t.command, "Command to start and trace (after --)");
+}
+
+Target open_target(const std::string& subcommand, const TargetOptions& t)
+{
+    require_bpf_privileges(subcommand);
+    uint64_t rb = t.ringbuf_mib << 20;
+    if (rb & (rb - 1))
+        throw Error(kUsage, fmt::format("--ringbuf-size {} is not a power of two", t.ringbuf_mib));
+    TraceOptions to;
+    to.ringbuf_bytes = rb;
+    to.wakeup_bytes = rb / 4;
+    for (int p : t.pids) {
+        if (p <= 0 || kill(p, 0) != 0)
+            throw Error(kUsage, fmt::format("-p {}: no such process", p));
+        to.tgids.push_back(p);
+    }
+    to.follow_forks = true;
+    for (const auto& v : t.vms) {
+        try {
+            size_t used = 0;
+            to.vms.push_back(std::stoull(v, &used, 16));
+            if (used != v.size())
+                throw std::invalid_argument(v);
+        } catch (const std::exception&) {
+            throw Error(kUsage, fmt::format("--vm {}: expected the VM's kernel address in hex, as "
+                                            "gmemscope prints it (vm ffff...)", v));
+        }
+    }
+    Target target{Features::probe(), nullptr, nullptr, {}};
+    if (!target.features.loads(ProgKind::tracepoint))
+        throw Error(kUnsupported, fmt::format("this kernel refuses tracepoint BPF programs: {}",
+                                              target.features.load(ProgKind::tracepoint).detail));
+    if (!t.command.empty()) {
+        target.child = std::make_unique<Child>(t.command);
+        to.tgids.push_back(target.child->pid());
+    }
+    target.tracer = std::make_unique<Tracer>(target.features, to);
+    target.session.duration_s = t.duration_s;
+    return target;
+}
+
+nlohmann::json attached_json(const Tracer& tracer)
+{
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& a : tracer.attached())
+        arr.push_back({{"hooks", a.hook}, {"mechanism", a.mechanism}, {"program", a.program},
+                       {"target", a.target}});
+    return arr;
+}
+
+std::string lost_line(const gms_drops_record& c)
+{
+    uint64_t tried = 0, lost = 0;
+    for (auto n : c.tried)
+        tried += n;
+    for (auto n : c.dropped)
+        lost += n;
+    std::string causes;
+    for (uint32_t i = 0; i < GMS_DROP_MAX; i++)
+        causes += fmt::format(", {} {}", drop_cause_name(i), c.dropped[i]);
+    return fmt::format("{} events received, {} lost{}", c.received, lost, causes);
+}
+
+int session_exit(const SessionEnd& end)
+{
+    if (end.command_status > 0 && WIFEXITED(end.command_status) && WEXITSTATUS(end.command_status) != 0)
+        throw Error(kFailed, fmt::format("the traced command exited with status {}",
+                                         WEXITSTATUS(end.command_status)));
+    return kOk;
+}
+
+}  // namespace gms::cli

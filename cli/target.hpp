@@ -1,0 +1,45 @@
+// What `trace` and `record` share: which processes and VMs to watch,
+// for how long, and the tracer built from that.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.hpp"
+#include "loader/features.hpp"
+#include "loader/session.hpp"
+#include "loader/tracer.hpp"
+
+namespace gms::cli {
+
+struct TargetOptions {
+    std::vector<int> pids;
+    std::vector<std::string> vms;   // struct kvm * as gmemscope prints it, hex
+    double duration_s = 0;
+    uint64_t ringbuf_mib = 16;
+    std::vector<std::string> command;
+};
+
+void add_target_options(CLI::App* sub, TargetOptions& t);
+
+// Everything a session needs, built in order: probe, command held
+// before exec, tracer attached.
+struct Target {
+    Features features;
+    std::unique_ptr<Child> child;
+    std::unique_ptr<Tracer> tracer;
+    SessionOptions session;
+};
+
+Target open_target(const std::string& subcommand, const TargetOptions& t);
+nlohmann::json attached_json(const Tracer& tracer);
+std::string lost_line(const gms_drops_record& c);
+// Exit code of a session: the command's failure or a signal is reported.
+int session_exit(const SessionEnd& end);
+
+}  // namespace gms::cli

@@ -1,0 +1,51 @@
+// gmemscope trace: events as they happen, as lines or JSON lines.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/target.hpp"
+
+namespace gms::cli {
+
+void register_trace(CLI::App& app, Options& opts, Action& action)
+{
+    static TargetOptions t;
+    auto* sub = app.add_subcommand("trace", "Print gmem, KVM, VFIO and iommufd events live");
+    add_target_options(sub, t);
+    sub->callback([&opts, &action] {
+        action = [&opts] {
+            Target target = open_target("trace", t);
+            if (opts.json)
+                fmt::print("{}\n", nlohmann::json{{"type", "attached"}, {"programs", attached_json(*target.tracer)}}
+                                       .dump());
+            else
+                fmt::print(stderr, "tracing with {} programs; Ctrl-C to stop\n", target.tracer->attached().size());
+            uint64_t t0 = 0;
+            auto sink = [&](const Event& ev) {
+                if (!t0)
+                    t0 = ev.hdr().ts_ns;
+                if (opts.json)
+                    fmt::print("{}\n", to_json(ev).dump());
+                else
+                    fmt::print("{}\n", to_line(ev, t0));
+            };
+            uint64_t last_lost = 0;
+            auto on_counters = [&](const gms_drops_record& c) {
+                uint64_t lost = 0;
+                for (auto d : c.dropped)
+                    lost += d;
+                if (lost != last_lost)
+                    fmt::print(stderr, "warning: {}\n", lost_line(c));
+                last_lost = lost;
+            };
+            SessionEnd end = run_session(*target.tracer, target.child.get(), target.session, sink, on_counters);
+            if (opts.json)
+                fmt::print("{}\n", to_json(Event{end.counters}).dump());
+            else
+                fmt::print(stderr, "{}\n", lost_line(end.counters));
+            std::fflush(stdout);
+            return session_exit(end);
+        };
+    });
+}
+
+}  // namespace gms::cli

@@ -1,0 +1,219 @@
+#include "loader/catalog.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace gms {
+
+std::string_view mech_name(Mech m)
+{
+    switch (m) {
+    case Mech::fentry: return "fentry";
+    case Mech::fexit: return "fexit";
+    case Mech::tp_btf: return "tp_btf";
+    case Mech::tracepoint: return "tracepoint";
+    case Mech::syscall: return "syscall";
+    }
+    return "?";
+}
+
+namespace {
+
+const std::vector<std::string_view> kIoctlProgs = {"syscalls_ioctl_enter", "syscalls_ioctl_exit"};
+const std::vector<std::string_view> kIoctlTps = {"syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"};
+
+Mechanism fentry() { return {Mech::fentry, "", {}}; }
+Mechanism fexit() { return {Mech::fexit, "", {}}; }
+Mechanism ioctl(std::string_view what) { return {Mech::syscall, what, kIoctlProgs, kIoctlTps}; }
+
+// Precise-tier (fentry/fexit) programs are not in this build yet: the
+// mechanisms are listed so `hooks` shows what a kernel would allow.
+const std::vector<Hook> kCatalog = {
+    {"gmem.create", "gmem", {"kvm_gmem_create"}, {fexit(), ioctl("ioctl KVM_CREATE_GUEST_MEMFD")},
+     "new gmem file: VM, size, flags, inode"},
+    {"gmem.bind", "gmem", {"kvm_gmem_bind"}, {fentry(), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2")},
+     "memslot bound to a gmem file: slot, gpa, pages, gmem offset"},
+    {"gmem.unbind", "gmem", {"kvm_gmem_unbind"},
+     {fentry(), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2 (size 0)")}, "memslot unbound from its gmem file"},
+    {"gmem.get_pfn", "gmem", {"kvm_gmem_get_pfn"},
+     {fexit(), {Mech::tp_btf, "kvm_mmu_spte_requested", {"kvm_mmu_spte_requested"}}},
+     "guest fault served by gmem: gfn, gmem inode and index, pfn"},
+    {"gmem.populate", "gmem", {"kvm_gmem_populate"}, {fexit()}, "gmem pages populated before launch"},
+    {"gmem.invalidate", "gmem", {"kvm_gmem_invalidate_start", "kvm_gmem_invalidate_begin", "__kvm_gmem_invalidate_begin"},
+     {fentry(), {Mech::tracepoint, "filemap/mm_filemap_delete_from_page_cache", {"gmem_pagecache_delete"}}},
+     "gmem range invalidated: inode, index range (portable tier: per folio removed)"},
+    {"gmem.pagecache_add", "gmem", {}, {{Mech::tracepoint, "filemap/mm_filemap_add_to_page_cache", {"gmem_pagecache_add"}}},
+     "folio added to a gmem file: inode, index, pfn"},
+    {"gmem.punch_hole", "gmem", {"kvm_gmem_punch_hole", "kvm_gmem_fallocate"},
+     {fexit(), {Mech::syscall, "fallocate on a gmem fd", {"syscalls_fallocate_enter", "syscalls_fallocate_exit"},
+                {"syscalls/sys_enter_fallocate", "syscalls/sys_exit_fallocate"}}},
+     "punch-hole or allocation on a gmem file: offset, length, result"},
+    {"gmem.release", "gmem", {"kvm_gmem_release"},
+     {fentry(), {Mech::syscall, "close of a gmem fd", {"syscalls_close_enter"}, {"syscalls/sys_enter_close"}}},
+     "gmem fd closed (portable tier) or file released"},
+    {"gmem.error_folio", "gmem", {"kvm_gmem_error_folio"}, {fentry()}, "memory failure on a gmem folio"},
+    {"gmem.set_attributes", "gmem", {"kvm_gmem_set_attributes", "__kvm_gmem_set_attributes"},
+     {fexit(), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES2")},
+     "in-place conversion on a gmem fd: offset range, attributes, result, error offset"},
+    {"gmem.convert", "gmem", {"kvm_gmem_convert_range"},
+     {fexit(), ioctl("ioctl KVM_GMEM_CONVERT_SHARED/PRIVATE")},
+     "conversion on a gmem fd (2025 RFC): offset range, result, error offset"},
+    {"kvm.create_vm", "kvm", {"kvm_dev_ioctl_create_vm"}, {ioctl("ioctl KVM_CREATE_VM")},
+     "new VM: struct kvm identity, owning process"},
+    {"kvm.set_memory_region", "kvm", {"kvm_set_memory_region", "__kvm_set_memory_region"},
+     {ioctl("ioctl KVM_SET_USER_MEMORY_REGION(2)")}, "memslot created, moved or deleted"},
+    {"kvm.set_mem_attributes", "kvm", {"kvm_vm_set_mem_attributes"},
+     {fexit(), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
+     "shared/private conversion of a gpa range on a VM fd, result"},
+    {"kvm.mmu_invalidate", "kvm", {"kvm_mmu_invalidate_start", "kvm_mmu_invalidate_begin"}, {fentry()},
+     "KVM MMU invalidation window opened"},
+    {"kvm.mmu_invalidate_end", "kvm", {"kvm_mmu_invalidate_end"}, {fentry()},
+     "KVM MMU invalidation window closed"},
+    {"kvm_mmu.set_spte", "kvm_mmu", {}, {{Mech::tracepoint, "kvmmmu/kvm_mmu_set_spte", {"kvm_mmu_set_spte"}}},
+     "SPTE installed after a gmem fault: gfn, spte (pfn), level"},
+    {"kvm_mmu.zap_all_fast", "kvm_mmu", {}, {{Mech::tp_btf, "kvm_mmu_zap_all_fast", {"kvm_mmu_zap_all_fast"}}},
+     "all roots invalidated (memslot delete or move)"},
+    {"kvm_mmu.prepare_zap_page", "kvm_mmu", {},
+     {{Mech::tracepoint, "kvmmmu/kvm_mmu_prepare_zap_page", {"kvm_mmu_prepare_zap_page"}}},
+     "shadow page zapped: gfn, role"},
+    {"kvm_mmu.tdp_spte_changed", "kvm_mmu", {},
+     {{Mech::tracepoint, "kvmmmu/kvm_tdp_mmu_spte_changed", {"kvm_mmu_tdp_spte_changed"}}},
+     "TDP MMU SPTE change (TDP MMU only): gfn, old and new spte"},
+    {"vfio.pin", "vfio", {"vfio_pin_pages_remote"}, {fexit(), ioctl("ioctl VFIO_IOMMU_MAP_DMA")},
+     "VFIO type1 pin: vaddr, iova, pages, result"},
+    {"vfio.unpin", "vfio", {"vfio_unpin_pages_remote"}, {fentry(), ioctl("ioctl VFIO_IOMMU_UNMAP_DMA")},
+     "VFIO type1 unpin: iova, pages"},
+    {"iommufd.map", "iommufd", {"iopt_map_user_pages", "iopt_map_file_pages"},
+     {fexit(), ioctl("ioctl IOMMU_IOAS_MAP / IOMMU_IOAS_MAP_FILE")}, "IOAS map: user va or file, iova, length, result"},
+    {"iommufd.unmap", "iommufd", {"iopt_unmap_iova_range"}, {fexit(), ioctl("ioctl IOMMU_IOAS_UNMAP")},
+     "IOAS unmap: iova range, result (-EBUSY while pinned)"},
+    {"iommufd.pin", "iommufd", {"pfn_reader_user_pin", "iommufd_access_pin_pages"}, {fexit()},
+     "iommufd page pin: pages, result (-ENOMEM past memlock)"},
+    {"iommu.map", "iommu", {}, {{Mech::tracepoint, "iommu/map", {"iommu_map"}}},
+     "IOMMU mapping made inside a VFIO/iommufd map: iova, paddr, size"},
+    {"iommu.unmap", "iommu", {}, {{Mech::tracepoint, "iommu/unmap", {"iommu_unmap"}}},
+     "IOMMU mapping removed inside a VFIO/iommufd unmap: iova, size"},
+    {"vfio.dma_buf_export", "vfio", {"vfio_pci_core_feature_dma_buf"},
+     {fexit(), ioctl("ioctl VFIO_DEVICE_FEATURE(DMA_BUF)")}, "dma-buf exported from a VFIO PCI BAR"},
+    {"vfio.dma_buf_move", "vfio", {"vfio_pci_dma_buf_move"}, {fentry()}, "VFIO dma-buf revoked or restored"},
+    {"dmabuf.export", "dmabuf", {"dma_buf_export"}, {fexit()}, "dma-buf created: size, exporter"},
+    {"dmabuf.move_notify", "dmabuf", {"dma_buf_invalidate_mappings", "dma_buf_move_notify"}, {fentry()},
+     "importers told to drop their mappings"},
+};
+
+}  // namespace
+
+std::span<const Hook> catalog() { return kCatalog; }
+
+std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built)
+{
+    std::vector<HookStatus> out;
+    for (const Hook& h : kCatalog) {
+        HookStatus hs{&h, {}, {}, -1, {}};
+        std::string present;
+        for (auto sym : h.symbols) {
+            std::string owner = f.btf_func_owner(sym);
+            if (owner.empty() && f.has_kallsyms(sym))
+                owner = "kallsyms only";
+            if (present.empty() && !owner.empty() && owner != "kallsyms only")
+                present = sym;
+            hs.symbols.emplace_back(std::string(sym), owner);
+        }
+        for (const Mechanism& m : h.mechanisms) {
+            MechStatus ms{&m, false, {}, {}};
+            bool built_all = !m.programs.empty();
+            for (auto p : m.programs)
+                built_all &= built.contains(p);
+            switch (m.kind) {
+            case Mech::fentry:
+            case Mech::fexit: {
+                ProgKind pk = m.kind == Mech::fentry ? ProgKind::fentry : ProgKind::fexit;
+                ms.target = present;
+                if (!f.loads(pk))
+                    ms.reason = fmt::format("{} programs refused: {}", mech_name(m.kind), f.load(pk).detail);
+                else if (present.empty())
+                    ms.reason = fmt::format("no {} in BTF", fmt::join(h.symbols, " or "));
+                break;
+            }
+            case Mech::tp_btf:
+                ms.target = m.target;
+                if (!f.loads(ProgKind::tp_btf))
+                    ms.reason = fmt::format("tp_btf programs refused: {}", f.load(ProgKind::tp_btf).detail);
+                else if (!f.has_btf_typedef(fmt::format("btf_trace_{}", m.target)))
+                    ms.reason = fmt::format("no tracepoint {} in BTF", m.target);
+                break;
+            case Mech::tracepoint: {
+                ms.target = m.target;
+                auto slash = m.target.find('/');
+                if (!f.loads(ProgKind::tracepoint))
+                    ms.reason = fmt::format("tracepoint programs refused: {}", f.load(ProgKind::tracepoint).detail);
+                else if (!f.has_tracepoint(m.target.substr(0, slash), m.target.substr(slash + 1)))
+                    ms.reason = fmt::format("no tracepoint {} in tracefs", m.target);
+                break;
+            }
+            case Mech::syscall:
+                ms.target = m.target;
+                for (auto tp : m.tracepoints) {
+                    auto slash = tp.find('/');
+                    if (!f.has_tracepoint(tp.substr(0, slash), tp.substr(slash + 1)))
+                        ms.reason = fmt::format("no tracepoint {} (CONFIG_FTRACE_SYSCALLS)", tp);
+                }
+                if (!f.loads(ProgKind::tracepoint))
+                    ms.reason = fmt::format("tracepoint programs refused: {}", f.load(ProgKind::tracepoint).detail);
+                break;
+            }
+            if (ms.reason.empty() && !built_all)
+                ms.reason = "kernel allows it; no program for it in this build";
+            ms.usable = ms.reason.empty();
+            if (ms.usable && hs.chosen < 0)
+                hs.chosen = static_cast<int>(hs.mechs.size());
+            hs.mechs.push_back(std::move(ms));
+        }
+        if (hs.chosen < 0) {
+            std::vector<std::string> why;
+            for (const auto& ms : hs.mechs)
+                why.push_back(fmt::format("{}: {}", mech_name(ms.mech->kind), ms.reason));
+            hs.why_none = fmt::format("{}", fmt::join(why, "; "));
+        }
+        out.push_back(std::move(hs));
+    }
+    return out;
+}
+
+std::set<std::string, std::less<>> chosen_programs(const std::vector<HookStatus>& hooks)
+{
+    std::set<std::string, std::less<>> out;
+    for (const auto& h : hooks)
+        if (h.chosen >= 0)
+            for (auto p : h.mechs[h.chosen].mech->programs)
+                out.emplace(p);
+    return out;
+}
+
+nlohmann::json to_json(const HookStatus& h)
+{
+    nlohmann::json syms = nlohmann::json::array();
+    for (const auto& [name, owner] : h.symbols)
+        syms.push_back({{"name", name}, {"present", !owner.empty()}, {"where", owner}});
+    nlohmann::json mechs = nlohmann::json::array();
+    for (const auto& ms : h.mechs) {
+        nlohmann::json progs = nlohmann::json::array();
+        for (auto p : ms.mech->programs)
+            progs.push_back(p);
+        nlohmann::json j = {{"mechanism", mech_name(ms.mech->kind)}, {"target", ms.target},
+                            {"programs", progs}, {"usable", ms.usable}};
+        if (!ms.usable)
+            j["reason"] = ms.reason;
+        mechs.push_back(j);
+    }
+    nlohmann::json j = {{"hook", h.hook->name},         {"area", h.hook->area},
+                        {"records", h.hook->records},   {"symbols", syms},
+                        {"mechanisms", mechs},          {"available", h.chosen >= 0}};
+    if (h.chosen >= 0)
+        j["chosen"] = mech_name(h.mechs[h.chosen].mech->kind);
+    else
+        j["reason"] = h.why_none;
+    return j;
+}
+
+}  // namespace gms

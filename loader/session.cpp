@@ -1,0 +1,153 @@
+#include "loader/session.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace gms {
+
+Child::Child(const std::vector<std::string>& argv)
+{
+    if (argv.empty())
+        throw std::invalid_argument("no command to run");
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) != 0)
+        throw std::runtime_error(fmt::format("pipe: {}", strerror(errno)));
+    pid_ = fork();
+    if (pid_ < 0)
+        throw std::runtime_error(fmt::format("fork: {}", strerror(errno)));
+    if (pid_ == 0) {
+        close(go[1]);
+        char c;
+        // Held until the tracer is attached; EOF without a byte: give up.
+        if (read(go[0], &c, 1) != 1)
+            _exit(127);
+        std::vector<char*> args;
+        for (const auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        execvp(args[0], args.data());
+        fmt::print(stderr, "error: cannot run {}: {}\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(go[0]);
+    go_fd_ = go[1];
+    pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+}
+
+Child::~Child()
+{
+    if (go_fd_ >= 0)
+        close(go_fd_);
+    if (status_ < 0 && pid_ > 0) {
+        kill(pid_, SIGTERM);
+        waitpid(pid_, nullptr, 0);
+    }
+    if (pidfd_ >= 0)
+        close(pidfd_);
+}
+
+void Child::release()
+{
+    char c = 1;
+    if (write(go_fd_, &c, 1) != 1)
+        throw std::runtime_error(fmt::format("starting the command: {}", strerror(errno)));
+    close(go_fd_);
+    go_fd_ = -1;
+}
+
+int Child::poll_exit()
+{
+    if (status_ >= 0)
+        return status_;
+    int st = 0;
+    if (waitpid(pid_, &st, WNOHANG) == pid_)
+        status_ = st;
+    return status_;
+}
+
+namespace {
+
+// SIGINT and SIGTERM are read from a signalfd so that the loop ends
+// cleanly (the recording is finished), with no global flag.
+class SignalFd {
+public:
+    SignalFd()
+    {
+        sigemptyset(&mask_);
+        sigaddset(&mask_, SIGINT);
+        sigaddset(&mask_, SIGTERM);
+        sigprocmask(SIG_BLOCK, &mask_, &old_);
+        fd_ = signalfd(-1, &mask_, SFD_CLOEXEC | SFD_NONBLOCK);
+    }
+    ~SignalFd()
+    {
+        close(fd_);
+        sigprocmask(SIG_SETMASK, &old_, nullptr);
+    }
+    int fd() const { return fd_; }
+    int take()
+    {
+        struct signalfd_siginfo si {};
+        return read(fd_, &si, sizeof(si)) == sizeof(si) ? static_cast<int>(si.ssi_signo) : 0;
+    }
+
+private:
+    sigset_t mask_{}, old_{};
+    int fd_ = -1;
+};
+
+}  // namespace
+
+SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts, const Tracer::Sink& sink,
+                       const std::function<void(const gms_drops_record&)>& on_counters)
+{
+    using clock = std::chrono::steady_clock;
+    SignalFd signals;
+    SessionEnd end;
+    auto start = clock::now();
+    auto next_counters = start + std::chrono::duration<double>(opts.counters_every_s);
+    if (child)
+        child->release();
+    for (;;) {
+        struct pollfd fds[3] = {{tracer.ready_fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
+                                {child ? child->pidfd() : -1, POLLIN, 0}};
+        int timeout = opts.poll_ms;
+        if (opts.duration_s > 0) {
+            auto left = std::chrono::duration<double>(opts.duration_s) - (clock::now() - start);
+            timeout = std::max(0, std::min(timeout, int(left.count() * 1000)));
+        }
+        poll(fds, 3, timeout);
+        tracer.consume(sink);
+        if (fds[1].revents & POLLIN)
+            end.signal = signals.take();
+        bool command_done = child && child->poll_exit() >= 0;
+        bool time_up = opts.duration_s > 0 &&
+                       clock::now() - start >= std::chrono::duration<double>(opts.duration_s);
+        if (end.signal || command_done || time_up)
+            break;
+        if (clock::now() >= next_counters) {
+            on_counters(tracer.counters());
+            next_counters += std::chrono::duration<double>(opts.counters_every_s);
+        }
+    }
+    // The command's last records are in the ring buffer already: take them.
+    tracer.consume(sink);
+    if (child)
+        end.command_status = child->poll_exit();
+    end.counters = tracer.counters();
+    return end;
+}
+
+}  // namespace gms

@@ -1,0 +1,53 @@
+// Runs a tracing session: a command started under the tracer (held
+// until the programs are attached), SIGINT/SIGTERM through a signalfd,
+// a duration, and the pump from the ring buffer into a sink.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "loader/tracer.hpp"
+
+namespace gms {
+
+// A command forked now and held before exec until release().
+class Child {
+public:
+    explicit Child(const std::vector<std::string>& argv);
+    ~Child();
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    pid_t pid() const { return pid_; }
+    void release();
+    // Reaps the child if it exited; its exit status, or -1 if running.
+    int poll_exit();
+    int pidfd() const { return pidfd_; }
+
+private:
+    pid_t pid_ = -1;
+    int pidfd_ = -1;
+    int go_fd_ = -1;
+    int status_ = -1;
+};
+
+struct SessionOptions {
+    double duration_s = 0;          // 0: until the command ends or a signal
+    int poll_ms = 100;              // consumer timer; wakeups are batched
+    double counters_every_s = 1.0;  // how often on_counters is called
+};
+
+struct SessionEnd {
+    int signal = 0;            // SIGINT/SIGTERM that ended it, or 0
+    int command_status = -1;   // wait status of the command, -1 if none
+    gms_drops_record counters{};
+};
+
+SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts, const Tracer::Sink& sink,
+                       const std::function<void(const gms_drops_record&)>& on_counters);
+
+}  // namespace gms

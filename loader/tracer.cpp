@@ -1,0 +1,182 @@
+#include "loader/tracer.hpp"
+
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "gmemscope_bpf.skel.h"
+#include "loader/log.hpp"
+
+namespace gms {
+namespace {
+
+// The kernel's dev_t of anon_inodefs, where gmem inodes live: any
+// anon_inode_getfile() file shows it, eventfd is the cheapest.
+uint32_t anon_inodefs_dev()
+{
+    int fd = eventfd(0, EFD_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || fstat(fd, &st) != 0)
+        throw std::runtime_error(fmt::format("eventfd/fstat: {}", strerror(errno)));
+    close(fd);
+    // MKDEV() in include/linux/kdev_t.h: 12 bits major, 20 bits minor.
+    return (major(st.st_dev) << 20) | minor(st.st_dev);
+}
+
+}  // namespace
+
+std::set<std::string, std::less<>> built_programs()
+{
+    std::set<std::string, std::less<>> out;
+    struct gmemscope_bpf* skel = gmemscope_bpf__open();
+    if (!skel)
+        throw std::runtime_error(fmt::format("opening the BPF object: {}", strerror(errno)));
+    struct bpf_program* prog;
+    bpf_object__for_each_program(prog, skel->obj) out.emplace(bpf_program__name(prog));
+    gmemscope_bpf__destroy(skel);
+    return out;
+}
+
+Tracer::Tracer(const Features& features, const TraceOptions& opts)
+{
+    hooks_ = resolve(features, built_programs());
+    auto wanted = chosen_programs(hooks_);
+    if (opts.follow_forks)
+        wanted.emplace("task_fork");
+
+    skel_ = gmemscope_bpf__open();
+    if (!skel_)
+        throw std::runtime_error(fmt::format("opening the BPF object: {}", strerror(errno)));
+    struct bpf_program* prog;
+    bpf_object__for_each_program(prog, skel_->obj)
+        bpf_program__set_autoload(prog, wanted.contains(bpf_program__name(prog)));
+
+    skel_->rodata->targ_filter_tgid = !opts.tgids.empty();
+    skel_->rodata->targ_filter_vm = !opts.vms.empty();
+    skel_->rodata->targ_wakeup_bytes = opts.wakeup_bytes;
+    skel_->rodata->targ_anon_dev = anon_inodefs_dev();
+    bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
+
+    if (int err = gmemscope_bpf__load(skel_); err)
+        throw std::runtime_error(fmt::format("loading BPF programs: {} (run with -v for the verifier log)",
+                                             strerror(-err)));
+    for (pid_t t : opts.tgids)
+        add_tgid(t);
+    for (uint64_t vm : opts.vms) {
+        __u8 one = 1;
+        bpf_map__update_elem(skel_->maps.vms, &vm, sizeof(vm), &one, sizeof(one), BPF_ANY);
+    }
+
+    // Which hooks each program serves, for the report of what is attached.
+    std::map<std::string, std::pair<std::vector<std::string>, const MechStatus*>> serves;
+    for (const auto& h : hooks_) {
+        if (h.chosen < 0)
+            continue;
+        const MechStatus& ms = h.mechs[h.chosen];
+        for (auto p : ms.mech->programs) {
+            auto& s = serves[std::string(p)];
+            s.first.emplace_back(h.hook->name);
+            s.second = &ms;
+        }
+    }
+    bpf_object__for_each_program(prog, skel_->obj) {
+        if (!bpf_program__autoload(prog))
+            continue;
+        struct bpf_link* link = bpf_program__attach(prog);
+        if (!link)
+            throw std::runtime_error(fmt::format("attaching {}: {}", bpf_program__name(prog),
+                                                 strerror(errno)));
+        links_.push_back(link);
+        std::string name = bpf_program__name(prog);
+        auto it = serves.find(name);
+        if (it == serves.end()) {
+            attached_.push_back({"(process filter)", "tp_btf", name, "sched_process_fork"});
+            continue;
+        }
+        attached_.push_back({fmt::format("{}", fmt::join(it->second.first, ",")),
+                             std::string(mech_name(it->second.second->mech->kind)), name,
+                             it->second.second->target});
+    }
+    rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), on_record, this, nullptr);
+    if (!rb_)
+        throw std::runtime_error(fmt::format("ring buffer: {}", strerror(errno)));
+}
+
+Tracer::~Tracer()
+{
+    ring_buffer__free(rb_);
+    for (auto* l : links_)
+        bpf_link__destroy(l);
+    gmemscope_bpf__destroy(skel_);
+}
+
+void Tracer::add_tgid(pid_t tgid)
+{
+    __u32 key = static_cast<__u32>(tgid);
+    __u8 one = 1;
+    bpf_map__update_elem(skel_->maps.tgids, &key, sizeof(key), &one, sizeof(one), BPF_ANY);
+}
+
+int Tracer::ready_fd() const { return ring_buffer__epoll_fd(rb_); }
+
+int Tracer::on_record(void* ctx, void* data, size_t size)
+{
+    auto* self = static_cast<Tracer*>(ctx);
+    std::string why;
+    auto ev = decode({static_cast<const std::byte*>(data), size}, why);
+    if (!ev) {
+        self->decode_errors_++;
+        log::debug("undecodable record from the kernel: {}", why);
+        return 0;
+    }
+    self->received_++;
+    (*self->sink_)(*ev);
+    return 0;
+}
+
+uint64_t Tracer::consume(const Sink& sink)
+{
+    sink_ = &sink;
+    uint64_t before = received_;
+    ring_buffer__consume(rb_);
+    sink_ = nullptr;
+    return received_ - before;
+}
+
+gms_drops_record Tracer::counters() const
+{
+    gms_drops_record r{};
+    r.hdr.type = GMS_REC_DROPS;
+    r.hdr.abi = GMS_ABI_VERSION;
+    r.hdr.size = sizeof(r);
+    struct timespec ts {};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    r.hdr.ts_ns = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    int ncpu = libbpf_num_possible_cpus();
+    std::vector<gms_counters> percpu(static_cast<size_t>(ncpu));
+    __u32 zero = 0;
+    if (bpf_map__lookup_elem(skel_->maps.counters, &zero, sizeof(zero), percpu.data(),
+                             sizeof(gms_counters) * percpu.size(), 0) == 0) {
+        for (const auto& c : percpu) {
+            for (int t = 0; t < GMS_EV_MAX; t++)
+                r.tried[t] += c.tried[t];
+            for (int d = 0; d < GMS_DROP_MAX; d++)
+                r.dropped[d] += c.dropped[d];
+        }
+    }
+    r.received = received_;
+    return r;
+}
+
+}  // namespace gms

@@ -1,0 +1,76 @@
+// The BPF side as one object: open -> configure -> load -> attach, and
+// a consumer that decodes ring-buffer records into Events.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "loader/catalog.hpp"
+#include "loader/events.hpp"
+#include "loader/features.hpp"
+
+struct gmemscope_bpf;
+struct ring_buffer;
+struct bpf_link;
+
+namespace gms {
+
+struct TraceOptions {
+    std::vector<pid_t> tgids;       // empty: every process
+    bool follow_forks = false;      // children of traced tgids are traced too
+    std::vector<uint64_t> vms;      // struct kvm * values; empty: every VM
+    uint64_t ringbuf_bytes = 16u << 20;
+    uint64_t wakeup_bytes = 1u << 20;  // wake the consumer past this much data
+};
+
+struct AttachedProgram {
+    std::string hook;       // catalog hook names it serves, comma separated
+    std::string mechanism;
+    std::string program;
+    std::string target;
+};
+
+// Every program the BPF object holds, without loading it.
+std::set<std::string, std::less<>> built_programs();
+
+class Tracer {
+public:
+    using Sink = std::function<void(const Event&)>;
+
+    Tracer(const Features& features, const TraceOptions& opts);
+    ~Tracer();
+    Tracer(const Tracer&) = delete;
+    Tracer& operator=(const Tracer&) = delete;
+
+    const std::vector<HookStatus>& hooks() const { return hooks_; }
+    const std::vector<AttachedProgram>& attached() const { return attached_; }
+    void add_tgid(pid_t tgid);
+
+    // The fd that becomes readable when records wait (epoll fd).
+    int ready_fd() const;
+    // Consumes every record waiting; returns how many.
+    uint64_t consume(const Sink& sink);
+    // Kernel counters summed over CPUs, with what this consumer received.
+    gms_drops_record counters() const;
+    uint64_t decode_errors() const { return decode_errors_; }
+
+private:
+    static int on_record(void* ctx, void* data, size_t size);
+
+    std::vector<HookStatus> hooks_;
+    std::vector<AttachedProgram> attached_;
+    struct gmemscope_bpf* skel_ = nullptr;
+    struct ring_buffer* rb_ = nullptr;
+    std::vector<struct bpf_link*> links_;
+    const Sink* sink_ = nullptr;
+    uint64_t received_ = 0;
+    uint64_t decode_errors_ = 0;
+};
+
+}  // namespace gms
