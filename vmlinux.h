@@ -1,3 +1,7 @@
+/* Generated from the BTF of Linux 6.18.44-fc-v657 (the project machines' PVM guest kernel) with:
+ *   bpftool btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
+ * Programs read kernel structs through CO-RE, so this header only has to
+ * name the types; bpf/core_fixes.bpf.h handles what differs by release. */
 #ifndef __VMLINUX_H__
 #define __VMLINUX_H__
 

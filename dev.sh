@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# gmemscope's one entry point for people and CI:
+#   bash dev.sh demo   set up, build, trace the built-in workload, report
+#   bash dev.sh test   set up, build, run every test
+#   bash dev.sh setup | build
+# Set-up installs Debian's packages the build and the tests need; it is
+# idempotent and does nothing when they are all there.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(cmake make g++ clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev
+          libcli11-dev libfmt-dev nlohmann-json3-dev catch2 python3 python3-jsonschema)
+
+setup() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+build() {
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build build -j"$(nproc)"
+}
+
+demo() {
+    build/gmemscope record -o build/demo.rec -- \
+        build/gmemscope stress rebind pages=64 punch_pages=8 rebind_offset=1M
+    build/gmemscope report -i build/demo.rec
+}
+
+run_tests() {
+    ctest --test-dir build --output-on-failure
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    build) setup; build ;;
+    demo) setup; build; demo ;;
+    test) setup; build; run_tests ;;
+    *) echo "usage: bash dev.sh demo|test|setup|build" >&2; exit 2 ;;
+esac

@@ -1,0 +1,31 @@
+// What the tests share: running the real binary, and the skip rule for
+// tests that need root and /dev/kvm (in CI nothing skips).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gms::test {
+
+struct Run {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+// Runs argv (argv[0] found on PATH or a path) and captures its output.
+Run run(const std::vector<std::string>& argv);
+std::string binary();   // build/gmemscope
+std::string source_dir();
+// "" when BPF and KVM are usable here, else why not.
+std::string why_no_live();
+
+}  // namespace gms::test
+
+#define GMS_REQUIRE_LIVE()                                   \
+    do {                                                     \
+        std::string why_ = gms::test::why_no_live();         \
+        if (!why_.empty()) {                                 \
+            WARN("SKIPPED: " << why_);                       \
+            return;                                          \
+        }                                                    \
+    } while (0)
