@@ -32,17 +32,32 @@ GMS_SETTING(bool, targ_filter_vm);	/* only events of VMs in `vms` */
 GMS_SETTING(__u64, targ_wakeup_bytes);	/* wake the consumer past this fill */
 GMS_SETTING(__u32, targ_anon_dev);	/* kernel dev_t of anon_inodefs */
 
+/*
+ * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
+ * cast"): a kernel address read with a helper becomes a BTF pointer again,
+ * so the fields behind it are plain loads instead of helper calls.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /* Internal inflight ops, beyond enum gms_ioctl_op. */
 #define GMS_OP_RUN		0x100	/* KVM_RUN: vCPU context for faults */
 #define GMS_OP_FALLOCATE	0x101
 
-/* One syscall between its enter and exit, keyed by thread id. */
 struct gms_inflight {
 	__u16 op;
 	__u16 fd_kind;
 	__u32 vcpu_id;
 	__u64 vm;
 	__u64 uarg;		/* user pointer to the ioctl argument */
+	/*
+	 * KVM_RUN: a gmem page-cache add waiting for the fault that caused
+	 * it (kvm_gmem_get_pfn() allocates before kvm_mmu_spte_requested).
+	 */
+	__u64 alloc_ino;
+	__u64 alloc_index;
+	__u64 alloc_pfn;	/* 0: none waiting */
+	__u32 alloc_order;
+	__u32 pad;
 	union {
 		struct gms_ioctl_event ioctl;
 		struct gms_fallocate_event falloc;
@@ -74,19 +89,16 @@ GMS_SHARED struct {
 	__type(value, __u8);
 } vms SEC(".maps");
 
+/*
+ * One syscall between its enter and exit, in task-local storage: no hash
+ * on the hot path, freed with the task.  op 0 means none in flight.
+ */
 GMS_SHARED struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct gms_inflight);
 } inflight SEC(".maps");
-
-GMS_SHARED struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct gms_inflight);
-} inflight_scratch SEC(".maps");
 
 /* gmem inode -> struct kvm *, learned from gmem fds and faults. */
 GMS_SHARED struct {
@@ -179,11 +191,28 @@ static __always_inline void gms_submit(void *e)
 	bpf_ringbuf_submit(e, flags);
 }
 
+/* The current thread's syscall in flight, NULL if none. */
 static __always_inline struct gms_inflight *gms_inflight_current(void)
 {
-	__u32 pid = (__u32)bpf_get_current_pid_tgid();
+	struct gms_inflight *in;
 
-	return bpf_map_lookup_elem(&inflight, &pid);
+	in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	return in && in->op ? in : NULL;
+}
+
+/* Storage for the syscall the current thread enters; counted if none. */
+static __always_inline struct gms_inflight *gms_inflight_enter(__u16 op)
+{
+	struct gms_inflight *in;
+
+	in = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
+		gms_count_drop(GMS_DROP_INFLIGHT_FULL);
+		return NULL;
+	}
+	in->op = op;
+	return in;
 }
 
 /* The VM the current thread works on: its KVM_RUN or VM/gmem syscall. */
@@ -196,6 +225,33 @@ static __always_inline __u64 gms_current_vm(__u32 *vcpu_id)
 	if (vcpu_id)
 		*vcpu_id = in->vcpu_id;
 	return in->vm;
+}
+
+static __always_inline void gms_emit_pagecache(__u32 type, __u64 vm, __u64 ino, __u64 index,
+					       __u64 pfn, __u32 order)
+{
+	struct gms_pagecache_event *e = GMS_RESERVE(type, struct gms_pagecache_event);
+
+	if (!e)
+		return;
+	gms_fill_hdr(&e->hdr, type, sizeof(*e));
+	e->vm = vm;
+	e->ino = ino;
+	e->index = index;
+	e->pfn = pfn;
+	e->order = order;
+	e->pad = 0;
+	gms_submit(e);
+}
+
+/* A page-cache add whose fault never came is sent on its own. */
+static __always_inline void gms_flush_alloc(struct gms_inflight *in)
+{
+	if (!in->alloc_pfn)
+		return;
+	gms_emit_pagecache(GMS_EV_PAGECACHE_ADD, in->vm, in->alloc_ino, in->alloc_index,
+			   in->alloc_pfn, in->alloc_order);
+	in->alloc_pfn = 0;
 }
 
 #endif /* GMS_COMMON_BPF_H */

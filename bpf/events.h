@@ -36,7 +36,7 @@ enum gms_event_type {
 /* Why an event was lost; counted per CPU in the `counters` map. */
 enum gms_drop_cause {
 	GMS_DROP_RINGBUF_FULL = 0,	/* bpf_ringbuf_reserve() failed */
-	GMS_DROP_INFLIGHT_FULL = 1,	/* no room to pair a syscall's enter and exit */
+	GMS_DROP_INFLIGHT_FULL = 1,	/* no task storage to pair a syscall's enter and exit */
 	GMS_DROP_MAX,
 };
 
@@ -161,6 +161,8 @@ struct gms_gmem_close_event {
 };
 
 /* hdr.flags of a fault */
+#define GMS_FAULT_ALLOCATED	(1 << 3)	/* the fault added this pfn to the gmem page cache;
+						 * no pagecache_add record is sent for it */
 #define GMS_FAULT_WRITE		(1 << 4)
 #define GMS_FAULT_EXEC		(1 << 5)
 #define GMS_FAULT_PRIVATE	(1 << 6)

@@ -8,42 +8,52 @@
  */
 #include "common.bpf.h"
 
-static __always_inline int gms_pagecache(struct trace_event_raw_mm_filemap_op_page_cache *ctx,
-					 __u32 type)
+static __always_inline __u64 gms_gmem_vm(__u64 ino)
 {
-	struct gms_pagecache_event *e;
-	__u64 ino, *vmp, vm = 0;
+	__u64 *vm = bpf_map_lookup_elem(&gmem_vm, &ino);
 
-	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
-		return 0;
-	ino = ctx->i_ino;
-	vmp = bpf_map_lookup_elem(&gmem_vm, &ino);
-	if (vmp)
-		vm = *vmp;
-	if (!gms_vm_selected(vm))
-		return 0;
-	e = GMS_RESERVE(type, struct gms_pagecache_event);
-	if (!e)
-		return 0;
-	gms_fill_hdr(&e->hdr, type, sizeof(*e));
-	e->vm = vm;
-	e->ino = ino;
-	e->index = ctx->index;
-	e->pfn = ctx->pfn;
-	e->order = ctx->order;
-	e->pad = 0;
-	gms_submit(e);
-	return 0;
+	return vm ? *vm : 0;
 }
 
+/*
+ * A vCPU's fault allocates the folio (kvm_gmem_get_pfn()) and then
+ * requests the SPTE with the same pfn: the add is folded into that fault
+ * record (GMS_FAULT_ALLOCATED) instead of costing a record of its own.
+ */
 SEC("tp/filemap/mm_filemap_add_to_page_cache")
 int gmem_pagecache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	return gms_pagecache(ctx, GMS_EV_PAGECACHE_ADD);
+	struct gms_inflight *in;
+	__u64 vm;
+
+	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
+		return 0;
+	vm = gms_gmem_vm(ctx->i_ino);
+	if (!gms_vm_selected(vm))
+		return 0;
+	in = gms_inflight_current();
+	if (in && in->op == GMS_OP_RUN) {
+		gms_flush_alloc(in);
+		in->alloc_ino = ctx->i_ino;
+		in->alloc_index = ctx->index;
+		in->alloc_order = ctx->order;
+		in->alloc_pfn = ctx->pfn;
+		return 0;
+	}
+	gms_emit_pagecache(GMS_EV_PAGECACHE_ADD, vm, ctx->i_ino, ctx->index, ctx->pfn, ctx->order);
+	return 0;
 }
 
 SEC("tp/filemap/mm_filemap_delete_from_page_cache")
 int gmem_pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	return gms_pagecache(ctx, GMS_EV_PAGECACHE_DEL);
+	__u64 vm;
+
+	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
+		return 0;
+	vm = gms_gmem_vm(ctx->i_ino);
+	if (!gms_vm_selected(vm))
+		return 0;
+	gms_emit_pagecache(GMS_EV_PAGECACHE_DEL, vm, ctx->i_ino, ctx->index, ctx->pfn, ctx->order);
+	return 0;
 }

@@ -27,16 +27,20 @@ struct {
 SEC("tp_btf/kvm_mmu_spte_requested")
 int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 {
-	struct kvm_memory_slot *slot = BPF_CORE_READ(fault, slot);
-	struct file *gmem = BPF_CORE_READ(slot, gmem.file);
+	/* tp_btf arguments are BTF pointers: plain loads, no helper calls */
+	struct kvm_memory_slot *slot = fault->slot;
+	struct file *gmem = slot->gmem.file;
+	struct gms_inflight *in;
 	struct gms_last_fault *last;
 	struct gms_fault_event *e;
-	__u32 zero = 0, vcpu_id = 0;
-	__u64 vm;
+	__u64 vm = 0, *known;
+	__u32 zero = 0;
 
 	if (!gms_task_selected())
 		return 0;
-	vm = gms_current_vm(&vcpu_id);
+	in = gms_inflight_current();
+	if (in)
+		vm = in->vm;
 	if (!gms_vm_selected(vm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_FAULT, struct gms_fault_event);
@@ -44,27 +48,36 @@ int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 		return 0;
 	gms_fill_hdr(&e->hdr, GMS_EV_FAULT, sizeof(*e));
 	e->vm = vm;
-	e->gfn = BPF_CORE_READ(fault, gfn);
-	e->pfn = BPF_CORE_READ(fault, pfn);
-	e->slot_base_gfn = BPF_CORE_READ(slot, base_gfn);
-	e->slot_id = BPF_CORE_READ(slot, id);
-	e->vcpu_id = vcpu_id;
-	e->level = BPF_CORE_READ(fault, goal_level);
+	e->gfn = fault->gfn;
+	e->pfn = fault->pfn;
+	e->slot_base_gfn = slot->base_gfn;
+	e->slot_id = slot->id;
+	e->vcpu_id = in ? in->vcpu_id : 0;
+	e->level = fault->goal_level;
 	e->pad = 0;
 	e->gmem_ino = 0;
 	e->gmem_index = 0;
 	if (gmem) {
-		e->gmem_ino = BPF_CORE_READ(gmem, f_inode, i_ino);
-		e->gmem_index = e->gfn - e->slot_base_gfn + BPF_CORE_READ(slot, gmem.pgoff);
-		if (vm)
+		e->gmem_ino = gmem->f_inode->i_ino;
+		e->gmem_index = e->gfn - e->slot_base_gfn + slot->gmem.pgoff;
+		known = bpf_map_lookup_elem(&gmem_vm, &e->gmem_ino);
+		if (vm && (!known || *known != vm))
 			bpf_map_update_elem(&gmem_vm, &e->gmem_ino, &vm, BPF_ANY);
 	}
-	if (BPF_CORE_READ(fault, write))
+	if (fault->write)
 		e->hdr.flags |= GMS_FAULT_WRITE;
-	if (BPF_CORE_READ(fault, exec))
+	if (fault->exec)
 		e->hdr.flags |= GMS_FAULT_EXEC;
-	if (BPF_CORE_READ(fault, is_private))
+	if (fault->is_private)
 		e->hdr.flags |= GMS_FAULT_PRIVATE;
+	if (in && in->alloc_pfn) {
+		if (in->alloc_pfn == e->pfn) {
+			e->hdr.flags |= GMS_FAULT_ALLOCATED;
+			in->alloc_pfn = 0;
+		} else {
+			gms_flush_alloc(in);
+		}
+	}
 	last = bpf_map_lookup_elem(&last_gmem_fault, &zero);
 	if (last) {
 		last->gfn = gmem ? e->gfn : ~0ULL;
@@ -113,8 +126,8 @@ int BPF_PROG(kvm_mmu_zap_all_fast, struct kvm *kvm)
 	e->vm = (__u64)kvm;
 	e->gfn = 0;
 	e->role = 0;
-	e->count = BPF_CORE_READ(kvm, arch.n_used_mmu_pages);
-	e->gen = BPF_CORE_READ(kvm, arch.mmu_valid_gen);
+	e->count = kvm->arch.n_used_mmu_pages;
+	e->gen = kvm->arch.mmu_valid_gen;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	gms_submit(e);
 	return 0;

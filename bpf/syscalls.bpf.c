@@ -12,15 +12,16 @@
 
 static __always_inline struct file *gms_fd_file(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || (__u32)fd >= fdt->max_fds)
 		return NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	if (!file)
+		return NULL;
+	return bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 }
 
 static __always_inline bool gms_prefix(const char *name, const char *want, int n)
@@ -43,7 +44,7 @@ static __always_inline __u16 gms_fd_kind(struct file *file)
 
 	if (!file)
 		return GMS_FD_OTHER;
-	p = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	p = file->f_path.dentry->d_name.name;
 	if (bpf_probe_read_kernel_str(name, sizeof(name), p) < 0)
 		return GMS_FD_OTHER;
 	if (gms_prefix(name, "[kvm-gmem]", 11))
@@ -59,7 +60,7 @@ static __always_inline __u16 gms_fd_kind(struct file *file)
 
 static __always_inline __u64 gms_file_ino(struct file *file)
 {
-	return BPF_CORE_READ(file, f_inode, i_ino);
+	return file ? file->f_inode->i_ino : 0;
 }
 
 /* The struct kvm * behind a VM, vCPU or gmem file. */
@@ -67,9 +68,11 @@ static __always_inline __u64 gms_file_vm(struct file *file, __u16 kind, __u32 *v
 {
 	struct kvm_vcpu *vcpu;
 
+	if (!file)
+		return 0;
 	switch (kind) {
 	case GMS_FD_VM:
-		return (__u64)BPF_CORE_READ(file, private_data);
+		return (__u64)file->private_data;
 	case GMS_FD_VCPU:
 		vcpu = BPF_CORE_READ(file, private_data);
 		if (vcpu_id)
@@ -83,8 +86,43 @@ static __always_inline __u64 gms_file_vm(struct file *file, __u16 kind, __u32 *v
 
 static __always_inline void gms_learn_gmem(__u64 ino, __u64 vm)
 {
-	if (ino && vm)
+	__u64 *known;
+
+	if (!ino || !vm)
+		return;
+	/* an LRU update is several times a lookup: punch storms repeat this */
+	known = bpf_map_lookup_elem(&gmem_vm, &ino);
+	if (!known || *known != vm)
 		bpf_map_update_elem(&gmem_vm, &ino, &vm, BPF_ANY);
+}
+
+/*
+ * Is the file a gmem file, and of which VM?  gmem inodes live on
+ * anon_inodefs, and those seen before are in gmem_vm: the storm's path
+ * is a few loads and one lookup.  Inode numbers come from get_next_ino(),
+ * reused only after it wraps at 2^32.
+ */
+static __always_inline bool gms_gmem_file(struct file *file, __u64 *vm)
+{
+	struct inode *inode;
+	__u64 ino, *known;
+
+	if (!file)
+		return false;
+	inode = file->f_inode;
+	if (inode->i_sb->s_dev != targ_anon_dev)
+		return false;
+	ino = inode->i_ino;
+	known = bpf_map_lookup_elem(&gmem_vm, &ino);
+	if (known) {
+		*vm = *known;
+		return true;
+	}
+	if (gms_fd_kind(file) != GMS_FD_GMEM)
+		return false;
+	*vm = gms_file_vm(file, GMS_FD_GMEM, NULL);
+	gms_learn_gmem(ino, *vm);
+	return true;
 }
 
 static __always_inline __u16 gms_ioctl_op(__u32 cmd)
@@ -200,24 +238,6 @@ static __always_inline bool gms_decode_args(struct gms_ioctl_event *e, __u16 op,
 	return true;
 }
 
-static __always_inline struct gms_inflight *gms_scratch(void)
-{
-	__u32 zero = 0;
-	struct gms_inflight *in = bpf_map_lookup_elem(&inflight_scratch, &zero);
-
-	if (in)
-		__builtin_memset(in, 0, sizeof(*in));
-	return in;
-}
-
-static __always_inline void gms_stash(struct gms_inflight *in)
-{
-	__u32 pid = (__u32)bpf_get_current_pid_tgid();
-
-	if (bpf_map_update_elem(&inflight, &pid, in, BPF_ANY))
-		gms_count_drop(GMS_DROP_INFLIGHT_FULL);
-}
-
 SEC("tp/syscalls/sys_enter_ioctl")
 int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 {
@@ -235,19 +255,18 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	op = gms_ioctl_op(cmd);
 	if (!op || !gms_task_selected())
 		return 0;
-	in = gms_scratch();
+	file = gms_fd_file(fd);
+	in = gms_inflight_enter(op);
 	if (!in)
 		return 0;
-	file = gms_fd_file(fd);
-	in->op = op;
 	in->fd_kind = gms_fd_kind(file);
+	in->vcpu_id = 0;
 	in->vm = gms_file_vm(file, in->fd_kind, &in->vcpu_id);
 	in->uarg = (__u64)uarg;
-	if (op == GMS_OP_RUN) {
-		gms_stash(in);
+	if (op == GMS_OP_RUN)
 		return 0;
-	}
 	e = &in->ioctl;
+	__builtin_memset(e, 0, sizeof(*e));
 	gms_fill_hdr(&e->hdr, GMS_EV_IOCTL, sizeof(*e));
 	e->vm = in->vm;
 	e->fd = fd;
@@ -262,14 +281,15 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 		__u32 flags = 0;
 
 		bpf_probe_read_user(&flags, sizeof(flags), uarg + 4);
-		if ((flags & GMS_VFIO_DEVICE_FEATURE_MASK) != GMS_VFIO_DEVICE_FEATURE_DMA_BUF)
+		if ((flags & GMS_VFIO_DEVICE_FEATURE_MASK) != GMS_VFIO_DEVICE_FEATURE_DMA_BUF) {
+			in->op = 0;
 			return 0;
+		}
 	}
 	if (!gms_decode_args(e, op, uarg))
 		e->hdr.flags |= GMS_F_ARGS_UNREAD;
 	if (op == GMS_IOC_SET_MEMORY_REGION2 && (e->args.region.flags & (1u << 2)))
 		e->args.region.gmem_ino = gms_file_ino(gms_fd_file(e->args.region.gmem_fd));
-	gms_stash(in);
 	return 0;
 }
 
@@ -315,12 +335,13 @@ static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
 SEC("tp/syscalls/sys_exit_ioctl")
 int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__u32 pid = (__u32)bpf_get_current_pid_tgid();
-	struct gms_inflight *in = bpf_map_lookup_elem(&inflight, &pid);
+	struct gms_inflight *in = gms_inflight_current();
 	struct gms_ioctl_event *e;
 
 	if (!in)
 		return 0;
+	if (in->op == GMS_OP_RUN)
+		gms_flush_alloc(in);
 	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE &&
 	    gms_vm_selected(in->vm)) {
 		gms_ioctl_result(in, ctx->ret);
@@ -331,7 +352,7 @@ int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 			gms_submit(e);
 		}
 	}
-	bpf_map_delete_elem(&inflight, &pid);
+	in->op = 0;
 	return 0;
 }
 
@@ -342,18 +363,18 @@ int syscalls_fallocate_enter(struct trace_event_raw_sys_enter *ctx)
 	struct gms_fallocate_event *e;
 	struct gms_inflight *in;
 	struct file *file;
+	__u64 vm = 0;
 
 	if (!gms_task_selected())
 		return 0;
 	file = gms_fd_file(fd);
-	if (gms_fd_kind(file) != GMS_FD_GMEM)
+	if (!gms_gmem_file(file, &vm))
 		return 0;
-	in = gms_scratch();
+	in = gms_inflight_enter(GMS_OP_FALLOCATE);
 	if (!in)
 		return 0;
-	in->op = GMS_OP_FALLOCATE;
 	in->fd_kind = GMS_FD_GMEM;
-	in->vm = gms_file_vm(file, GMS_FD_GMEM, NULL);
+	in->vm = vm;
 	e = &in->falloc;
 	gms_fill_hdr(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e));
 	e->vm = in->vm;
@@ -362,16 +383,13 @@ int syscalls_fallocate_enter(struct trace_event_raw_sys_enter *ctx)
 	e->mode = (__u32)ctx->args[1];
 	e->offset = ctx->args[2];
 	e->len = ctx->args[3];
-	gms_learn_gmem(e->gmem_ino, in->vm);
-	gms_stash(in);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_exit_fallocate")
 int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	__u32 pid = (__u32)bpf_get_current_pid_tgid();
-	struct gms_inflight *in = bpf_map_lookup_elem(&inflight, &pid);
+	struct gms_inflight *in = gms_inflight_current();
 	struct gms_fallocate_event *e;
 
 	if (!in || in->op != GMS_OP_FALLOCATE)
@@ -385,7 +403,7 @@ int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 			gms_submit(e);
 		}
 	}
-	bpf_map_delete_elem(&inflight, &pid);
+	in->op = 0;
 	return 0;
 }
 
@@ -395,15 +413,12 @@ int syscalls_close_enter(struct trace_event_raw_sys_enter *ctx)
 	int fd = (int)ctx->args[0];
 	struct gms_gmem_close_event *e;
 	struct file *file;
-	__u64 vm;
+	__u64 vm = 0;
 
 	if (!gms_task_selected())
 		return 0;
 	file = gms_fd_file(fd);
-	if (gms_fd_kind(file) != GMS_FD_GMEM)
-		return 0;
-	vm = gms_file_vm(file, GMS_FD_GMEM, NULL);
-	if (!gms_vm_selected(vm))
+	if (!gms_gmem_file(file, &vm) || !gms_vm_selected(vm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_GMEM_CLOSE, struct gms_gmem_close_event);
 	if (!e)

@@ -32,6 +32,8 @@ void print_text(const Features& f, const std::vector<HookStatus>& hooks)
             std::string note;
             for (int i = 0; i < h.chosen; i++)
                 note = fmt::format("{} unusable: {}", mech_name(h.mechs[i].mech->kind), h.mechs[i].reason);
+            if (h.hook->opt_in)
+                note = "opt-in (--hooks " + std::string(h.hook->name) + ")" + (note.empty() ? "" : "; " + note);
             fmt::print("{:<26} {:<11} {:<44} {}\n", h.hook->name, mech_name(ms.mech->kind), ms.target,
                        note);
         } else {

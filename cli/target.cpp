@@ -14,6 +14,9 @@ void add_target_options(CLI::App* sub, TargetOptions& t)
     sub->add_option("-d,--duration", t.duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
     sub->add_option("--ringbuf-size", t.ringbuf_mib, "Ring buffer size in MiB (power of two)")
         ->check(CLI::Range(1, 1024));
+    sub->add_option("--hooks", t.hooks,
+                    "Hooks to trace: names from `gmemscope hooks`, default (all but opt-in) or all")
+        ->delimiter(',');
     sub->add_option("command", t.command, "Command to start and trace (after --)");
 }
 
@@ -32,6 +35,12 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
         to.tgids.push_back(p);
     }
     to.follow_forks = true;
+    to.hooks = t.hooks;
+    try {
+        select_hooks(t.hooks);
+    } catch (const std::invalid_argument& e) {
+        throw Error(kUsage, e.what());
+    }
     for (const auto& v : t.vms) {
         try {
             size_t used = 0;

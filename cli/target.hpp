@@ -22,6 +22,7 @@ struct TargetOptions {
     std::vector<std::string> vms;   // struct kvm * as gmemscope prints it, hex
     double duration_s = 0;
     uint64_t ringbuf_mib = 16;
+    std::vector<std::string> hooks;
     std::vector<std::string> command;
 };
 

@@ -1,5 +1,7 @@
 #include "loader/catalog.hpp"
 
+#include <stdexcept>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -70,7 +72,7 @@ const std::vector<Hook> kCatalog = {
     {"kvm.mmu_invalidate_end", "kvm", {"kvm_mmu_invalidate_end"}, {fentry()},
      "KVM MMU invalidation window closed"},
     {"kvm_mmu.set_spte", "kvm_mmu", {}, {{Mech::tracepoint, "kvmmmu/kvm_mmu_set_spte", {"kvm_mmu_set_spte"}}},
-     "SPTE installed after a gmem fault: gfn, spte (pfn), level"},
+     "SPTE installed after a gmem fault: gfn, spte (pfn), level", true},
     {"kvm_mmu.zap_all_fast", "kvm_mmu", {}, {{Mech::tp_btf, "kvm_mmu_zap_all_fast", {"kvm_mmu_zap_all_fast"}}},
      "all roots invalidated (memslot delete or move)"},
     {"kvm_mmu.prepare_zap_page", "kvm_mmu", {},
@@ -180,11 +182,37 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
     return out;
 }
 
-std::set<std::string, std::less<>> chosen_programs(const std::vector<HookStatus>& hooks)
+std::set<std::string, std::less<>> select_hooks(const std::vector<std::string>& names)
+{
+    std::set<std::string, std::less<>> out;
+    auto add_all = [&](bool with_opt_in) {
+        for (const Hook& h : kCatalog)
+            if (with_opt_in || !h.opt_in)
+                out.emplace(h.name);
+    };
+    if (names.empty())
+        add_all(false);
+    for (const auto& n : names) {
+        if (n == "default" || n == "all") {
+            add_all(n == "all");
+            continue;
+        }
+        bool known = false;
+        for (const Hook& h : kCatalog)
+            known |= h.name == n;
+        if (!known)
+            throw std::invalid_argument(fmt::format("no hook named {} (gmemscope hooks lists them)", n));
+        out.emplace(n);
+    }
+    return out;
+}
+
+std::set<std::string, std::less<>> chosen_programs(const std::vector<HookStatus>& hooks,
+                                                   const std::set<std::string, std::less<>>& selected)
 {
     std::set<std::string, std::less<>> out;
     for (const auto& h : hooks)
-        if (h.chosen >= 0)
+        if (h.chosen >= 0 && selected.contains(h.hook->name))
             for (auto p : h.mechs[h.chosen].mech->programs)
                 out.emplace(p);
     return out;
@@ -208,7 +236,8 @@ nlohmann::json to_json(const HookStatus& h)
     }
     nlohmann::json j = {{"hook", h.hook->name},         {"area", h.hook->area},
                         {"records", h.hook->records},   {"symbols", syms},
-                        {"mechanisms", mechs},          {"available", h.chosen >= 0}};
+                        {"mechanisms", mechs},          {"available", h.chosen >= 0},
+                        {"default", !h.hook->opt_in}};
     if (h.chosen >= 0)
         j["chosen"] = mech_name(h.mechs[h.chosen].mech->kind);
     else

@@ -37,6 +37,9 @@ struct Hook {
     std::vector<std::string_view> symbols;  // aliases, newest first
     std::vector<Mechanism> mechanisms;      // preferred first
     std::string_view records;
+    // Not traced unless asked for (--hooks): its information is in
+    // another hook's records and it costs per event.
+    bool opt_in = false;
 };
 
 std::span<const Hook> catalog();
@@ -58,8 +61,13 @@ struct HookStatus {
 
 // Which mechanism each hook gets on this kernel with this build's programs.
 std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built);
-// The programs the chosen mechanisms need.
-std::set<std::string, std::less<>> chosen_programs(const std::vector<HookStatus>& hooks);
+// Hook names from a --hooks list: names, "default" (all but opt-in) and
+// "all"; empty means "default".  Throws std::invalid_argument naming an
+// unknown hook.
+std::set<std::string, std::less<>> select_hooks(const std::vector<std::string>& names);
+// The programs the chosen mechanisms of the selected hooks need.
+std::set<std::string, std::less<>> chosen_programs(const std::vector<HookStatus>& hooks,
+                                                   const std::set<std::string, std::less<>>& selected);
 
 nlohmann::json to_json(const HookStatus& h);
 

@@ -234,6 +234,7 @@ json body_json(const gms_fault_event& e)
     json j = {{"vm", hex(e.vm)}, {"vcpu", e.vcpu_id}, {"gfn", hex(e.gfn)}, {"pfn", hex(e.pfn)},
               {"slot", e.slot_id}, {"slot_base_gfn", hex(e.slot_base_gfn)}, {"level", e.level},
               {"write", !!(e.hdr.flags & GMS_FAULT_WRITE)},
+              {"allocated", !!(e.hdr.flags & GMS_FAULT_ALLOCATED)},
               {"private", !!(e.hdr.flags & GMS_FAULT_PRIVATE)}};
     if (e.gmem_ino) {
         j["gmem_ino"] = e.gmem_ino;
@@ -363,8 +364,9 @@ std::string body_line(const gms_fault_event& e)
 {
     std::string gmem = e.gmem_ino ? fmt::format(" gmem ino {} index {:#x}", e.gmem_ino, e.gmem_index)
                                   : std::string(" (not gmem)");
-    return fmt::format("fault vcpu {} gfn {:#x} slot {}{} pfn {:#x}{}", e.vcpu_id, e.gfn, e.slot_id,
-                       gmem, e.pfn, e.hdr.flags & GMS_FAULT_WRITE ? " write" : "");
+    return fmt::format("fault vcpu {} gfn {:#x} slot {}{} pfn {:#x}{}{}", e.vcpu_id, e.gfn, e.slot_id,
+                       gmem, e.pfn, e.hdr.flags & GMS_FAULT_WRITE ? " write" : "",
+                       e.hdr.flags & GMS_FAULT_ALLOCATED ? " (allocated)" : "");
 }
 
 std::string body_line(const gms_set_spte_event& e)

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 
 #include <bpf/libbpf.h>
 
@@ -16,12 +17,16 @@ int libbpf_print(enum libbpf_print_level lvl, const char* format, va_list args)
     Level want = lvl == LIBBPF_WARN ? Level::info : Level::debug;
     if (level() < want)
         return 0;
-    char buf[1024];
-    int n = vsnprintf(buf, sizeof(buf), format, args);
-    std::string_view msg(buf, n < 0 ? 0 : std::min<size_t>(size_t(n), sizeof(buf) - 1));
+    // The verifier log comes as one message of any length.
+    char* buf = nullptr;
+    int n = vasprintf(&buf, format, args);
+    if (n < 0)
+        return 0;
+    std::string_view msg(buf, size_t(n));
     while (!msg.empty() && msg.back() == '\n')
         msg.remove_suffix(1);
-    write(want, fmt::format("libbpf: {}", msg));
+    write(want, msg);
+    free(buf);
     return 0;
 }
 

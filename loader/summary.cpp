@@ -112,6 +112,9 @@ void Summary::add(const Event& ev)
                     p.gmem_index = r.gmem_index;
                     gmem_owner_[r.gmem_ino] = r.vm;
                 }
+                // The page-cache add folded into the fault (bpf/gmem.bpf.c).
+                if (r.hdr.flags & GMS_FAULT_ALLOCATED)
+                    p.resident = true;
             } else if constexpr (std::is_same_v<T, gms_gmem_close_event>) {
                 if (r.vm)
                     vm(r.vm, r.hdr).gmem_closed_ns[r.gmem_ino] = r.hdr.ts_ns;

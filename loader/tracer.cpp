@@ -51,7 +51,8 @@ std::set<std::string, std::less<>> built_programs()
 Tracer::Tracer(const Features& features, const TraceOptions& opts)
 {
     hooks_ = resolve(features, built_programs());
-    auto wanted = chosen_programs(hooks_);
+    auto selected = select_hooks(opts.hooks);
+    auto wanted = chosen_programs(hooks_, selected);
     if (opts.follow_forks)
         wanted.emplace("task_fork");
 
@@ -81,7 +82,7 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     // Which hooks each program serves, for the report of what is attached.
     std::map<std::string, std::pair<std::vector<std::string>, const MechStatus*>> serves;
     for (const auto& h : hooks_) {
-        if (h.chosen < 0)
+        if (h.chosen < 0 || !selected.contains(h.hook->name))
             continue;
         const MechStatus& ms = h.mechs[h.chosen];
         for (auto p : ms.mech->programs) {

@@ -25,6 +25,7 @@ struct TraceOptions {
     std::vector<pid_t> tgids;       // empty: every process
     bool follow_forks = false;      // children of traced tgids are traced too
     std::vector<uint64_t> vms;      // struct kvm * values; empty: every VM
+    std::vector<std::string> hooks; // --hooks list (see select_hooks); empty: default
     uint64_t ringbuf_bytes = 16u << 20;
     uint64_t wakeup_bytes = 1u << 20;  // wake the consumer past this much data
 };
