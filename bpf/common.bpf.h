@@ -31,6 +31,7 @@ GMS_SETTING(bool, targ_filter_tgid);	/* only tasks whose tgid is in `tgids` */
 GMS_SETTING(bool, targ_filter_vm);	/* only events of VMs in `vms` */
 GMS_SETTING(__u64, targ_wakeup_bytes);	/* wake the consumer past this fill */
 GMS_SETTING(__u32, targ_anon_dev);	/* kernel dev_t of anon_inodefs */
+GMS_SETTING(bool, targ_set_spte);	/* kvm_mmu_set_spte is attached */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
@@ -141,7 +142,7 @@ static __always_inline bool gms_vm_selected(__u64 vm)
 	return bpf_map_lookup_elem(&vms, &vm) != NULL;
 }
 
-static __always_inline void gms_fill_hdr(struct gms_hdr *h, __u32 type, __u32 size)
+static __always_inline void gms_fill_hdr_at(struct gms_hdr *h, __u32 type, __u32 size, __u64 ts_ns)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -150,10 +151,15 @@ static __always_inline void gms_fill_hdr(struct gms_hdr *h, __u32 type, __u32 si
 	h->flags = 0;
 	h->size = size;
 	h->cpu = bpf_get_smp_processor_id();
-	h->ts_ns = bpf_ktime_get_ns();
+	h->ts_ns = ts_ns;
 	h->tgid = id >> 32;
 	h->pid = (__u32)id;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void gms_fill_hdr(struct gms_hdr *h, __u32 type, __u32 size)
+{
+	gms_fill_hdr_at(h, type, size, bpf_ktime_get_ns());
 }
 
 /*

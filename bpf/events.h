@@ -192,7 +192,7 @@ struct gms_set_spte_event {
 
 struct gms_pagecache_event {
 	struct gms_hdr hdr;
-	__u64 vm;		/* from the gmem file's kvm, 0 if unknown */
+	__u64 vm;		/* filled when filtering by VM, else 0: the consumer maps ino */
 	__u64 ino;
 	__u64 index;
 	__u64 pfn;

@@ -8,10 +8,17 @@
  */
 #include "common.bpf.h"
 
+/*
+ * The VM of a gmem inode is looked up only to filter by VM: otherwise the
+ * record leaves vm 0 and the consumer maps the inode, which it saw bound.
+ */
 static __always_inline __u64 gms_gmem_vm(__u64 ino)
 {
-	__u64 *vm = bpf_map_lookup_elem(&gmem_vm, &ino);
+	__u64 *vm;
 
+	if (!targ_filter_vm)
+		return 0;
+	vm = bpf_map_lookup_elem(&gmem_vm, &ino);
 	return vm ? *vm : 0;
 }
 

@@ -78,7 +78,7 @@ int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 			gms_flush_alloc(in);
 		}
 	}
-	last = bpf_map_lookup_elem(&last_gmem_fault, &zero);
+	last = targ_set_spte ? bpf_map_lookup_elem(&last_gmem_fault, &zero) : NULL;
 	if (last) {
 		last->gfn = gmem ? e->gfn : ~0ULL;
 		last->vm = vm;

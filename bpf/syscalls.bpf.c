@@ -376,7 +376,8 @@ int syscalls_fallocate_enter(struct trace_event_raw_sys_enter *ctx)
 	in->fd_kind = GMS_FD_GMEM;
 	in->vm = vm;
 	e = &in->falloc;
-	gms_fill_hdr(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e));
+	/* the header is filled at exit: only the entry time is needed now */
+	e->hdr.ts_ns = bpf_ktime_get_ns();
 	e->vm = in->vm;
 	e->gmem_ino = gms_file_ino(file);
 	e->fd = fd;
@@ -398,6 +399,7 @@ int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 		e = GMS_RESERVE(GMS_EV_FALLOCATE, struct gms_fallocate_event);
 		if (e) {
 			__builtin_memcpy(e, &in->falloc, sizeof(*e));
+			gms_fill_hdr_at(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e), in->falloc.hdr.ts_ns);
 			e->ret = ctx->ret;
 			e->dur_ns = bpf_ktime_get_ns() - e->hdr.ts_ns;
 			gms_submit(e);

@@ -67,6 +67,7 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     skel_->rodata->targ_filter_vm = !opts.vms.empty();
     skel_->rodata->targ_wakeup_bytes = opts.wakeup_bytes;
     skel_->rodata->targ_anon_dev = anon_inodefs_dev();
+    skel_->rodata->targ_set_spte = wanted.contains("kvm_mmu_set_spte");
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     if (int err = gmemscope_bpf__load(skel_); err)
