@@ -61,7 +61,7 @@ void register_hooks(CLI::App& app, Options& opts, Action& action)
                 arr.push_back(to_json(h));
             nlohmann::json doc = f.to_json();
             doc["hooks"] = arr;
-            fmt::print("{}\n", doc.dump());
+            fmt::print("{}\n", dump_line(doc));
             return 0;
         };
     });

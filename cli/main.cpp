@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
+#include "loader/events.hpp"
 #include "loader/features.hpp"
 #include "loader/log.hpp"
 
@@ -26,7 +27,7 @@ namespace {
 void print_error(const Options& opts, const std::string& msg)
 {
     if (opts.json)
-        fmt::print(stdout, "{}\n", nlohmann::json{{"error", msg}}.dump());
+        fmt::print(stdout, "{}\n", dump_line(nlohmann::json{{"error", msg}}));
     else
         fmt::print(stderr, "error: {}\n", msg);
 }

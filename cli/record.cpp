@@ -40,11 +40,11 @@ void register_record(CLI::App& app, Options& opts, Action& action)
             SessionEnd end = run_session(*target.tracer, target.child.get(), target.session, sink, on_counters);
             writer.finish(end.counters);
             if (opts.json)
-                fmt::print("{}\n", nlohmann::json{{"type", "recorded"},
+                fmt::print("{}\n", dump_line(nlohmann::json{{"type", "recorded"},
                                                   {"output", output},
                                                   {"records", writer.records()},
                                                   {"counters", to_json(Event{end.counters})}}
-                                       .dump());
+                                       ));
             else
                 fmt::print(stderr, "recorded {} records to {}{}; {}\n", writer.records(), output,
                            end.signal ? fmt::format(" (stopped by signal {})", end.signal) : "",

@@ -27,7 +27,7 @@ void register_report(CLI::App& app, Options& opts, Action& action)
                 throw Error(kBadInput, e.what());
             }
             if (opts.json)
-                fmt::print("{}\n", summary.to_json().dump());
+                fmt::print("{}\n", dump_line(summary.to_json()));
             else
                 fmt::print("{}", summary.to_text());
             return 0;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
+#include "loader/events.hpp"
 #include "loader/workload.h"
 
 namespace gms::cli {
@@ -43,13 +44,15 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
             for (const auto& c : r.conversions) {
                 nlohmann::json j = {{"kind", workload::to_string(c.kind)},
                                     {"to", c.to_private ? "private" : "shared"},
-                                    {"errno", c.error ? strerrorname_np(c.error) : "0"}};
+                                    {"ok", c.error == 0}};
+                if (c.error)
+                    j["errno"] = errno_name(-c.error);
                 if (c.error_offset)
                     j["error_offset"] = *c.error_offset;
                 conv.push_back(j);
             }
             if (opts.json) {
-                fmt::print("{}\n", nlohmann::json{{"type", "stress"},
+                fmt::print("{}\n", dump_line(nlohmann::json{{"type", "stress"},
                                                   {"scenario", workload::to_string(r.kind)},
                                                   {"ops", r.ops},
                                                   {"ops_per_s", r.ops_per_s()},
@@ -60,7 +63,7 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
                                                   {"vcpu_runs", r.vcpu_runs},
                                                   {"gmem_ino", r.gmem_ino},
                                                   {"conversions", conv}}
-                                       .dump());
+                                       ));
                 return 0;
             }
             fmt::print("{}: {} ops in {:.3f} s = {:.0f} ops/s (pages touched {}, punches {}, rebinds {}, "
@@ -69,7 +72,7 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
                        r.pages_touched, r.punches, r.rebinds, r.vcpu_runs, r.gmem_ino);
             for (const auto& c : r.conversions)
                 fmt::print("  {} to {}: {}\n", workload::to_string(c.kind), c.to_private ? "private" : "shared",
-                           c.error ? fmt::format("{} ({})", strerrorname_np(c.error), strerror(c.error))
+                           c.error ? fmt::format("{} ({})", errno_name(-c.error), strerror(c.error))
                                    : std::string("ok"));
             return 0;
         };

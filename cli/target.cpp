@@ -8,15 +8,21 @@ namespace gms::cli {
 
 void add_target_options(CLI::App* sub, TargetOptions& t)
 {
-    sub->add_option("-p,--pid", t.pids, "Only these processes (tgid), and their children")->delimiter(',');
+    // One value per occurrence (comma lists allowed): a list option must
+    // not swallow the `--` that starts the command.
+    sub->add_option("-p,--pid", t.pids, "Only these processes (tgid), and their children")
+        ->delimiter(',')
+        ->allow_extra_args(false);
     sub->add_option("--vm", t.vms, "Only these VMs: the struct kvm address gmemscope prints (hex)")
-        ->delimiter(',');
+        ->delimiter(',')
+        ->allow_extra_args(false);
     sub->add_option("-d,--duration", t.duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
     sub->add_option("--ringbuf-size", t.ringbuf_mib, "Ring buffer size in MiB (power of two)")
         ->check(CLI::Range(1, 1024));
     sub->add_option("--hooks", t.hooks,
                     "Hooks to trace: names from `gmemscope hooks`, default (all but opt-in) or all")
-        ->delimiter(',');
+        ->delimiter(',')
+        ->allow_extra_args(false);
     sub->add_option("command", t.command, "Command to start and trace (after --)");
 }
 
@@ -69,8 +75,8 @@ nlohmann::json attached_json(const Tracer& tracer)
 {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& a : tracer.attached())
-        arr.push_back({{"hooks", a.hook}, {"mechanism", a.mechanism}, {"program", a.program},
-                       {"target", a.target}});
+        arr.push_back({{"hooks", a.hooks}, {"mechanism", a.mechanism}, {"program", a.program},
+                       {"attach", a.attach}});
     return arr;
 }
 

@@ -1,4 +1,6 @@
 // gmemscope trace: events as they happen, as lines or JSON lines.
+#include <cstdio>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -14,9 +16,12 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
     sub->callback([&opts, &action] {
         action = [&opts] {
             Target target = open_target("trace", t);
+            // Line-buffered: a traced command may share this stdout, and
+            // a reader of the pipe sees each event as it comes.
+            std::setvbuf(stdout, nullptr, _IOLBF, 0);
             if (opts.json)
-                fmt::print("{}\n", nlohmann::json{{"type", "attached"}, {"programs", attached_json(*target.tracer)}}
-                                       .dump());
+                fmt::print("{}\n", dump_line(nlohmann::json{{"type", "attached"}, {"programs", attached_json(*target.tracer)}}
+                                       ));
             else
                 fmt::print(stderr, "tracing with {} programs; Ctrl-C to stop\n", target.tracer->attached().size());
             uint64_t t0 = 0;
@@ -24,7 +29,7 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
                 if (!t0)
                     t0 = ev.hdr().ts_ns;
                 if (opts.json)
-                    fmt::print("{}\n", to_json(ev).dump());
+                    fmt::print("{}\n", dump_line(to_json(ev)));
                 else
                     fmt::print("{}\n", to_line(ev, t0));
             };
@@ -39,7 +44,7 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
             };
             SessionEnd end = run_session(*target.tracer, target.child.get(), target.session, sink, on_counters);
             if (opts.json)
-                fmt::print("{}\n", to_json(Event{end.counters}).dump());
+                fmt::print("{}\n", dump_line(to_json(Event{end.counters})));
             else
                 fmt::print(stderr, "{}\n", lost_line(end.counters));
             std::fflush(stdout);

@@ -178,12 +178,15 @@ json ioctl_args_json(const gms_ioctl_event& e)
                 {"uaddr", hex(a.region.uaddr)}, {"gmem_fd", a.region.gmem_fd},
                 {"gmem_offset", a.region.gmem_offset}, {"gmem_ino", a.region.gmem_ino}};
     case GMS_IOC_SET_MEMORY_ATTRIBUTES:
+        // struct kvm_memory_attributes has no error_offset
+        return {{"start", hex(a.attrs.start)}, {"size_bytes", a.attrs.size},
+                {"attributes", a.attrs.attributes}, {"flags", a.attrs.flags}};
     case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
     case GMS_IOC_GMEM_CONVERT_SHARED:
     case GMS_IOC_GMEM_CONVERT_PRIVATE:
         return {{"start", hex(a.attrs.start)}, {"size_bytes", a.attrs.size},
                 {"attributes", a.attrs.attributes}, {"flags", a.attrs.flags},
-                {"error_offset", hex(a.attrs.error_offset)}};
+                {"error_offset", a.attrs.error_offset}};
     case GMS_IOC_VFIO_MAP_DMA:
     case GMS_IOC_VFIO_UNMAP_DMA:
         return {{"flags", a.vfio_dma.flags}, {"vaddr", hex(a.vfio_dma.vaddr)},
@@ -423,6 +426,11 @@ uint64_t vm_of(const Record& r)
 }
 
 }  // namespace
+
+std::string dump_line(const nlohmann::json& j)
+{
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 nlohmann::json to_json(const Event& ev)
 {

@@ -66,6 +66,8 @@ std::string_view fd_kind_name(uint32_t kind);
 std::string errno_name(int64_t ret);          // "EINVAL" for -22, "" for >= 0
 
 nlohmann::json to_json(const Event& ev);
+// One JSON line; bytes that are not UTF-8 (a comm can hold any) are replaced.
+std::string dump_line(const nlohmann::json& j);
 std::string to_line(const Event& ev, uint64_t t0_ns);
 
 }  // namespace gms

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "loader/events.hpp"
 #include "loader/log.hpp"
 
 namespace gms {
@@ -96,7 +97,7 @@ LoadProbe try_load(bpf_prog_type type, bpf_attach_type attach, int btf_id, std::
         p.detail = "BPF_PROG_LOAD returned EPERM before the verifier ran "
                    "(refused by kernel policy, lockdown or missing capability)";
     else
-        p.detail = fmt::format("BPF_PROG_LOAD returned {}{}{}", strerrorname_np(p.err),
+        p.detail = fmt::format("BPF_PROG_LOAD returned {}{}{}", errno_name(-p.err),
                                verifier.empty() ? "" : ": ",
                                verifier.substr(0, verifier.find('\n')));
     return p;
@@ -272,7 +273,7 @@ nlohmann::json Features::to_json() const
         if (!p.target.empty())
             j["target"] = p.target;
         if (!p.ok) {
-            j["errno"] = strerrorname_np(p.err) ? strerrorname_np(p.err) : "";
+            j["errno"] = errno_name(-p.err);
             j["reason"] = p.detail;
         }
         loads[std::string(prog_kind_name(k))] = j;

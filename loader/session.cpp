@@ -21,14 +21,16 @@ Child::Child(const std::vector<std::string>& argv)
 {
     if (argv.empty())
         throw std::invalid_argument("no command to run");
-    int go[2];
-    if (pipe2(go, O_CLOEXEC) != 0)
+    name_ = argv[0];
+    int go[2], err[2];
+    if (pipe2(go, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
         throw std::runtime_error(fmt::format("pipe: {}", strerror(errno)));
     pid_ = fork();
     if (pid_ < 0)
         throw std::runtime_error(fmt::format("fork: {}", strerror(errno)));
     if (pid_ == 0) {
         close(go[1]);
+        close(err[0]);
         char c;
         // Held until the tracer is attached; EOF without a byte: give up.
         if (read(go[0], &c, 1) != 1)
@@ -38,11 +40,15 @@ Child::Child(const std::vector<std::string>& argv)
             args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         execvp(args[0], args.data());
-        fmt::print(stderr, "error: cannot run {}: {}\n", argv[0], strerror(errno));
+        int e = errno;
+        if (write(err[1], &e, sizeof(e)) != sizeof(e))
+            _exit(126);
         _exit(127);
     }
     close(go[0]);
+    close(err[1]);
     go_fd_ = go[1];
+    exec_err_fd_ = err[0];
     pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
 }
 
@@ -50,6 +56,8 @@ Child::~Child()
 {
     if (go_fd_ >= 0)
         close(go_fd_);
+    if (exec_err_fd_ >= 0)
+        close(exec_err_fd_);
     if (status_ < 0 && pid_ > 0) {
         kill(pid_, SIGTERM);
         waitpid(pid_, nullptr, 0);
@@ -65,6 +73,12 @@ void Child::release()
         throw std::runtime_error(fmt::format("starting the command: {}", strerror(errno)));
     close(go_fd_);
     go_fd_ = -1;
+    int e = 0;
+    ssize_t n = read(exec_err_fd_, &e, sizeof(e));
+    close(exec_err_fd_);
+    exec_err_fd_ = -1;
+    if (n == sizeof(e))
+        throw std::runtime_error(fmt::format("cannot run {}: {}", name_, strerror(e)));
 }
 
 int Child::poll_exit()

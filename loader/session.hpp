@@ -29,9 +29,11 @@ public:
     int pidfd() const { return pidfd_; }
 
 private:
+    std::string name_;
     pid_t pid_ = -1;
     int pidfd_ = -1;
     int go_fd_ = -1;
+    int exec_err_fd_ = -1;   // the child's errno if exec fails; EOF once it succeeds
     int status_ = -1;
 };
 

@@ -81,7 +81,7 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     }
 
     // Which hooks each program serves, for the report of what is attached.
-    std::map<std::string, std::pair<std::vector<std::string>, const MechStatus*>> serves;
+    std::map<std::string, std::pair<std::vector<std::string>, Mech>, std::less<>> serves;
     for (const auto& h : hooks_) {
         if (h.chosen < 0 || !selected.contains(h.hook->name))
             continue;
@@ -89,7 +89,7 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
         for (auto p : ms.mech->programs) {
             auto& s = serves[std::string(p)];
             s.first.emplace_back(h.hook->name);
-            s.second = &ms;
+            s.second = ms.mech->kind;
         }
     }
     bpf_object__for_each_program(prog, skel_->obj) {
@@ -101,14 +101,12 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
                                                  strerror(errno)));
         links_.push_back(link);
         std::string name = bpf_program__name(prog);
+        std::string attach = bpf_program__section_name(prog);
         auto it = serves.find(name);
-        if (it == serves.end()) {
-            attached_.push_back({"(process filter)", "tp_btf", name, "sched_process_fork"});
-            continue;
-        }
-        attached_.push_back({fmt::format("{}", fmt::join(it->second.first, ",")),
-                             std::string(mech_name(it->second.second->mech->kind)), name,
-                             it->second.second->target});
+        if (it == serves.end())   // task_fork: the process filter, no hook
+            attached_.push_back({{}, "tp_btf", name, attach});
+        else
+            attached_.push_back({it->second.first, std::string(mech_name(it->second.second)), name, attach});
     }
     rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), on_record, this, nullptr);
     if (!rb_)

@@ -31,10 +31,10 @@ struct TraceOptions {
 };
 
 struct AttachedProgram {
-    std::string hook;       // catalog hook names it serves, comma separated
+    std::vector<std::string> hooks;   // catalog hooks it serves
     std::string mechanism;
     std::string program;
-    std::string target;
+    std::string attach;               // its attach point, e.g. tp/syscalls/sys_enter_ioctl
 };
 
 // Every program the BPF object holds, without loading it.

@@ -1,0 +1,137 @@
+// A map from half-open ranges [start, end) of 64-bit keys (gfns, page
+// indexes, addresses in pages) to values.  Memory grows with the number
+// of distinct ranges, not with the size of the space: adjacent ranges
+// whose values continue each other are merged.
+//
+// A value type may be "linear": it describes its range's first key and
+// knows how to move along it (pfn runs, address translations).  It then
+// provides
+//     V shifted(uint64_t delta) const;            // the value at start + delta
+//     bool continues(const V& next, uint64_t len) const;  // next == shifted(len)
+// Other value types are constant over their range and merge when equal.
+#pragma once
+
+#include <cstdint>
+#include <iterator>
+#include <map>
+
+namespace gms {
+
+template <typename V>
+concept LinearValue = requires(const V& v, uint64_t d) {
+    { v.shifted(d) } -> std::convertible_to<V>;
+    { v.continues(v, d) } -> std::convertible_to<bool>;
+};
+
+template <typename V>
+class IntervalMap {
+public:
+    struct Seg {
+        uint64_t end;
+        V value;
+    };
+
+    void assign(uint64_t start, uint64_t end, const V& v)
+    {
+        if (start >= end)
+            return;
+        erase(start, end);
+        auto it = segs_.emplace(start, Seg{end, v}).first;
+        merge_next(it);
+        if (it != segs_.begin())
+            merge_next(std::prev(it));
+    }
+
+    void erase(uint64_t start, uint64_t end)
+    {
+        if (start >= end)
+            return;
+        split(start);
+        split(end);
+        segs_.erase(segs_.lower_bound(start), segs_.lower_bound(end));
+    }
+
+    // The value at key x (moved to x for linear values), or nullptr.
+    const V* find(uint64_t x, uint64_t* seg_start = nullptr, uint64_t* seg_end = nullptr) const
+    {
+        auto it = segs_.upper_bound(x);
+        if (it == segs_.begin())
+            return nullptr;
+        --it;
+        if (x >= it->second.end)
+            return nullptr;
+        if (seg_start)
+            *seg_start = it->first;
+        if (seg_end)
+            *seg_end = it->second.end;
+        return &it->second.value;
+    }
+
+    // f(start, end, value) for each range overlapping [start, end),
+    // clipped to it; linear values are moved to the clipped start.
+    template <typename F>
+    void overlaps(uint64_t start, uint64_t end, F&& f) const
+    {
+        auto it = segs_.upper_bound(start);
+        if (it != segs_.begin() && std::prev(it)->second.end > start)
+            --it;
+        for (; it != segs_.end() && it->first < end; ++it) {
+            uint64_t s = std::max(start, it->first), e = std::min(end, it->second.end);
+            if (s < e)
+                f(s, e, at(it->second.value, s - it->first));
+        }
+    }
+
+    template <typename F>
+    void for_each(F&& f) const
+    {
+        for (const auto& [s, seg] : segs_)
+            f(s, seg.end, seg.value);
+    }
+
+    size_t segments() const { return segs_.size(); }
+    bool empty() const { return segs_.empty(); }
+
+    static V at(const V& v, uint64_t delta)
+    {
+        if constexpr (LinearValue<V>)
+            return v.shifted(delta);
+        else
+            return v;
+    }
+
+private:
+    // Makes x a segment boundary.
+    void split(uint64_t x)
+    {
+        auto it = segs_.upper_bound(x);
+        if (it == segs_.begin())
+            return;
+        --it;
+        if (it->first == x || x >= it->second.end)
+            return;
+        Seg tail{it->second.end, at(it->second.value, x - it->first)};
+        it->second.end = x;
+        segs_.emplace_hint(std::next(it), x, std::move(tail));
+    }
+
+    void merge_next(typename std::map<uint64_t, Seg>::iterator it)
+    {
+        auto next = std::next(it);
+        if (next == segs_.end() || it->second.end != next->first)
+            return;
+        bool joins;
+        if constexpr (LinearValue<V>)
+            joins = it->second.value.continues(next->second.value, it->second.end - it->first);
+        else
+            joins = it->second.value == next->second.value;
+        if (!joins)
+            return;
+        it->second.end = next->second.end;
+        segs_.erase(next);
+    }
+
+    std::map<uint64_t, Seg> segs_;
+};
+
+}  // namespace gms

@@ -1,0 +1,143 @@
+#!/bin/sh
+# /init of the VM lane's initramfs (busybox sh, PID 1). It loads the
+# modules, binds the edu device to vfio-pci, runs gmemscope and the unit
+# tests, prints every result as a "GMS| " line between the BEGIN and END
+# markers on the serial console, and powers off. tests/vm/run.sh reads
+# those lines from the console log.
+#
+# No `set -e`: PID 1 exiting panics the kernel; every failure is printed as
+# a FAIL line instead and the lane always reaches poweroff.
+
+/bin/busybox --install -s /bin
+# /usr/bin first: its setpriv (util-linux, see run.sh) shadows busybox's,
+# which lacks --reuid and --bounding-set.
+export PATH=/usr/bin:/bin
+export HOME=/root
+
+mkdir -p /proc /sys /dev /tmp /root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mount -t securityfs securityfs /sys/kernel/security
+mount -t debugfs debugfs /sys/kernel/debug
+# Only emerg/alert/crit on the console: other printks would land in the
+# middle of result lines.
+echo 3 >/proc/sys/kernel/printk
+
+TEST_TIMEOUT_S=$(cat /etc/gms/test-timeout)
+NPASS=0 NSKIP=0 NFAIL=0
+
+say() { echo "GMS| $*"; }
+
+# result STATUS WHAT [DETAIL]: one line the host counts (PASS, SKIP, FAIL).
+result() {
+    case $1 in
+        PASS) NPASS=$((NPASS + 1)) ;;
+        SKIP) NSKIP=$((NSKIP + 1)) ;;
+        *) NFAIL=$((NFAIL + 1)) ;;
+    esac
+    say "$1 $2${3:+ -- $3}"
+}
+
+# Prints a file as indented result lines.
+show() { sed 's/^/GMS|     /' "$1"; }
+
+load_modules() {
+    for m in $(cat /modules/order); do
+        if out=$(insmod "/modules/$m.ko" 2>&1); then
+            result PASS "module $m"
+        else
+            result FAIL "module $m" "$out"
+        fi
+    done
+    [ -c /dev/udmabuf ] && say "udmabuf: built in, /dev/udmabuf present"
+    [ -c /dev/kvm ] && say "kvm: /dev/kvm present"
+}
+
+# The edu device (1234:11e8) to vfio-pci through driver_override, which
+# makes the PCI core match only that driver on the next probe.
+bind_edu() {
+    for d in /sys/bus/pci/devices/*; do
+        [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ] || continue
+        bdf=${d##*/}
+        [ -e "$d/driver" ] && echo "$bdf" >"$d/driver/unbind"
+        echo vfio-pci >"$d/driver_override"
+        echo "$bdf" >/sys/bus/pci/drivers_probe
+        driver=$(basename "$(readlink "$d/driver")" 2>/dev/null)
+        group=$(basename "$(readlink "$d/iommu_group")" 2>/dev/null)
+        say "edu $bdf driver=${driver:-none} iommu_group=${group:-none}"
+        if [ "$driver" = vfio-pci ] && [ -c "/dev/vfio/$group" ]; then
+            result PASS "vfio edu bound to vfio-pci" "/dev/vfio/$group"
+        else
+            result FAIL "vfio edu bound to vfio-pci" "driver=${driver:-none} /dev/vfio: $(ls /dev/vfio 2>&1 | tr '\n' ' ')"
+        fi
+        return
+    done
+    result FAIL "vfio edu bound to vfio-pci" "no PCI device 1234:11e8"
+}
+
+run_hooks() {
+    /bin/gmemscope hooks --json >/tmp/hooks.json 2>/tmp/hooks.err
+    rc=$?
+    say "hooks --json:"
+    show /tmp/hooks.json
+    show /tmp/hooks.err
+    [ $rc = 0 ] && result PASS "gmemscope hooks --json" || result FAIL "gmemscope hooks --json" "exit $rc"
+
+    /bin/gmemscope hooks >/tmp/hooks.txt 2>&1
+    rc=$?
+    say "hooks:"
+    show /tmp/hooks.txt
+    [ $rc = 0 ] && result PASS "gmemscope hooks" || result FAIL "gmemscope hooks" "exit $rc"
+    # The reason this lane exists: the precise tier and LSM load here.
+    for kind in fentry fexit lsm; do
+        line=$(grep -E "^  $kind +" /tmp/hooks.txt)
+        case $line in
+            *" loads") result PASS "program type $kind loads" ;;
+            *) result FAIL "program type $kind loads" "${line:-not listed}" ;;
+        esac
+    done
+}
+
+# Each test case in its own process: a crash or a hang costs one test,
+# and the status is per test. Catch2 takes the name from a file (-f),
+# where `\` escapes the characters its test-spec syntax gives a meaning.
+run_unit_tests() {
+    spec=$(cat /etc/gms/test-spec)
+    if ! /bin/unit_tests --list-test-names-only ${spec:+"$spec"} >/tmp/tests 2>&1 </dev/null; then
+        result FAIL "unit tests: listing '$spec'" "$(head -3 /tmp/tests)"
+        return
+    fi
+    say "unit tests: spec '${spec:-all}', $(grep -c . /tmp/tests) test cases, ${TEST_TIMEOUT_S}s each at most"
+    while IFS= read -r name; do
+        [ -n "$name" ] || continue
+        printf '%s\n' "$name" | sed 's/[][\\,]/\\&/g' >/tmp/one.spec
+        start=$(cut -d' ' -f1 /proc/uptime)
+        timeout "$TEST_TIMEOUT_S" /bin/unit_tests -f /tmp/one.spec -r compact >/tmp/one.out 2>&1 </dev/null
+        rc=$?
+        took="$(echo "$(cut -d' ' -f1 /proc/uptime) - $start" | bc)s"
+        if [ $rc != 0 ] || grep -q "^No tests ran" /tmp/one.out; then
+            [ $rc = 143 ] && why="timed out after ${TEST_TIMEOUT_S}s" || why="exit $rc, $took"
+            result FAIL "test: $name" "$why"
+            grep -v '^$' /tmp/one.out | tail -n 25 | sed 's/^/GMS|     /'
+        elif grep -q "SKIPPED: " /tmp/one.out; then
+            result SKIP "test: $name" "$(grep -o 'SKIPPED: .*' /tmp/one.out | head -1 | sed "s/^SKIPPED: //; s/'\$//")"
+        else
+            result PASS "test: $name" "$took"
+        fi
+    done </tmp/tests
+}
+
+echo "=== GMS-VM-LANE BEGIN ==="
+say "kernel $(uname -r), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
+say "lsm: $(cat /sys/kernel/security/lsm)"
+load_modules
+bind_edu
+run_hooks
+run_unit_tests
+say "summary: $NPASS passed, $NSKIP skipped, $NFAIL failed; at $(cut -d' ' -f1 /proc/uptime)s uptime"
+echo "=== GMS-VM-LANE END ==="
+poweroff -f
