@@ -52,6 +52,8 @@ int main(int argc, char** argv)
     register_record(app, opts, action);
     register_report(app, opts, action);
     register_stress(app, opts, action);
+    register_explain(app, opts, action);
+    register_export(app, opts, action);
 
     try {
         app.parse(argc, argv);

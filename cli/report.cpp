@@ -4,7 +4,8 @@
 
 #include "cli/cli.hpp"
 #include "loader/recording.hpp"
-#include "loader/summary.hpp"
+#include "loader/engine.hpp"
+#include "loader/report.hpp"
 
 namespace gms::cli {
 
@@ -15,21 +16,21 @@ void register_report(CLI::App& app, Options& opts, Action& action)
     sub->add_option("-i,--input", input, "Recording file")->capture_default_str();
     sub->callback([&opts, &action] {
         action = [&opts] {
-            Summary summary;
+            Engine engine;
             try {
                 RecordingReader reader(input);
                 if (!opts.json)
                     fmt::print("recording of kernel {} ({} clock)\n", reader.meta().value("kernel", "?"),
                                reader.meta().value("clock", "?"));
                 while (auto ev = reader.next())
-                    summary.add(*ev);
+                    engine.add(*ev);
             } catch (const BadRecording& e) {
                 throw Error(kBadInput, e.what());
             }
             if (opts.json)
-                fmt::print("{}\n", dump_line(summary.to_json()));
+                fmt::print("{}\n", dump_line(report_json(engine)));
             else
-                fmt::print("{}", summary.to_text());
+                fmt::print("{}", report_text(engine));
             return 0;
         };
     });

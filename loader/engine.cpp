@@ -16,7 +16,6 @@ constexpr size_t kMaxFailures = 10000;
 constexpr size_t kMaxPastSlots = 64;
 constexpr size_t kMaxTimeline = 100000;
 
-std::string comm_of(const gms_hdr& h) { return std::string(h.comm, strnlen(h.comm, sizeof(h.comm))); }
 Owner owner_of(const gms_hdr& h) { return {h.tgid, comm_of(h)}; }
 
 bool is_conversion(uint32_t op)
@@ -89,6 +88,13 @@ void Engine::watch(uint64_t vm_id, uint64_t gfn)
     watch_gfn_ = gfn;
 }
 
+std::vector<TimelineEntry> Engine::timeline() const
+{
+    std::vector<TimelineEntry> t = timeline_;
+    std::stable_sort(t.begin(), t.end(), [](const auto& a, const auto& b) { return a.ts_ns < b.ts_ns; });
+    return t;
+}
+
 void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, const std::string& what,
                   bool inferred)
 {
@@ -158,9 +164,11 @@ void Engine::add(const Event& ev)
                                                               r.gmem_ino, comm_of(r.hdr), r.hdr.pid));
                 });
             } else if constexpr (std::is_same_v<T, gms_zap_event>) {
-                if (r.hdr.type == GMS_EV_ZAP_ALL_FAST && r.vm)
+                if (r.hdr.type == GMS_EV_ZAP_ALL_FAST && r.vm) {
                     note(r.vm, 0, ~0ull, r.hdr.ts_ns,
                          fmt::format("all SPTEs of the VM invalidated (kvm_mmu_zap_all_fast, gen {})", r.gen));
+                    punched_at_.erase(r.vm);   // the zap was observed: nothing to infer
+                }
             }
         },
         ev.rec);
@@ -214,6 +222,8 @@ void Engine::on_region(const gms_ioctl_event& e)
         const Memslot& s = old->second;
         note(e.vm, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
              fmt::format("memslot {} deleted by {}/{} (its SPTEs are zapped)", s.slot, comm_of(e.hdr), e.hdr.pid));
+        if (watching_ && watch_gfn_ >= s.base_gfn && watch_gfn_ < s.base_gfn + s.npages)
+            punched_at_.erase(e.vm);   // deleting the memslot zapped its SPTEs
         v.past_slots.push_back(s);
         if (v.past_slots.size() > kMaxPastSlots)
             v.past_slots.erase(v.past_slots.begin());
@@ -255,7 +265,9 @@ void Engine::on_attrs(const gms_ioctl_event& e)
         uint64_t err_index = a.error_offset >> kPageShift;
         gfns_of_index(e.obj, first, end, [&](uint64_t id, const Memslot& s, uint64_t g0, uint64_t g1) {
             ranges.emplace_back(id, g0, g1);
-            if (e.ret < 0 && a.error_offset >= a.start && a.error_offset < a.start + a.size &&
+            // The in-place conversion series writes error_offset back with
+            // -EAGAIN (kvm_gmem_is_safe_for_conversion()); else it is unset.
+            if (e.ret == -EAGAIN && a.error_offset >= a.start && a.error_offset < a.start + a.size &&
                 err_index >= s.gmem_pgoff && err_index < s.gmem_pgoff + s.npages)
                 error_gfn = std::pair{id, s.base_gfn + err_index - s.gmem_pgoff};
         });
@@ -311,7 +323,15 @@ void Engine::on_dma(const gms_ioctl_event& e)
     if (it == dma_iova_.end())
         return;
     it->second.overlaps(iova_page, iova_page + pages, [&](uint64_t s, uint64_t end, const VaddrRun& v) {
-        by_vaddr.erase(v.vaddr_page, v.vaddr_page + (end - s));
+        // A user page mapped again at another iova shows its latest
+        // mapping: drop only what still points to this one.
+        std::vector<std::pair<uint64_t, uint64_t>> drop;
+        by_vaddr.overlaps(v.vaddr_page, v.vaddr_page + (end - s), [&](uint64_t a, uint64_t b, const DmaRun& r) {
+            if (r.space == space && r.iova_page == s + (a - v.vaddr_page))
+                drop.emplace_back(a, b);
+        });
+        for (auto [a, b] : drop)
+            by_vaddr.erase(a, b);
         if (auto g = gfn_of_hva(e.hdr.tgid, v.vaddr_page << kPageShift))
             note(g->first, g->second, g->second + (end - s), e.hdr.ts_ns,
                  fmt::format("DMA-unmapped and unpinned from {} ({}/{})", to_string(space), comm_of(e.hdr),
@@ -334,11 +354,7 @@ void Engine::on_fault(const gms_fault_event& e)
         return;
     Vm& v = vm(e.vm, e.hdr);
     storms_[e.vm].faults++;
-    touch_story(v, e.gfn, [&](PageStory& s) {
-        s.faults++;
-        if (e.gmem_ino)
-            s.resident = true;
-    });
+    touch_story(v, e.gfn, [&](PageStory& s) { s.faults++; });
     if (!watching_ || e.gfn != watch_gfn_)
         return;
     auto punched = punched_at_.find(e.vm);
@@ -376,11 +392,8 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
     }
     gfns_of_index(e.ino, e.index, e.index + pages, [&](uint64_t id, const Memslot&, uint64_t g0, uint64_t g1) {
         Vm& v = vms_.at(id);
-        for (uint64_t gfn = g0; gfn < g1; gfn++)
-            touch_story(v, gfn, [&](PageStory& s) {
-                s.resident = add;
-                s.punches += add ? 0 : 1;
-            });
+        for (uint64_t gfn = g0; !add && gfn < g1; gfn++)
+            touch_story(v, gfn, [&](PageStory& s) { s.punches++; });
         note(id, g0, g1, e.hdr.ts_ns,
              fmt::format("gmem ino {} index {:#x} {} the page cache (pfn {:#x}) by {}/{}", e.ino, e.index,
                          add ? "added to" : "removed from", e.pfn, comm_of(e.hdr), e.hdr.pid));

@@ -66,8 +66,7 @@ struct GmemFile {
 // What happened to a range of gfns, merged while the story is the same.
 struct PageStory {
     uint32_t faults = 0;
-    uint32_t punches = 0;
-    bool resident = false;
+    uint32_t punches = 0;   // page-cache removals while bound to the gfn
     bool operator==(const PageStory&) const = default;
 };
 
@@ -182,7 +181,8 @@ public:
 
     // Record the causal chain of this gfn (vm 0: of any VM) as events come.
     void watch(uint64_t vm, uint64_t gfn);
-    const std::vector<TimelineEntry>& timeline() const { return timeline_; }
+    // By timestamp: syscall records arrive at exit, stamped at entry.
+    std::vector<TimelineEntry> timeline() const;
 
     const std::map<uint64_t, Vm>& vms() const { return vms_; }
     const std::map<uint64_t, GmemFile>& gmem_files() const { return gmem_; }

@@ -15,14 +15,14 @@ std::optional<Event> copy_as(std::span<const std::byte> bytes)
     return Event{rec};
 }
 
+std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
+
+}  // namespace
+
 std::string comm_of(const gms_hdr& h)
 {
     return std::string(h.comm, strnlen(h.comm, sizeof(h.comm)));
 }
-
-std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
-
-}  // namespace
 
 const gms_hdr& Event::hdr() const
 {

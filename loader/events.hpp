@@ -60,6 +60,7 @@ std::optional<Event> decode(std::span<const std::byte> bytes, std::string& why);
 size_t record_size(uint32_t type);
 
 std::string_view event_name(uint32_t type);   // "fault", "ioctl", ...
+std::string comm_of(const gms_hdr& h);
 std::string_view drop_cause_name(uint32_t cause);
 std::string_view ioctl_op_name(uint32_t op);  // "KVM_SET_MEMORY_ATTRIBUTES", ...
 std::string_view fd_kind_name(uint32_t kind);

@@ -1,0 +1,192 @@
+// gmemscope explain: the causal chain of one guest page, from a
+// recording or live: memslot bindings, faults and the pfn each mapped,
+// invalidations, zaps (observed or inferred), conversions and DMA pins.
+#include <optional>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/target.hpp"
+#include "loader/engine.hpp"
+#include "loader/recording.hpp"
+
+namespace gms::cli {
+namespace {
+
+struct Query {
+    std::string input;
+    std::string vm;
+    std::optional<uint64_t> gfn, gpa, hva, pfn, iova;
+    TargetOptions live;
+};
+
+uint64_t parse_vm(const std::string& s)
+{
+    try {
+        size_t used = 0;
+        uint64_t v = std::stoull(s, &used, 16);
+        if (used == s.size())
+            return v;
+    } catch (const std::exception&) {
+    }
+    throw Error(kUsage, fmt::format("--vm {}: expected the VM's kernel address in hex, as gmemscope prints it", s));
+}
+
+// (vm, gfn) the query names, once the engine knows enough to translate it.
+std::optional<std::pair<uint64_t, uint64_t>> resolve(const Engine& e, const Query& q, uint64_t vm)
+{
+    if (q.gfn)
+        return std::pair{vm, *q.gfn};
+    if (q.gpa)
+        return std::pair{vm, *q.gpa >> 12};
+    if (q.hva)
+        return e.gfn_of_hva(0, *q.hva);
+    if (q.pfn)
+        return e.gfn_of_pfn(*q.pfn);
+    return e.gfn_of_iova(*q.iova);
+}
+
+nlohmann::json now_json(const GfnInfo& i)
+{
+    nlohmann::json j = {{"in_memslot", i.in_slot}, {"attributes", i.attrs}, {"faults", i.story.faults},
+                        {"invalidations", i.story.punches}};
+    if (i.in_slot) {
+        j["slot"] = i.slot.slot;
+        j["hva"] = fmt::format("{:#x}", i.hva);
+        if (i.slot.gmem_ino) {
+            j["gmem_ino"] = i.slot.gmem_ino;
+            j["gmem_index"] = i.gmem_index;
+        }
+    }
+    if (i.pfn)
+        j["pfn"] = fmt::format("{:#x}", *i.pfn);
+    nlohmann::json pins = nlohmann::json::array();
+    for (const auto& p : i.pins)
+        pins.push_back({{"by", to_string(p.space)}, {"tgid", p.owner.tgid}, {"comm", p.owner.comm},
+                        {"iova", fmt::format("{:#x}", p.iova)}, {"since_ns", p.since_ns}});
+    j["pins"] = pins;
+    return j;
+}
+
+std::string now_text(const GfnInfo& i)
+{
+    if (!i.in_slot)
+        return "in no memslot now";
+    std::string s = fmt::format("slot {}, hva {:#x}", i.slot.slot, i.hva);
+    if (i.slot.gmem_ino)
+        s += fmt::format(", gmem ino {} index {:#x}", i.slot.gmem_ino, i.gmem_index);
+    s += i.pfn ? fmt::format(", pfn {:#x}", *i.pfn) : std::string(", no page resident");
+    s += fmt::format(", attributes {:#x} ({})", i.attrs, i.attrs & (1u << 3) ? "private" : "shared");
+    for (const auto& p : i.pins)
+        s += fmt::format(", pinned by {} (pid {} {}) at iova {:#x}", to_string(p.space), p.owner.tgid, p.owner.comm,
+                         p.iova);
+    if (i.pins.empty())
+        s += ", no DMA mapping known";
+    return s;
+}
+
+int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
+{
+    GfnInfo info = e.gfn_info(vm, gfn);
+    uint64_t t0 = e.t0_ns();
+    auto at = [t0](uint64_t ns) { return ns >= t0 ? double(ns - t0) / 1e9 : 0.0; };
+    const auto timeline = e.timeline();
+    if (opts.json) {
+        nlohmann::json tl = nlohmann::json::array();
+        for (const auto& t : timeline)
+            tl.push_back({{"ts_ns", t.ts_ns}, {"what", t.what}, {"inferred", t.inferred}});
+        nlohmann::json j = {{"type", "explain"}, {"gfn", fmt::format("{:#x}", gfn)}, {"timeline", tl}};
+        if (vm) {
+            j["vm"] = fmt::format("{:#x}", vm);
+            j["now"] = now_json(info);
+        }
+        fmt::print("{}\n", dump_line(j));
+        return 0;
+    }
+    std::string who;
+    if (auto v = e.vms().find(vm); v != e.vms().end())
+        who = fmt::format(" (pid {} {})", v->second.owner.tgid, v->second.owner.comm);
+    fmt::print("gfn {:#x} of {}{}\n", gfn, vm ? fmt::format("VM {:x}", vm) : std::string("every VM"), who);
+    if (vm)
+        fmt::print("  now: {}\n", now_text(info));
+    if (timeline.empty())
+        fmt::print("  no event touched it\n");
+    for (const auto& t : timeline)
+        fmt::print("  {:12.6f} s {} {}\n", at(t.ts_ns), t.inferred ? "~" : " ", t.what);
+    if (std::any_of(timeline.begin(), timeline.end(), [](const auto& t) { return t.inferred; }))
+        fmt::print("  (~ inferred, not observed)\n");
+    return 0;
+}
+
+int from_recording(const Options& opts, const Query& q)
+{
+    uint64_t vm = q.vm.empty() ? 0 : parse_vm(q.vm);
+    std::optional<std::pair<uint64_t, uint64_t>> target;
+    try {
+        if (!q.gfn && !q.gpa) {
+            // Addresses other than a gpa mean something only while mapped:
+            // translate at the first point of the recording where they are.
+            Engine scan;
+            RecordingReader reader(q.input);
+            while (!target) {
+                auto ev = reader.next();
+                if (!ev)
+                    break;
+                scan.add(*ev);
+                target = resolve(scan, q, vm);
+            }
+            if (!target)
+                throw Error(kFailed, "the address is not mapped to any gfn at any point of the recording");
+            vm = target->first;
+        } else {
+            target = resolve(Engine{}, q, vm);
+        }
+        Engine engine;
+        engine.watch(vm, target->second);
+        RecordingReader reader(q.input);
+        while (auto ev = reader.next())
+            engine.add(*ev);
+        return print(opts, engine, vm, target->second);
+    } catch (const BadRecording& e) {
+        throw Error(kBadInput, e.what());
+    }
+}
+
+int live(const Options& opts, const Query& q)
+{
+    if (!q.gfn && !q.gpa)
+        throw Error(kUsage, "live, explain takes --gfn or --gpa (other addresses: explain a recording with -i)");
+    uint64_t vm = q.vm.empty() ? 0 : parse_vm(q.vm);
+    uint64_t gfn = q.gfn ? *q.gfn : *q.gpa >> 12;
+    Target target = open_target("explain", q.live);
+    Engine engine;
+    engine.watch(vm, gfn);
+    run_session(*target.tracer, target.child.get(), target.session, [&](const Event& ev) { engine.add(ev); },
+                [&](const gms_drops_record& c) { engine.add(Event{c}); });
+    return print(opts, engine, vm, gfn);
+}
+
+}  // namespace
+
+void register_explain(CLI::App& app, Options& opts, Action& action)
+{
+    static Query q;
+    auto* sub = app.add_subcommand("explain", "The causal chain of one guest page, from a recording or live");
+    sub->add_option("-i,--input", q.input, "Recording to read (else trace live)");
+    sub->add_option("--vm", q.vm, "The VM (its kernel address, hex, as gmemscope prints it)");
+    auto* by = sub->add_option_group("page", "Which page (one of)");
+    by->add_option("--gfn", q.gfn, "Guest frame number");
+    by->add_option("--gpa", q.gpa, "Guest physical address");
+    by->add_option("--hva", q.hva, "Host virtual address in the VM's process");
+    by->add_option("--pfn", q.pfn, "Host page frame number");
+    by->add_option("--iova", q.iova, "IO virtual address of a DMA mapping");
+    by->require_option(1);
+    sub->add_option("-p,--pid", q.live.pids, "Live: only these processes")->delimiter(',')->allow_extra_args(false);
+    sub->add_option("-d,--duration", q.live.duration_s, "Live: stop after SECONDS")->check(CLI::PositiveNumber);
+    sub->add_option("command", q.live.command, "Live: command to start and trace (after --)");
+    sub->callback([&opts, &action] {
+        action = [&opts] { return q.input.empty() ? live(opts, q) : from_recording(opts, q); };
+    });
+}
+
+}  // namespace gms::cli

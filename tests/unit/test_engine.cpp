@@ -1,0 +1,313 @@
+// The correlation engine on SYNTHETIC event streams (built here, not
+// read from a kernel), against a deliberately simple reference model
+// that keeps one array slot per page.
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "loader/engine.hpp"
+
+namespace {
+
+constexpr uint64_t kVm = 0xffff888100001000;
+constexpr uint32_t kTgid = 4242;
+constexpr uint64_t kIno = 77;
+constexpr uint64_t kBaseGfn = 0x1000;
+constexpr uint64_t kUaddrBase = 0x7f0000000000;   // hva of gmem index 0 (the gmem fd's mmap)
+constexpr uint32_t kContainerFd = 12;
+
+gms_hdr hdr(uint32_t type, size_t size, uint64_t ts)
+{
+    gms_hdr h{};
+    h.type = static_cast<__u16>(type);
+    h.abi = GMS_ABI_VERSION;
+    h.size = static_cast<__u16>(size);
+    h.ts_ns = ts;
+    h.tgid = h.pid = kTgid;
+    std::strcpy(h.comm, "synthetic");
+    return h;
+}
+
+gms::Event ioctl(uint64_t ts, uint16_t op, int64_t ret, uint32_t fd = 4)
+{
+    gms_ioctl_event e{};
+    e.hdr = hdr(GMS_EV_IOCTL, sizeof(e), ts);
+    e.vm = kVm;
+    e.op = op;
+    e.ret = ret;
+    e.fd = fd;
+    e.fd_kind = GMS_FD_VM;
+    return {e};
+}
+
+// A stream generator and the reference model it keeps in step.
+struct Model {
+    std::mt19937_64 rng;
+    gms::Engine engine;
+    uint64_t ts = 1000;
+    uint64_t next_pfn = 0x100000;
+    // reference
+    std::optional<uint64_t> slot_pages, slot_pgoff;
+    std::map<uint64_t, uint64_t> resident;           // gmem index -> pfn
+    std::map<uint64_t, uint64_t> attrs;              // gfn -> attributes
+    std::map<uint64_t, uint32_t> faults, punches;    // gfn -> count
+    std::map<uint64_t, uint64_t> pinned;             // hva page -> iova page
+    uint64_t next_iova_page = 0x10;
+    size_t failures = 0;
+
+    explicit Model(uint64_t seed) : rng(seed)
+    {
+        gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(ts, GMS_IOC_CREATE_VM, 4, 3).rec);
+        e.vm = 0;
+        e.args.create_vm.vm = kVm;
+        engine.add({e});
+    }
+    uint64_t pick(uint64_t lo, uint64_t hi) { return std::uniform_int_distribution<uint64_t>(lo, hi)(rng); }
+    std::optional<uint64_t> index_of(uint64_t gfn) const
+    {
+        if (!slot_pages || gfn < kBaseGfn || gfn >= kBaseGfn + *slot_pages)
+            return std::nullopt;
+        return gfn - kBaseGfn + *slot_pgoff;
+    }
+    uint64_t hva_page(uint64_t gfn) const { return (kUaddrBase >> 12) + *index_of(gfn); }
+
+    void region(uint64_t pages, uint64_t pgoff)
+    {
+        gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(++ts, GMS_IOC_SET_MEMORY_REGION2, 0).rec);
+        e.args.region.slot = 1;
+        e.args.region.flags = pages ? 4 : 0;
+        e.args.region.gpa = kBaseGfn << 12;
+        e.args.region.size = pages << 12;
+        e.args.region.uaddr = pages ? kUaddrBase + (pgoff << 12) : 0;
+        e.args.region.gmem_offset = pgoff << 12;
+        e.args.region.gmem_ino = pages ? kIno : 0;
+        engine.add({e});
+    }
+    void bind()
+    {
+        slot_pages = pick(1, 128);
+        slot_pgoff = pick(0, 128);
+        region(*slot_pages, *slot_pgoff);
+    }
+    void unbind()
+    {
+        region(0, 0);
+        slot_pages.reset();
+    }
+    void fault()
+    {
+        uint64_t gfn = kBaseGfn + pick(0, *slot_pages - 1), index = *index_of(gfn);
+        bool allocated = !resident.count(index);
+        if (allocated)
+            resident[index] = next_pfn++;
+        gms_fault_event e{};
+        e.hdr = hdr(GMS_EV_FAULT, sizeof(e), ++ts);
+        e.hdr.flags = GMS_FAULT_WRITE | (allocated ? GMS_FAULT_ALLOCATED : 0);
+        e.vm = kVm;
+        e.gfn = gfn;
+        e.pfn = resident[index];
+        e.slot_base_gfn = kBaseGfn;
+        e.gmem_ino = kIno;
+        e.gmem_index = index;
+        e.slot_id = 1;
+        engine.add({e});
+        faults[gfn]++;
+    }
+    void punch()
+    {
+        uint64_t first = pick(0, 255), len = pick(1, 16);
+        gms_fallocate_event f{};
+        f.hdr = hdr(GMS_EV_FALLOCATE, sizeof(f), ++ts);
+        f.vm = kVm;
+        f.gmem_ino = kIno;
+        f.offset = first << 12;
+        f.len = len << 12;
+        f.mode = 3;
+        for (uint64_t i = first; i < first + len; i++) {
+            auto it = resident.find(i);
+            if (it == resident.end())
+                continue;
+            gms_pagecache_event d{};
+            d.hdr = hdr(GMS_EV_PAGECACHE_DEL, sizeof(d), ++ts);
+            d.ino = kIno;   // vm 0, as the kernel sends it unless filtering by VM
+            d.index = i;
+            d.pfn = it->second;
+            engine.add({d});
+            resident.erase(it);
+            if (slot_pages && i >= *slot_pgoff && i < *slot_pgoff + *slot_pages)
+                punches[kBaseGfn + i - *slot_pgoff]++;
+        }
+        engine.add({f});
+    }
+    void convert()
+    {
+        uint64_t first = kBaseGfn - 16 + pick(0, 160), pages = pick(1, 32);
+        bool to_private = pick(0, 1), fail = pick(0, 3) == 0;
+        gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(++ts, GMS_IOC_SET_MEMORY_ATTRIBUTES, fail ? -EAGAIN : 0).rec);
+        e.args.attrs.start = first << 12;
+        e.args.attrs.size = pages << 12;
+        e.args.attrs.attributes = to_private ? 8 : 0;
+        engine.add({e});
+        if (fail) {
+            failures++;
+            REQUIRE(engine.failures().size() == failures);
+            const gms::Failure& f = engine.failures().back();
+            CHECK(f.first_gfn == first);
+            CHECK(f.end_gfn == first + pages);
+            CHECK(f.ret == -EAGAIN);
+            uint64_t want = 0, got = 0;
+            for (uint64_t g = first; g < first + pages; g++)
+                want += index_of(g) && pinned.count(hva_page(g));
+            for (const auto& p : f.pins)
+                got += p.pages;
+            CHECK(got == want);
+            return;
+        }
+        for (uint64_t g = first; g < first + pages; g++)
+            attrs[g] = to_private ? 8 : 0;
+    }
+    void dma_map()
+    {
+        uint64_t vpage = (kUaddrBase >> 12) + pick(0, 255), pages = pick(1, 8);
+        gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(++ts, GMS_IOC_VFIO_MAP_DMA, 0, kContainerFd).rec);
+        e.vm = 0;
+        e.fd_kind = GMS_FD_OTHER;
+        e.args.vfio_dma.vaddr = vpage << 12;
+        e.args.vfio_dma.iova = next_iova_page << 12;
+        e.args.vfio_dma.size = pages << 12;
+        engine.add({e});
+        for (uint64_t i = 0; i < pages; i++)
+            pinned[vpage + i] = next_iova_page + i;
+        next_iova_page += pages + pick(0, 4);
+    }
+    void dma_unmap()
+    {
+        if (pinned.empty())
+            return;
+        auto it = pinned.begin();
+        std::advance(it, pick(0, pinned.size() - 1));
+        uint64_t iova_page = it->second, pages = pick(1, 4);
+        gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(++ts, GMS_IOC_VFIO_UNMAP_DMA, 0, kContainerFd).rec);
+        e.vm = 0;
+        e.fd_kind = GMS_FD_OTHER;
+        e.args.vfio_dma.iova = iova_page << 12;
+        e.args.vfio_dma.size = pages << 12;
+        engine.add({e});
+        for (auto p = pinned.begin(); p != pinned.end();)
+            p = p->second >= iova_page && p->second < iova_page + pages ? pinned.erase(p) : std::next(p);
+    }
+    void step()
+    {
+        switch (pick(0, 9)) {
+        case 0: slot_pages ? unbind() : bind(); break;
+        case 1: case 2: case 3: slot_pages ? fault() : bind(); break;
+        case 4: case 5: punch(); break;
+        case 6: convert(); break;
+        case 7: case 8: dma_map(); break;
+        case 9: dma_unmap(); break;
+        }
+    }
+    // Every gfn around the slot: the engine and the model agree.
+    void check_all() const
+    {
+        for (uint64_t g = kBaseGfn - 16; g < kBaseGfn + 144; g++) {
+            INFO("gfn " << std::hex << g);
+            gms::GfnInfo info = engine.gfn_info(kVm, g);
+            auto index = index_of(g);
+            REQUIRE(info.in_slot == index.has_value());
+            CHECK(info.story.faults == (faults.count(g) ? faults.at(g) : 0));
+            CHECK(info.story.punches == (punches.count(g) ? punches.at(g) : 0));
+            CHECK(info.attrs == (attrs.count(g) ? attrs.at(g) : 0));
+            if (!index) {
+                CHECK(info.pins.empty());
+                continue;
+            }
+            CHECK(info.gmem_index == *index);
+            CHECK(info.hva == hva_page(g) << 12);
+            auto r = resident.find(*index);
+            REQUIRE(info.pfn.has_value() == (r != resident.end()));
+            if (info.pfn)
+                CHECK(*info.pfn == r->second);
+            auto p = pinned.find(hva_page(g));
+            REQUIRE(info.pins.size() == (p != pinned.end() ? 1u : 0u));
+            if (p != pinned.end()) {
+                CHECK(info.pins[0].iova == p->second << 12);
+                CHECK(info.pins[0].pages == 1);
+                CHECK(info.pins[0].space.fd == kContainerFd);
+            }
+            if (info.pfn) {
+                auto back = engine.gfn_of_pfn(*info.pfn);
+                REQUIRE(back);
+                CHECK(back->second == g);
+            }
+        }
+    }
+};
+
+}  // namespace
+
+TEST_CASE("engine agrees with a per-page reference model on random synthetic streams", "[engine]")
+{
+    for (uint64_t seed = 1; seed <= 2000; seed++) {
+        INFO("seed " << seed);
+        Model m(seed);
+        for (int i = 0; i < 80; i++) {
+            m.step();
+            if (i % 20 == 19)
+                m.check_all();
+        }
+        m.check_all();
+    }
+}
+
+TEST_CASE("interval maps merge what continues and split what does not", "[engine]")
+{
+    gms::IntervalMap<gms::PfnRun> m;
+    for (uint64_t i = 0; i < 100; i++)
+        m.assign(i, i + 1, {0x500 + i});
+    CHECK(m.segments() == 1);
+    m.erase(10, 20);
+    CHECK(m.segments() == 2);
+    REQUIRE(m.find(25));
+    uint64_t start = 0;
+    m.find(25, &start);
+    CHECK(start == 20);
+    CHECK(gms::IntervalMap<gms::PfnRun>::at(*m.find(25), 25 - start).pfn == 0x500 + 25);
+    m.assign(10, 20, {0x50a});
+    CHECK(m.segments() == 1);
+    m.assign(50, 51, {0x9999});
+    CHECK(m.segments() == 3);
+}
+
+TEST_CASE("a failed conversion is attributed to the pins over its range", "[engine]")
+{
+    Model m(7);
+    m.slot_pages = 64;
+    m.slot_pgoff = 0;
+    m.region(64, 0);
+    // Pin gfn [0x1008, 0x1010) through the gmem mmap.
+    gms_ioctl_event map = std::get<gms_ioctl_event>(ioctl(++m.ts, GMS_IOC_VFIO_MAP_DMA, 0, kContainerFd).rec);
+    map.args.vfio_dma.vaddr = kUaddrBase + (8 << 12);
+    map.args.vfio_dma.iova = 0x100000;
+    map.args.vfio_dma.size = 8 << 12;
+    m.engine.add({map});
+    gms_ioctl_event conv = std::get<gms_ioctl_event>(ioctl(++m.ts, GMS_IOC_SET_MEMORY_ATTRIBUTES, -EAGAIN).rec);
+    conv.args.attrs.start = kBaseGfn << 12;
+    conv.args.attrs.size = 32 << 12;
+    conv.args.attrs.attributes = 8;
+    m.engine.add({conv});
+    REQUIRE(m.engine.failures().size() == 1);
+    const auto& f = m.engine.failures()[0];
+    REQUIRE(f.pins.size() == 1);
+    CHECK(f.pins[0].first_gfn == 0x1008);
+    CHECK(f.pins[0].pages == 8);
+    std::string text = m.engine.describe(f);
+    CHECK_THAT(text, Catch::Contains("shared->private of gfn [0x1000, 0x1020)") &&
+                         Catch::Contains("failed -11 (EAGAIN)") && Catch::Contains("8 pages (gfn [0x1008, 0x1010))") &&
+                         Catch::Contains("VFIO container fd 12") && Catch::Contains("pid 4242 synthetic"));
+    CHECK(m.engine.gfn_of_iova(0x100000 + (3 << 12)) == std::pair<uint64_t, uint64_t>{kVm, 0x100b});
+}
