@@ -33,15 +33,16 @@ std::string to_string(const DmaSpace& s)
     return fmt::format("iommufd fd {} IOAS {}", s.fd, s.ioas);
 }
 
-void Log2Hist::add(uint64_t v)
-{
-    buckets[v ? int(std::bit_width(v)) - 1 : -1]++;
-    count++;
-}
-
 std::string render_hist(const Log2Hist& h, const std::string& unit)
 {
-    if (h.buckets.empty())
+    int first = -2, last = -2;
+    for (int i = 0; i < int(h.buckets.size()); i++)
+        if (h.buckets[size_t(i)]) {
+            last = i - 1;
+            if (first == -2)
+                first = i - 1;
+        }
+    if (first == -2)
         return "";
     auto label = [&](int k) -> std::string {
         if (k < 0)
@@ -55,14 +56,10 @@ std::string render_hist(const Log2Hist& h, const std::string& unit)
         }
         return fmt::format("{}{}", v, suffix[i]);
     };
-    uint64_t max = 0;
-    for (const auto& [k, n] : h.buckets)
-        max = std::max(max, n);
+    uint64_t max = *std::max_element(h.buckets.begin(), h.buckets.end());
     std::string out;
-    int first = h.buckets.begin()->first, last = h.buckets.rbegin()->first;
     for (int k = first; k <= last; k++) {
-        auto it = h.buckets.find(k);
-        uint64_t n = it == h.buckets.end() ? 0 : it->second;
+        uint64_t n = h.buckets[size_t(k + 1)];
         std::string range = k < 0 ? "[0]" : fmt::format("[{}, {})", label(k), label(k + 1));
         size_t bar = max ? size_t(n * 52 / max) : 0;
         out += fmt::format("{:<18}{:>10} |{:<52}|\n", range + (unit.empty() ? "" : " " + unit).substr(0, 0), n,
@@ -95,13 +92,12 @@ std::vector<TimelineEntry> Engine::timeline() const
     return t;
 }
 
-void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, const std::string& what,
-                  bool inferred)
+template <typename F>
+void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, F&& describe, bool inferred)
 {
-    if (!watching_ || (watch_vm_ && vm_id && vm_id != watch_vm_))
+    if (!watched(vm_id, first_gfn, end_gfn) || timeline_.size() >= kMaxTimeline)
         return;
-    if (watch_gfn_ < first_gfn || watch_gfn_ >= end_gfn || timeline_.size() >= kMaxTimeline)
-        return;
+    std::string what = describe();
     timeline_.push_back({ts, vm_id && !watch_vm_ ? fmt::format("[vm {:x}] {}", vm_id, what) : what, inferred});
 }
 
@@ -160,13 +156,13 @@ void Engine::add(const Event& ev)
                 if (it != gmem_.end())
                     it->second.closed_ns = r.hdr.ts_ns;
                 gfns_of_index(r.gmem_ino, 0, ~0ull, [&](uint64_t id, const Memslot&, uint64_t g0, uint64_t g1) {
-                    note(id, g0, g1, r.hdr.ts_ns, fmt::format("gmem fd {} (ino {}) closed by {}/{}", r.fd,
-                                                              r.gmem_ino, comm_of(r.hdr), r.hdr.pid));
+                    note(id, g0, g1, r.hdr.ts_ns, [&] { return fmt::format("gmem fd {} (ino {}) closed by {}/{}", r.fd,
+                                                              r.gmem_ino, comm_of(r.hdr), r.hdr.pid); });
                 });
             } else if constexpr (std::is_same_v<T, gms_zap_event>) {
                 if (r.hdr.type == GMS_EV_ZAP_ALL_FAST && r.vm) {
                     note(r.vm, 0, ~0ull, r.hdr.ts_ns,
-                         fmt::format("all SPTEs of the VM invalidated (kvm_mmu_zap_all_fast, gen {})", r.gen));
+                         [&] { return fmt::format("all SPTEs of the VM invalidated (kvm_mmu_zap_all_fast, gen {})", r.gen); });
                     punched_at_.erase(r.vm);   // the zap was observed: nothing to infer
                 }
             }
@@ -221,7 +217,7 @@ void Engine::on_region(const gms_ioctl_event& e)
     if (old != v.slots.end()) {
         const Memslot& s = old->second;
         note(e.vm, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
-             fmt::format("memslot {} deleted by {}/{} (its SPTEs are zapped)", s.slot, comm_of(e.hdr), e.hdr.pid));
+             [&] { return fmt::format("memslot {} deleted by {}/{} (its SPTEs are zapped)", s.slot, comm_of(e.hdr), e.hdr.pid); });
         if (watching_ && watch_gfn_ >= s.base_gfn && watch_gfn_ < s.base_gfn + s.npages)
             punched_at_.erase(e.vm);   // deleting the memslot zapped its SPTEs
         v.past_slots.push_back(s);
@@ -241,11 +237,11 @@ void Engine::on_region(const gms_ioctl_event& e)
             g.vm = e.vm;
     }
     note(e.vm, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
-         s.gmem_ino ? fmt::format("memslot {} bound: gfn [{:#x}, {:#x}) -> gmem ino {} index [{:#x}, {:#x}), hva {:#x}",
+         [&] { return s.gmem_ino ? fmt::format("memslot {} bound: gfn [{:#x}, {:#x}) -> gmem ino {} index [{:#x}, {:#x}), hva {:#x}",
                                   s.slot, s.base_gfn, s.base_gfn + s.npages, s.gmem_ino, s.gmem_pgoff,
                                   s.gmem_pgoff + s.npages, s.uaddr)
                     : fmt::format("memslot {} bound: gfn [{:#x}, {:#x}) -> hva {:#x}", s.slot, s.base_gfn,
-                                  s.base_gfn + s.npages, s.uaddr));
+                                  s.base_gfn + s.npages, s.uaddr); });
 }
 
 void Engine::on_attrs(const gms_ioctl_event& e)
@@ -275,8 +271,8 @@ void Engine::on_attrs(const gms_ioctl_event& e)
     for (auto [id, g0, g1] : ranges) {
         std::string result = e.ret < 0 ? fmt::format("failed -{} ({})", -e.ret, errno_name(e.ret)) : "done";
         note(id, g0, g1, e.hdr.ts_ns,
-             fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, ioctl_op_name(e.op),
-                         comm_of(e.hdr), e.hdr.pid, result));
+             [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, ioctl_op_name(e.op),
+                         comm_of(e.hdr), e.hdr.pid, result); });
         if (e.ret == 0 && id)
             vm(id, e.hdr).attrs.assign(g0, g1, attrs);
         if (e.ret < 0 && failures_.size() < kMaxFailures) {
@@ -313,8 +309,8 @@ void Engine::on_dma(const gms_ioctl_event& e)
         by_vaddr.assign(vaddr >> kPageShift, (vaddr >> kPageShift) + pages, DmaRun{space, iova_page, e.hdr.ts_ns});
         if (auto g = gfn_of_hva(e.hdr.tgid, vaddr))
             note(g->first, g->second, g->second + pages, e.hdr.ts_ns,
-                 fmt::format("DMA-mapped and pinned by {} ({}/{}): iova {:#x}, {} pages", to_string(space),
-                             comm_of(e.hdr), e.hdr.pid, iova, pages));
+                 [&] { return fmt::format("DMA-mapped and pinned by {} ({}/{}): iova {:#x}, {} pages", to_string(space),
+                             comm_of(e.hdr), e.hdr.pid, iova, pages); });
         return;
     }
     if (e.op == GMS_IOC_IOAS_MAP_FILE)
@@ -334,8 +330,8 @@ void Engine::on_dma(const gms_ioctl_event& e)
             by_vaddr.erase(a, b);
         if (auto g = gfn_of_hva(e.hdr.tgid, v.vaddr_page << kPageShift))
             note(g->first, g->second, g->second + (end - s), e.hdr.ts_ns,
-                 fmt::format("DMA-unmapped and unpinned from {} ({}/{})", to_string(space), comm_of(e.hdr),
-                             e.hdr.pid));
+                 [&] { return fmt::format("DMA-unmapped and unpinned from {} ({}/{})", to_string(space), comm_of(e.hdr),
+                             e.hdr.pid); });
     });
     it->second.erase(iova_page, iova_page + pages);
 }
@@ -360,17 +356,17 @@ void Engine::on_fault(const gms_fault_event& e)
     auto punched = punched_at_.find(e.vm);
     if (punched != punched_at_.end()) {
         note(e.vm, e.gfn, e.gfn + 1, e.hdr.ts_ns,
-             fmt::format("its SPTE was zapped after the punch at {:.6f} s (inferred: the gfn faults again; the "
+             [&] { return fmt::format("its SPTE was zapped after the punch at {:.6f} s (inferred: the gfn faults again; the "
                          "shadow MMU has no zap tracepoint)",
-                         double(punched->second - t0_ns_) / 1e9),
+                         double(punched->second - t0_ns_) / 1e9); },
              true);
         punched_at_.erase(punched);
     }
     std::string gmem = e.gmem_ino ? fmt::format(" gmem ino {} index {:#x}", e.gmem_ino, e.gmem_index) : "";
     note(e.vm, e.gfn, e.gfn + 1, e.hdr.ts_ns,
-         fmt::format("{} fault on vCPU {}: slot {}{} -> pfn {:#x}{}", e.hdr.flags & GMS_FAULT_WRITE ? "write" : "read",
+         [&] { return fmt::format("{} fault on vCPU {}: slot {}{} -> pfn {:#x}{}", e.hdr.flags & GMS_FAULT_WRITE ? "write" : "read",
                      e.vcpu_id, e.slot_id, gmem, e.pfn,
-                     e.hdr.flags & GMS_FAULT_ALLOCATED ? " (page allocated in the gmem page cache)" : ""));
+                     e.hdr.flags & GMS_FAULT_ALLOCATED ? " (page allocated in the gmem page cache)" : ""); });
 }
 
 void Engine::on_pagecache(const gms_pagecache_event& e)
@@ -395,8 +391,8 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
         for (uint64_t gfn = g0; !add && gfn < g1; gfn++)
             touch_story(v, gfn, [&](PageStory& s) { s.punches++; });
         note(id, g0, g1, e.hdr.ts_ns,
-             fmt::format("gmem ino {} index {:#x} {} the page cache (pfn {:#x}) by {}/{}", e.ino, e.index,
-                         add ? "added to" : "removed from", e.pfn, comm_of(e.hdr), e.hdr.pid));
+             [&] { return fmt::format("gmem ino {} index {:#x} {} the page cache (pfn {:#x}) by {}/{}", e.ino, e.index,
+                         add ? "added to" : "removed from", e.pfn, comm_of(e.hdr), e.hdr.pid); });
         if (!add && watching_ && watch_gfn_ >= g0 && watch_gfn_ < g1)
             punched_at_[id] = e.hdr.ts_ns;
     });
@@ -421,9 +417,9 @@ void Engine::on_fallocate(const gms_fallocate_event& e)
     uint64_t first = e.offset >> kPageShift, end = (e.offset + e.len + 4095) >> kPageShift;
     gfns_of_index(e.gmem_ino, first, end, [&](uint64_t vid, const Memslot&, uint64_t g0, uint64_t g1) {
         note(vid, g0, g1, e.hdr.ts_ns,
-             fmt::format("fallocate(mode {:#x}) of gmem ino {} offset {:#x} len {:#x} by {}/{} = {} [{} us]", e.mode,
+             [&] { return fmt::format("fallocate(mode {:#x}) of gmem ino {} offset {:#x} len {:#x} by {}/{} = {} [{} us]", e.mode,
                          e.gmem_ino, e.offset, e.len, comm_of(e.hdr), e.hdr.pid,
-                         e.ret < 0 ? "-" + errno_name(e.ret) : std::to_string(e.ret), e.dur_ns / 1000));
+                         e.ret < 0 ? "-" + errno_name(e.ret) : std::to_string(e.ret), e.dur_ns / 1000); });
     });
 }
 

@@ -7,6 +7,8 @@
 // maps: memory grows with the number of distinct ranges.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -41,6 +43,7 @@ struct Memslot {
 struct PfnRun {
     uint64_t pfn;
     PfnRun shifted(uint64_t d) const { return {pfn + d}; }
+    bool operator==(const PfnRun&) const = default;
     bool continues(const PfnRun& n, uint64_t len) const { return n.pfn == pfn + len; }
 };
 
@@ -49,6 +52,7 @@ struct PfnOwner {
     uint64_t ino;
     uint64_t index;
     PfnOwner shifted(uint64_t d) const { return {ino, index + d}; }
+    bool operator==(const PfnOwner&) const = default;
     bool continues(const PfnOwner& n, uint64_t len) const { return n.ino == ino && n.index == index + len; }
 };
 
@@ -99,6 +103,7 @@ struct DmaRun {
     uint64_t iova_page;   // iova of the run's first page, in pages
     uint64_t since_ns;
     DmaRun shifted(uint64_t d) const { return {space, iova_page + d, since_ns}; }
+    bool operator==(const DmaRun&) const = default;
     bool continues(const DmaRun& n, uint64_t len) const
     {
         return n.space == space && n.iova_page == iova_page + len && n.since_ns == since_ns;
@@ -109,6 +114,7 @@ struct VaddrRun {
     uint64_t vaddr_page;
     uint64_t since_ns;
     VaddrRun shifted(uint64_t d) const { return {vaddr_page + d, since_ns}; }
+    bool operator==(const VaddrRun&) const = default;
     bool continues(const VaddrRun& n, uint64_t len) const
     {
         return n.vaddr_page == vaddr_page + len && n.since_ns == since_ns;
@@ -154,11 +160,12 @@ struct Failure {
     std::vector<PinOverlap> pins;
 };
 
-// log2 histogram, as bpftrace's hist().
+// log2 histogram, as bpftrace's hist(): bucket k + 1 counts values in
+// [2^k, 2^(k+1)), bucket 0 the value 0.
 struct Log2Hist {
-    std::map<int, uint64_t> buckets;   // bucket k counts values in [2^k, 2^(k+1)); -1 for 0
+    std::array<uint64_t, 65> buckets{};
     uint64_t count = 0;
-    void add(uint64_t v);
+    void add(uint64_t v) { buckets[std::bit_width(v)]++, count++; }
 };
 std::string render_hist(const Log2Hist& h, const std::string& unit);
 
@@ -216,8 +223,16 @@ private:
     // gfns of a gmem index range through the current bindings: f(vm, slot, first_gfn, end_gfn).
     template <typename F>
     void gfns_of_index(uint64_t ino, uint64_t first, uint64_t end, F&& f) const;
-    void note(uint64_t vm, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, const std::string& what,
-              bool inferred = false);
+    // Whether the watched gfn is in [first_gfn, end_gfn) of vm: checked
+    // before a timeline entry is formatted, which costs far more.
+    bool watched(uint64_t vm, uint64_t first_gfn, uint64_t end_gfn) const
+    {
+        return watching_ && (!watch_vm_ || !vm || vm == watch_vm_) && watch_gfn_ >= first_gfn &&
+               watch_gfn_ < end_gfn;
+    }
+    // Adds describe() to the timeline if the range holds the watched gfn.
+    template <typename F>
+    void note(uint64_t vm, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, F&& describe, bool inferred = false);
     void touch_story(Vm& v, uint64_t gfn, auto&& change);
 
     uint64_t t0_ns_ = 0;

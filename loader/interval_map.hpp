@@ -19,6 +19,7 @@ namespace gms {
 
 template <typename V>
 concept LinearValue = requires(const V& v, uint64_t d) {
+    { v == v } -> std::convertible_to<bool>;
     { v.shifted(d) } -> std::convertible_to<V>;
     { v.continues(v, d) } -> std::convertible_to<bool>;
 };
@@ -35,8 +36,23 @@ public:
     {
         if (start >= end)
             return;
+        auto next = segs_.upper_bound(start);
+        if (next != segs_.begin()) {
+            auto prev = std::prev(next);
+            // Already so: nothing to do (a fault on a page known resident).
+            if (prev->second.end >= end && at(prev->second.value, start - prev->first) == v)
+                return;
+            // Continues the range that ends at start (storms move in order):
+            // grow it instead of adding a node.
+            if (prev->second.end == start && joins(prev->first, prev->second, v)) {
+                erase(start, end);
+                prev->second.end = end;
+                merge_next(prev);
+                return;
+            }
+        }
         erase(start, end);
-        auto it = segs_.emplace(start, Seg{end, v}).first;
+        auto it = segs_.emplace_hint(segs_.lower_bound(end), start, Seg{end, v});
         merge_next(it);
         if (it != segs_.begin())
             merge_next(std::prev(it));
@@ -47,8 +63,19 @@ public:
         if (start >= end)
             return;
         split(start);
-        split(end);
-        segs_.erase(segs_.lower_bound(start), segs_.lower_bound(end));
+        auto it = segs_.lower_bound(start);
+        while (it != segs_.end() && it->first < end) {
+            if (it->second.end <= end) {
+                it = segs_.erase(it);
+                continue;
+            }
+            // Runs past end: keep its tail under a new key, same node.
+            auto node = segs_.extract(it);
+            node.mapped().value = at(node.mapped().value, end - node.key());
+            node.key() = end;
+            segs_.insert(std::move(node));
+            break;
+        }
     }
 
     // The value at key x (moved to x for linear values), or nullptr.
@@ -115,17 +142,19 @@ private:
         segs_.emplace_hint(std::next(it), x, std::move(tail));
     }
 
+    // Whether the range [start, seg.end) with seg's value goes on as v.
+    static bool joins(uint64_t start, const Seg& seg, const V& v)
+    {
+        if constexpr (LinearValue<V>)
+            return seg.value.continues(v, seg.end - start);
+        else
+            return seg.value == v;
+    }
+
     void merge_next(typename std::map<uint64_t, Seg>::iterator it)
     {
         auto next = std::next(it);
-        if (next == segs_.end() || it->second.end != next->first)
-            return;
-        bool joins;
-        if constexpr (LinearValue<V>)
-            joins = it->second.value.continues(next->second.value, it->second.end - it->first);
-        else
-            joins = it->second.value == next->second.value;
-        if (!joins)
+        if (next == segs_.end() || it->second.end != next->first || !joins(it->first, it->second, next->second.value))
             return;
         it->second.end = next->second.end;
         segs_.erase(next);

@@ -1,8 +1,12 @@
 #include "loader/recording.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <array>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -31,6 +35,7 @@ RecordingWriter::RecordingWriter(const std::string& path, const nlohmann::json& 
     file_ = std::fopen(path.c_str(), "wb");
     if (!file_)
         throw std::runtime_error(fmt::format("cannot write {}: {}", path, strerror(errno)));
+    std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
     std::string m = meta.dump();
     m.resize((m.size() + 7) / 8 * 8, ' ');
     FileHeader h{};
@@ -72,62 +77,70 @@ void RecordingWriter::finish(gms_drops_record counters)
 
 RecordingReader::RecordingReader(const std::string& path) : path_(path)
 {
-    file_ = std::fopen(path.c_str(), "rb");
-    if (!file_)
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         throw std::runtime_error(fmt::format("cannot read {}: {}", path, strerror(errno)));
+    struct stat st {};
+    fstat(fd, &st);
+    size_ = size_t(st.st_size);
+    void* map = size_ ? mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
+    close(fd);
+    if (map == MAP_FAILED)
+        throw std::runtime_error(fmt::format("cannot map {}: {}", path, strerror(errno)));
+    data_ = static_cast<const std::byte*>(map);
+    if (size_)
+        madvise(map, size_, MADV_SEQUENTIAL);
     FileHeader h{};
-    if (std::fread(&h, 1, sizeof(h), file_) != sizeof(h))
+    if (size_ < sizeof(h))
         throw BadRecording(path, 0, "shorter than a recording header: not a gmemscope recording");
+    std::memcpy(&h, data_, sizeof(h));
     if (std::memcmp(h.magic, kRecordingMagic, sizeof(h.magic)) != 0)
         throw BadRecording(path, 0, "no gmemscope magic: not a gmemscope recording");
     if (h.version != kRecordingVersion || h.abi != GMS_ABI_VERSION)
         throw BadRecording(path, 8, fmt::format("format {} ABI {}; this gmemscope reads format {} ABI {}",
                                                 h.version, h.abi, kRecordingVersion, GMS_ABI_VERSION));
-    std::string m(h.meta_bytes, '\0');
-    if (std::fread(m.data(), 1, m.size(), file_) != m.size())
+    if (size_ - sizeof(h) < h.meta_bytes)
         throw BadRecording(path, sizeof(h), "metadata cut short");
-    meta_ = nlohmann::json::parse(m, nullptr, false);
+    meta_ = nlohmann::json::parse(reinterpret_cast<const char*>(data_) + sizeof(h),
+                                  reinterpret_cast<const char*>(data_) + sizeof(h) + h.meta_bytes, nullptr, false);
     if (meta_.is_discarded() || !meta_.is_object())
         throw BadRecording(path, sizeof(h), "metadata is not a JSON object");
-    offset_ = sizeof(h) + m.size();
+    offset_ = sizeof(h) + h.meta_bytes;
 }
 
 RecordingReader::~RecordingReader()
 {
-    if (file_)
-        std::fclose(file_);
+    if (data_)
+        munmap(const_cast<std::byte*>(data_), size_);
 }
 
 std::optional<Event> RecordingReader::next()
 {
     if (ended_)
         return std::nullopt;
-    gms_hdr h{};
-    size_t got = std::fread(&h, 1, sizeof(h), file_);
-    if (got == 0)
+    size_t left = size_ - offset_;
+    if (left == 0)
         throw BadRecording(path_, offset_,
                            "ends without its final counters record: the recording was cut short "
                            "(the recorder was killed or the disk filled)");
-    if (got < sizeof(h))
-        throw BadRecording(path_, offset_, fmt::format("truncated record header ({} of {} bytes)", got,
-                                                       sizeof(h)));
+    gms_hdr h{};
+    if (left < sizeof(h))
+        throw BadRecording(path_, offset_, fmt::format("truncated record header ({} of {} bytes)", left, sizeof(h)));
+    std::memcpy(&h, data_ + offset_, sizeof(h));
     size_t want = record_size(h.type);
     if (want == 0 || h.size != want)
         throw BadRecording(path_, offset_, fmt::format("corrupt record: type {} size {}", h.type, h.size));
-    std::vector<std::byte> buf(want);
-    std::memcpy(buf.data(), &h, sizeof(h));
-    size_t body = std::fread(buf.data() + sizeof(h), 1, want - sizeof(h), file_);
-    if (body != want - sizeof(h))
-        throw BadRecording(path_, offset_, fmt::format("truncated {} record ({} of {} bytes)",
-                                                       event_name(h.type), sizeof(h) + body, want));
+    if (left < want)
+        throw BadRecording(path_, offset_,
+                           fmt::format("truncated {} record ({} of {} bytes)", event_name(h.type), left, want));
     std::string why;
-    auto ev = decode(buf, why);
+    auto ev = decode({data_ + offset_, want}, why);
     if (!ev)
         throw BadRecording(path_, offset_, "corrupt record: " + why);
     offset_ += want;
     if (h.type == GMS_REC_DROPS && (h.flags & GMS_F_FINAL)) {
         ended_ = true;
-        if (std::fgetc(file_) != EOF)
+        if (offset_ != size_)
             throw BadRecording(path_, offset_, "data after the final counters record");
     }
     return ev;

@@ -64,7 +64,8 @@ public:
 
 private:
     std::string path_;
-    std::FILE* file_ = nullptr;
+    const std::byte* data_ = nullptr;   // the whole file, mapped read-only
+    size_t size_ = 0;
     nlohmann::json meta_;
     uint64_t offset_ = 0;
     bool ended_ = false;

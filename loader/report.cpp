@@ -115,8 +115,9 @@ auto top(const M& m, size_t n)
 nlohmann::json hist_json(const Log2Hist& h)
 {
     nlohmann::json j = nlohmann::json::array();
-    for (const auto& [k, n] : h.buckets)
-        j.push_back({{"low", k < 0 ? 0 : 1ull << k}, {"count", n}});
+    for (size_t b = 0; b < h.buckets.size(); b++)
+        if (h.buckets[b])
+            j.push_back({{"low", b ? 1ull << (b - 1) : 0}, {"count", h.buckets[b]}});
     return j;
 }
 
