@@ -32,6 +32,8 @@ GMS_SETTING(bool, targ_filter_vm);	/* only events of VMs in `vms` */
 GMS_SETTING(__u64, targ_wakeup_bytes);	/* wake the consumer past this fill */
 GMS_SETTING(__u32, targ_anon_dev);	/* kernel dev_t of anon_inodefs */
 GMS_SETTING(bool, targ_set_spte);	/* kvm_mmu_set_spte is attached */
+GMS_SETTING(bool, targ_aggregate);	/* hot events go to `agg`, not the ring buffer */
+GMS_SETTING(__u32, targ_stack_sample);	/* aggregate: 1 in N page removals records its stacks; 0: none */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
@@ -100,6 +102,21 @@ GMS_SHARED struct {
 	__type(key, int);
 	__type(value, struct gms_inflight);
 } inflight SEC(".maps");
+
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct gms_agg_key);
+	__type(value, struct gms_agg_val);
+} agg SEC(".maps");
+
+/* A zero value to create `agg` entries from: too large for the stack. */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gms_agg_val);
+} agg_zero SEC(".maps");
 
 /* gmem inode -> struct kvm *, learned from gmem fds and faults. */
 GMS_SHARED struct {
@@ -231,6 +248,44 @@ static __always_inline __u64 gms_current_vm(__u32 *vcpu_id)
 	if (vcpu_id)
 		*vcpu_id = in->vcpu_id;
 	return in->vm;
+}
+
+static __always_inline __u32 gms_hist_slot(__u64 v)
+{
+	__u32 slot = 0;
+
+	/* bit width of v, in five steps (no loop for the verifier) */
+	if (v >> 32) { v >>= 32; slot += 32; }
+	if (v >> 16) { v >>= 16; slot += 16; }
+	if (v >> 8) { v >>= 8; slot += 8; }
+	if (v >> 4) { v >>= 4; slot += 4; }
+	if (v >> 2) { v >>= 2; slot += 2; }
+	if (v >> 1) { v >>= 1; slot += 1; }
+	slot += v;
+	return slot < GMS_HIST_SLOTS ? slot : GMS_HIST_SLOTS - 1;
+}
+
+/* This CPU's aggregate of (gmem ino, current process), created on first use. */
+static __always_inline struct gms_agg_val *gms_agg(__u64 ino, __u64 vm)
+{
+	struct gms_agg_key key = {.ino = ino, .tgid = bpf_get_current_pid_tgid() >> 32};
+	struct gms_agg_val *v = bpf_map_lookup_elem(&agg, &key);
+
+	if (!v) {
+		__u32 zero_key = 0;
+		struct gms_agg_val *zero = bpf_map_lookup_elem(&agg_zero, &zero_key);
+
+		if (!zero)
+			return NULL;
+		bpf_map_update_elem(&agg, &key, zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&agg, &key);
+		if (!v)
+			return NULL;
+		bpf_get_current_comm(v->comm, sizeof(v->comm));
+	}
+	if (vm)
+		v->vm = vm;
+	return v;
 }
 
 static __always_inline void gms_emit_pagecache(__u32 type, __u64 vm, __u64 ino, __u64 index,

@@ -243,4 +243,38 @@ struct gms_counters {
 	__u64 dropped[GMS_DROP_MAX];
 };
 
+/*
+ * In-kernel aggregation (`gmemscope top`): the hot events update these
+ * per-CPU counters instead of sending records.  Key: the gmem file and
+ * the process; ino 0 holds faults on memory that is not gmem.
+ */
+#define GMS_HIST_SLOTS 40	/* slot 0: value 0; slot k: [2^(k-1), 2^k) */
+
+struct gms_agg_key {
+	__u64 ino;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct gms_agg_val {
+	__u64 vm;			/* struct kvm *, as last seen */
+	__u64 punches;			/* fallocate calls on the gmem file */
+	__u64 punched_bytes;
+	__u64 punch_errors;
+	__u64 invalidated_pages;	/* page-cache removals */
+	__u64 faults;
+	__u64 allocated_pages;		/* page-cache adds */
+	__u64 size_hist[GMS_HIST_SLOTS];	/* fallocate length, bytes */
+	__u64 lat_hist[GMS_HIST_SLOTS];	/* fallocate latency, ns */
+	char comm[GMS_COMM_LEN];
+};
+
+/* Sampled stacks of what removes gmem pages (`top`): key -> count. */
+struct gms_stack_key {
+	__u32 tgid;
+	__s32 user_stack;	/* ids in the `stacks` map; negative: not captured */
+	__s32 kernel_stack;
+	__u32 pad;
+};
+
 #endif /* GMS_EVENTS_H */

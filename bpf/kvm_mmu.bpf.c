@@ -43,6 +43,13 @@ int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 		vm = in->vm;
 	if (!gms_vm_selected(vm))
 		return 0;
+	if (targ_aggregate) {
+		struct gms_agg_val *a = gms_agg(gmem ? gmem->f_inode->i_ino : 0, vm);
+
+		if (a)
+			a->faults++;
+		return 0;
+	}
 	e = GMS_RESERVE(GMS_EV_FAULT, struct gms_fault_event);
 	if (!e)
 		return 0;

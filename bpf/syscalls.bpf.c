@@ -395,7 +395,17 @@ int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 
 	if (!in || in->op != GMS_OP_FALLOCATE)
 		return 0;
-	if (gms_vm_selected(in->vm)) {
+	if (gms_vm_selected(in->vm) && targ_aggregate) {
+		struct gms_agg_val *a = gms_agg(in->falloc.gmem_ino, in->vm);
+
+		if (a) {
+			a->punches++;
+			a->punched_bytes += in->falloc.len;
+			a->punch_errors += ctx->ret < 0;
+			a->size_hist[gms_hist_slot(in->falloc.len)]++;
+			a->lat_hist[gms_hist_slot(bpf_ktime_get_ns() - in->falloc.hdr.ts_ns)]++;
+		}
+	} else if (gms_vm_selected(in->vm)) {
 		e = GMS_RESERVE(GMS_EV_FALLOCATE, struct gms_fallocate_event);
 		if (e) {
 			__builtin_memcpy(e, &in->falloc, sizeof(*e));

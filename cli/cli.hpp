@@ -39,6 +39,7 @@ void register_report(CLI::App& app, Options& opts, Action& action);
 void register_stress(CLI::App& app, Options& opts, Action& action);
 void register_explain(CLI::App& app, Options& opts, Action& action);
 void register_export(CLI::App& app, Options& opts, Action& action);
+void register_top(CLI::App& app, Options& opts, Action& action);
 
 // Throws Error(kPrivilege) naming what is missing for BPF work.
 void require_bpf_privileges(const std::string& subcommand);

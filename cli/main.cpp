@@ -54,6 +54,7 @@ int main(int argc, char** argv)
     register_stress(app, opts, action);
     register_explain(app, opts, action);
     register_export(app, opts, action);
+    register_top(app, opts, action);
 
     try {
         app.parse(argc, argv);

@@ -42,6 +42,8 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
     }
     to.follow_forks = true;
     to.hooks = t.hooks;
+    to.aggregate = t.aggregate;
+    to.stack_sample = t.stack_sample;
     try {
         select_hooks(t.hooks);
     } catch (const std::invalid_argument& e) {

@@ -24,6 +24,8 @@ struct TargetOptions {
     uint64_t ringbuf_mib = 16;
     std::vector<std::string> hooks;
     std::vector<std::string> command;
+    bool aggregate = false;   // set by top, not a flag
+    uint32_t stack_sample = 0;
 };
 
 void add_target_options(CLI::App* sub, TargetOptions& t);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -68,6 +69,8 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     skel_->rodata->targ_wakeup_bytes = opts.wakeup_bytes;
     skel_->rodata->targ_anon_dev = anon_inodefs_dev();
     skel_->rodata->targ_set_spte = wanted.contains("kvm_mmu_set_spte");
+    skel_->rodata->targ_aggregate = opts.aggregate;
+    skel_->rodata->targ_stack_sample = opts.stack_sample;
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     if (int err = gmemscope_bpf__load(skel_); err)
@@ -177,6 +180,63 @@ gms_drops_record Tracer::counters() const
     }
     r.received = received_;
     return r;
+}
+
+std::vector<Tracer::SampledStack> Tracer::sampled_stacks() const
+{
+    std::vector<SampledStack> out;
+    auto ips = [this](int32_t id) {
+        std::vector<uint64_t> v(32);
+        uint32_t key = static_cast<uint32_t>(id);
+        if (id < 0 || bpf_map__lookup_elem(skel_->maps.stacks, &key, sizeof(key), v.data(), v.size() * 8, 0) != 0)
+            return std::vector<uint64_t>{};
+        v.erase(std::find(v.begin(), v.end(), 0ull), v.end());
+        return v;
+    };
+    gms_stack_key key{}, next{};
+    const gms_stack_key* prev = nullptr;
+    while (bpf_map__get_next_key(skel_->maps.stack_counts, prev, &next, sizeof(next)) == 0) {
+        key = next;
+        prev = &key;
+        uint64_t count = 0;
+        if (bpf_map__lookup_elem(skel_->maps.stack_counts, &key, sizeof(key), &count, sizeof(count), 0) == 0)
+            out.push_back({key.tgid, ips(key.user_stack), ips(key.kernel_stack), count});
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.count > b.count; });
+    return out;
+}
+
+std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> Tracer::aggregates() const
+{
+    std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> out;
+    std::vector<gms_agg_val> percpu(static_cast<size_t>(libbpf_num_possible_cpus()));
+    gms_agg_key key{}, next{};
+    const gms_agg_key* prev = nullptr;
+    while (bpf_map__get_next_key(skel_->maps.agg, prev, &next, sizeof(next)) == 0) {
+        key = next;
+        prev = &key;
+        if (bpf_map__lookup_elem(skel_->maps.agg, &key, sizeof(key), percpu.data(),
+                                 sizeof(gms_agg_val) * percpu.size(), 0) != 0)
+            continue;
+        gms_agg_val& sum = out[{key.ino, key.tgid}];
+        for (const auto& v : percpu) {
+            if (v.vm)
+                sum.vm = v.vm;
+            if (v.comm[0])
+                std::memcpy(sum.comm, v.comm, sizeof(sum.comm));
+            sum.punches += v.punches;
+            sum.punched_bytes += v.punched_bytes;
+            sum.punch_errors += v.punch_errors;
+            sum.invalidated_pages += v.invalidated_pages;
+            sum.faults += v.faults;
+            sum.allocated_pages += v.allocated_pages;
+            for (size_t i = 0; i < GMS_HIST_SLOTS; i++) {
+                sum.size_hist[i] += v.size_hist[i];
+                sum.lat_hist[i] += v.lat_hist[i];
+            }
+        }
+    }
+    return out;
 }
 
 }  // namespace gms

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,6 +27,8 @@ struct TraceOptions {
     bool follow_forks = false;      // children of traced tgids are traced too
     std::vector<uint64_t> vms;      // struct kvm * values; empty: every VM
     std::vector<std::string> hooks; // --hooks list (see select_hooks); empty: default
+    bool aggregate = false;         // punches, page-cache changes and faults only counted in the kernel
+    uint32_t stack_sample = 0;      // aggregate: 1 in N page removals records its stacks; 0: none
     uint64_t ringbuf_bytes = 16u << 20;
     uint64_t wakeup_bytes = 1u << 20;  // wake the consumer past this much data
 };
@@ -59,6 +62,15 @@ public:
     uint64_t consume(const Sink& sink);
     // Kernel counters summed over CPUs, with what this consumer received.
     gms_drops_record counters() const;
+    struct SampledStack {
+        uint32_t tgid;
+        std::vector<uint64_t> user, kernel;   // innermost first
+        uint64_t count;
+    };
+    // The stacks sampled at gmem page removals (aggregate mode), most first.
+    std::vector<SampledStack> sampled_stacks() const;
+    // The in-kernel aggregates (TraceOptions::aggregate), summed over CPUs.
+    std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> aggregates() const;
     uint64_t decode_errors() const { return decode_errors_; }
 
 private:

@@ -8,6 +8,8 @@ Each line is checked against the schema its shape names (schemas/README.md):
   {"type": "summary"}         summary.schema.json
   {"type": "recorded"}        recorded.schema.json
   {"type": "stress"}          stress.schema.json
+  {"type": "explain"}         explain.schema.json
+  {"type": "top"|"top_stacks"} top.schema.json
   {"type": <event or drops>}  event.schema.json
 or, with --schema FILE, every line against FILE.
 
@@ -35,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMAS = os.path.join(HERE, os.pardir, "schemas")
 
 # Document kinds whose "type" names them; any other "type" is an event line.
-TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress"}
+TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress", "explain", "top"}
 
 
 def load_schemas(directory):
@@ -80,6 +82,8 @@ def kind_of(doc, event_types):
     if "hooks" in doc:
         return "hooks"
     t = doc.get("type")
+    if t == "top_stacks":
+        return "top"
     if t in TYPED_DOCUMENTS:
         return t
     if t in event_types:

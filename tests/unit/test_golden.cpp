@@ -1,6 +1,7 @@
 // Golden tests: recordings the built-in workload made on the project's
 // host kernel (tests/golden/regen.sh), replayed through report and
 // explain, compared byte for byte with the outputs kept beside them.
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -47,4 +48,22 @@ TEST_CASE("explain of a recorded gfn and pfn matches the golden outputs", "[gold
     std::string pfn = golden("rebind.pfn");
     pfn.erase(pfn.find_last_not_of('\n') + 1);
     check_output({"explain", "-i", path("rebind.rec"), "--pfn", pfn}, "rebind.explain-pfn.txt");
+}
+
+TEST_CASE("explain --json and report --json of the golden recordings validate", "[golden][schema]")
+{
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"--json", "explain", "-i", path("rebind.rec"), "--gfn", "0x40002"},
+             {"--json", "report", "-i", path("storm.rec")},
+             {"--json", "report", "-i", path("convert.rec")}}) {
+        std::vector<std::string> argv = {gms::test::binary()};
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto r = gms::test::run(argv);
+        REQUIRE(r.exit_code == 0);
+        std::string cmd = "/usr/bin/python3 " + gms::test::source_dir() + "/tests/validate_json.py --expect explain,summary";
+        FILE* p = popen(cmd.c_str(), "w");
+        REQUIRE(p);
+        fputs(r.out.c_str(), p);
+        CHECK(pclose(p) == 0);
+    }
 }
