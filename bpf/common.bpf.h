@@ -250,6 +250,15 @@ static __always_inline __u64 gms_current_vm(__u32 *vcpu_id)
 	return in->vm;
 }
 
+/* The current thread's VM, if the thread and the VM pass the filters. */
+static __always_inline bool gms_current_vm_selected(__u64 *vm)
+{
+	if (!gms_task_selected())
+		return false;
+	*vm = gms_current_vm(NULL);
+	return gms_vm_selected(*vm);
+}
+
 static __always_inline __u32 gms_hist_slot(__u64 v)
 {
 	__u32 slot = 0;

@@ -59,6 +59,14 @@ static __always_inline __u64 gms_gmem_vm(__u64 ino)
 	return vm ? *vm : 0;
 }
 
+static __always_inline bool gms_gmem_selected(struct trace_event_raw_mm_filemap_op_page_cache *ctx, __u64 *vm)
+{
+	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
+		return false;
+	*vm = gms_gmem_vm(ctx->i_ino);
+	return gms_vm_selected(*vm);
+}
+
 /*
  * A vCPU's fault allocates the folio (kvm_gmem_get_pfn()) and then
  * requests the SPTE with the same pfn: the add is folded into that fault
@@ -70,10 +78,7 @@ int gmem_pagecache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	struct gms_inflight *in;
 	__u64 vm;
 
-	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
-		return 0;
-	vm = gms_gmem_vm(ctx->i_ino);
-	if (!gms_vm_selected(vm))
+	if (!gms_gmem_selected(ctx, &vm))
 		return 0;
 	if (targ_aggregate) {
 		struct gms_agg_val *a = gms_agg(ctx->i_ino, vm);
@@ -100,10 +105,7 @@ int gmem_pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
 	__u64 vm;
 
-	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
-		return 0;
-	vm = gms_gmem_vm(ctx->i_ino);
-	if (!gms_vm_selected(vm))
+	if (!gms_gmem_selected(ctx, &vm))
 		return 0;
 	if (targ_aggregate) {
 		struct gms_agg_val *a = gms_agg(ctx->i_ino, vm);

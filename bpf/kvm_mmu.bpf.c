@@ -146,10 +146,7 @@ int kvm_mmu_prepare_zap_page(struct trace_event_raw_kvm_mmu_page_class *ctx)
 	struct gms_zap_event *e;
 	__u64 vm;
 
-	if (!gms_task_selected())
-		return 0;
-	vm = gms_current_vm(NULL);
-	if (!gms_vm_selected(vm))
+	if (!gms_current_vm_selected(&vm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_ZAP_PAGE, struct gms_zap_event);
 	if (!e)
@@ -172,10 +169,7 @@ int kvm_mmu_tdp_spte_changed(struct trace_event_raw_kvm_tdp_mmu_spte_changed *ct
 	struct gms_tdp_spte_event *e;
 	__u64 vm;
 
-	if (!gms_task_selected())
-		return 0;
-	vm = gms_current_vm(NULL);
-	if (!gms_vm_selected(vm))
+	if (!gms_current_vm_selected(&vm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_TDP_SPTE, struct gms_tdp_spte_event);
 	if (!e)
