@@ -3,6 +3,9 @@
 #include <sys/wait.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "loader/log.hpp"
 
 namespace gms::cli {
 
@@ -61,15 +64,32 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
         }
     }
     Target target{Features::probe(), nullptr, nullptr, {}};
+    if (!target.features.vmlinux_btf())
+        throw Error(kUnsupported, "this kernel has no BTF (/sys/kernel/btf/vmlinux), and gmemscope's programs "
+                                  "read kernel structs through CO-RE: use a kernel built with "
+                                  "CONFIG_DEBUG_INFO_BTF=y");
     if (!target.features.loads(ProgKind::tracepoint))
         throw Error(kUnsupported, fmt::format("this kernel refuses tracepoint BPF programs: {}",
                                               target.features.load(ProgKind::tracepoint).detail));
+    if (target.features.tracefs().empty())
+        throw Error(kUnsupported, "tracefs is not mounted and could not be mounted at /sys/kernel/tracing: "
+                                  "mount it (mount -t tracefs tracefs /sys/kernel/tracing) and retry");
     if (!t.command.empty()) {
         target.child = std::make_unique<Child>(t.command);
         to.tgids.push_back(target.child->pid());
     }
     target.tracer = std::make_unique<Tracer>(target.features, to);
     target.session.duration_s = t.duration_s;
+    std::vector<std::string> missing;
+    auto selected = select_hooks(t.hooks);
+    for (const auto& h : target.tracer->hooks())
+        if (h.chosen < 0 && selected.contains(h.hook->name))
+            missing.emplace_back(h.hook->name);
+    if (missing.size() == selected.size())
+        throw Error(kUnsupported, "none of the selected hooks can be observed on this kernel (see gmemscope hooks)");
+    if (!missing.empty())
+        log::info("note: {} hooks are not observable on this kernel and are left out: {} (see gmemscope hooks)",
+                  missing.size(), fmt::join(missing, ", "));
     return target;
 }
 
