@@ -27,17 +27,22 @@ struct {
 SEC("tp_btf/kvm_mmu_spte_requested")
 int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 {
-	/* tp_btf arguments are BTF pointers: plain loads, no helper calls */
-	struct kvm_memory_slot *slot = fault->slot;
-	struct file *gmem = slot->gmem.file;
+	struct kvm_memory_slot *slot;
+	struct file *gmem;
 	struct gms_inflight *in;
 	struct gms_last_fault *last;
 	struct gms_fault_event *e;
 	__u64 vm = 0, *known;
 	__u32 zero = 0;
 
-	if (!gms_task_selected())
+	/*
+	 * tp_btf arguments are BTF pointers: plain loads, no helper calls.  Where
+	 * KVM is a module (Debian), the verifier holds them possibly NULL.
+	 */
+	if (!fault || !gms_task_selected())
 		return 0;
+	slot = fault->slot;
+	gmem = slot ? slot->gmem.file : NULL;
 	in = gms_inflight_current();
 	if (in)
 		vm = in->vm;
@@ -57,8 +62,8 @@ int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
 	e->vm = vm;
 	e->gfn = fault->gfn;
 	e->pfn = fault->pfn;
-	e->slot_base_gfn = slot->base_gfn;
-	e->slot_id = slot->id;
+	e->slot_base_gfn = slot ? slot->base_gfn : 0;
+	e->slot_id = slot ? slot->id : 0;
 	e->vcpu_id = in ? in->vcpu_id : 0;
 	e->level = fault->goal_level;
 	e->pad = 0;
@@ -124,7 +129,7 @@ int BPF_PROG(kvm_mmu_zap_all_fast, struct kvm *kvm)
 {
 	struct gms_zap_event *e;
 
-	if (!gms_task_selected() || !gms_vm_selected((__u64)kvm))
+	if (!kvm || !gms_task_selected() || !gms_vm_selected((__u64)kvm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_ZAP_ALL_FAST, struct gms_zap_event);
 	if (!e)

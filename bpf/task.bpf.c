@@ -8,10 +8,13 @@
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(task_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 ptgid = BPF_CORE_READ(parent, tgid);
-	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	__u32 ptgid, ctgid;
 	__u8 one = 1;
 
+	if (!parent || !child)
+		return 0;
+	ptgid = BPF_CORE_READ(parent, tgid);
+	ctgid = BPF_CORE_READ(child, tgid);
 	if (ptgid == ctgid || !bpf_map_lookup_elem(&tgids, &ptgid))
 		return 0;
 	bpf_map_update_elem(&tgids, &ctgid, &one, BPF_ANY);

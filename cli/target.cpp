@@ -32,6 +32,7 @@ void add_target_options(CLI::App* sub, TargetOptions& t)
 Target open_target(const std::string& subcommand, const TargetOptions& t)
 {
     require_bpf_privileges(subcommand);
+    block_stop_signals();
     uint64_t rb = t.ringbuf_mib << 20;
     if (rb & (rb - 1))
         throw Error(kUsage, fmt::format("--ringbuf-size {} is not a power of two", t.ringbuf_mib));

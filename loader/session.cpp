@@ -17,6 +17,15 @@
 
 namespace gms {
 
+void block_stop_signals()
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+}
+
 Child::Child(const std::vector<std::string>& argv)
 {
     if (argv.empty())
@@ -31,6 +40,10 @@ Child::Child(const std::vector<std::string>& argv)
     if (pid_ == 0) {
         close(go[1]);
         close(err[0]);
+        // The command gets the signal mask a shell would give it.
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
         char c;
         // Held until the tracer is attached; EOF without a byte: give up.
         if (read(go[0], &c, 1) != 1)

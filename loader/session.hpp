@@ -14,6 +14,11 @@
 
 namespace gms {
 
+// Blocks SIGINT and SIGTERM from now on: a session started later reads
+// them from a signalfd, so a signal during probing and loading still ends
+// it cleanly (the recording is finished) instead of killing the process.
+void block_stop_signals();
+
 // A command forked now and held before exec until release().
 class Child {
 public:

@@ -1,6 +1,8 @@
 #include "helpers.hpp"
 
 #include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,14 +16,29 @@ namespace gms::test {
 std::string binary() { return GMS_BINARY; }
 std::string source_dir() { return GMS_SOURCE_DIR; }
 
+std::string why_no_root()
+{
+    return geteuid() == 0 ? "" : "needs root (BPF)";
+}
+
 std::string why_no_live()
 {
     if (geteuid() != 0)
         return "needs root (BPF and /dev/kvm)";
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0)
         return std::string("cannot open /dev/kvm: ") + strerror(errno);
-    close(fd);
+    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    close(kvm);
+    if (vm < 0)
+        return std::string("KVM_CREATE_VM: ") + strerror(errno);
+    // KVM_CAP_GUEST_MEMFD_FLAGS: the workload's gmem-only memslots need
+    // GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED.
+    int flags = ioctl(vm, KVM_CHECK_EXTENSION, 244);
+    close(vm);
+    if (flags < 0 || (flags & 3) != 3)
+        return "this kernel's guest_memfd lacks MMAP|INIT_SHARED (KVM_CAP_GUEST_MEMFD_FLAGS), which the "
+               "built-in workload's guests need";
     return "";
 }
 

@@ -16,10 +16,22 @@ struct Run {
 Run run(const std::vector<std::string>& argv);
 std::string binary();   // build/gmemscope
 std::string source_dir();
-// "" when BPF and KVM are usable here, else why not.
+// "" when BPF is usable here (root), else why not.
+std::string why_no_root();
+// "" when BPF and the built-in workload's guests are usable here: root,
+// /dev/kvm, and guest_memfd with MMAP|INIT_SHARED (cap 244, since 6.17).
 std::string why_no_live();
 
 }  // namespace gms::test
+
+#define GMS_REQUIRE_ROOT()                                   \
+    do {                                                     \
+        std::string why_ = gms::test::why_no_root();         \
+        if (!why_.empty()) {                                 \
+            WARN("SKIPPED: " << why_);                       \
+            return;                                          \
+        }                                                    \
+    } while (0)
 
 #define GMS_REQUIRE_LIVE()                                   \
     do {                                                     \

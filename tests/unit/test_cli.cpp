@@ -36,7 +36,7 @@ TEST_CASE("--version and --help", "[cli]")
 
 TEST_CASE("without privileges: a clear error naming the capability, exit code 3", "[cli][live]")
 {
-    GMS_REQUIRE_LIVE();
+    GMS_REQUIRE_ROOT();
     // setpriv drops to nobody with no capabilities left.
     std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                           "--inh-caps=-all", "--bounding-set=-all"};

@@ -35,7 +35,7 @@ const gms::HookStatus& hook(const std::vector<gms::HookStatus>& hooks, std::stri
 
 TEST_CASE("the probe mounts what it needs and explains every refusal", "[features][live]")
 {
-    GMS_REQUIRE_LIVE();
+    GMS_REQUIRE_ROOT();
     auto f = gms::Features::probe();
     CHECK_FALSE(f.tracefs().empty());
     CHECK(f.vmlinux_btf());
@@ -53,7 +53,7 @@ TEST_CASE("the probe mounts what it needs and explains every refusal", "[feature
 TEST_CASE("on the host lane: portable tier loads, precise tier and LSM are refused with EPERM",
           "[features][live]")
 {
-    GMS_REQUIRE_LIVE();
+    GMS_REQUIRE_ROOT();
     if (!host_lane()) {
         WARN("SKIPPED: exact answers are those of the host lane kernel (6.18 PVM guest)");
         return;

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "helpers.hpp"
+
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -28,11 +30,10 @@ using Catch::Matchers::Contains;
 // The reason KVM tests cannot run here, or nullopt when they can.
 std::optional<std::string> kvm_unavailable()
 {
-    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return std::string("/dev/kvm cannot be opened: ") + std::strerror(errno);
-    ::close(fd);
-    return std::nullopt;
+    std::string why = gms::test::why_no_live();
+    if (why.empty())
+        return std::nullopt;
+    return why;
 }
 
 #define SKIP_WITHOUT_KVM()                          \
