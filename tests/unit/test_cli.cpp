@@ -23,7 +23,7 @@ TEST_CASE("bad flags give a usage error and exit code 2", "[cli]")
     CHECK(r.exit_code == 2);
 }
 
-TEST_CASE("--version and --help", "[cli]")
+TEST_CASE("version and help flags", "[cli]")
 {
     auto r = run({binary(), "--version"});
     CHECK(r.exit_code == 0);

@@ -67,7 +67,7 @@ system_mirror() {
         cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
             awk -v s="$codename" '$1 == "deb" {
                 i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                if ($(i + 1) == s) print $i }'
+                if ($(i + 1) == s) print $i }' || true   # a system may have no one-line sources
         cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
             awk -v s="$codename" 'BEGIN { RS = "" } {
                 uri = ""; deb = 0; suite = 0
@@ -79,7 +79,7 @@ system_mirror() {
                     if (w[1] == "URIs:") uri = w[2]
                     if (w[1] == "Suites:" && lines[j] ~ ("[ \t]" s "([ \t]|$)")) suite = 1
                 }
-                if (deb && suite && uri != "") print uri }'
+                if (deb && suite && uri != "") print uri }' || true
     } | head -n 1
 }
 
