@@ -152,7 +152,7 @@ SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts,
                                 {child ? child->pidfd() : -1, POLLIN, 0}};
         int timeout = opts.poll_ms;
         if (opts.duration_s > 0) {
-            auto left = std::chrono::duration<double>(opts.duration_s) - (clock::now() - start);
+            std::chrono::duration<double> left = std::chrono::duration<double>(opts.duration_s) - (clock::now() - start);
             timeout = std::max(0, std::min(timeout, int(left.count() * 1000)));
         }
         poll(fds, 3, timeout);
