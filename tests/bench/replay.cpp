@@ -19,6 +19,32 @@ namespace {
 // Bytes allocated on the heap now.
 long heap_bytes() { return long(mallinfo2().uordblks); }
 
+// An engine that saw one 4 GiB gmem memslot and `pages` faults, `stride`
+// pages apart, each on a pfn that does not continue the previous one.
+gms::Engine faulted_engine(uint64_t pages, uint64_t stride)
+{
+    gms::Engine engine;
+    gms_ioctl_event bind{};
+    bind.hdr = {GMS_EV_IOCTL, GMS_ABI_VERSION, 0, sizeof(bind), 0, 0, 0, 0, {}};
+    bind.vm = 0x1000;
+    bind.op = GMS_IOC_SET_MEMORY_REGION2;
+    bind.args.region.slot = 1;
+    bind.args.region.size = 1ull << 32;
+    bind.args.region.gmem_ino = 5;
+    engine.add({bind});
+    for (uint64_t i = 0; i < pages; i++) {
+        gms_fault_event f{};
+        f.hdr = {GMS_EV_FAULT, GMS_ABI_VERSION, 0, sizeof(f), 0, 0, 0, 0, {}};
+        f.vm = 0x1000;
+        f.gfn = stride * i;
+        f.pfn = 0x100000 + (stride == 1 ? i : 7 * i);
+        f.gmem_ino = 5;
+        f.gmem_index = stride * i;
+        engine.add({f});
+    }
+    return engine;
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -48,53 +74,15 @@ int main(int argc, char** argv)
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     fmt::print("engine replay: {} events in {:.3f} s = {:.2f} M events/s (one core)\n", fed, s, double(fed) / s / 1e6);
 
-    // Memory per tracked range: a VM whose gmem file has every other page
-    // resident holds one pfn range per resident page.
-    long before = heap_bytes();
-    gms::Engine engine;
-    gms_ioctl_event bind{};
-    bind.hdr.type = GMS_EV_IOCTL;
-    bind.hdr.abi = GMS_ABI_VERSION;
-    bind.hdr.size = sizeof(bind);
-    bind.vm = 0x1000;
-    bind.op = GMS_IOC_SET_MEMORY_REGION2;
-    bind.args.region.slot = 1;
-    bind.args.region.size = 1ull << 32;
-    bind.args.region.gmem_ino = 5;
-    engine.add({bind});
-    constexpr uint64_t kRanges = 1'000'000;
-    for (uint64_t i = 0; i < kRanges; i++) {
-        gms_fault_event f{};
-        f.hdr.type = GMS_EV_FAULT;
-        f.hdr.abi = GMS_ABI_VERSION;
-        f.hdr.size = sizeof(f);
-        f.vm = 0x1000;
-        f.gfn = 2 * i;
-        f.pfn = 0x100000 + 7 * i;
-        f.gmem_ino = 5;
-        f.gmem_index = 2 * i;
-        engine.add({f});
+    // Memory per tracked range: every other page faulted gives one range
+    // per page in each map; pages faulted in order merge into one.
+    for (uint64_t stride : {2, 1}) {
+        long before = heap_bytes();
+        gms::Engine engine = faulted_engine(1'000'000, stride);
+        long bytes = heap_bytes() - before;
+        fmt::print("memory, 1M pages faulted {}: {} interval-map ranges in {} KiB = {:.0f} bytes per range\n",
+                   stride == 1 ? "in order" : "every other page", engine.segments(), bytes >> 10,
+                   double(bytes) / double(engine.segments()));
     }
-    long after = heap_bytes();
-    size_t segs = engine.segments();
-    fmt::print("memory: {} interval-map ranges in {} KiB = {:.0f} bytes per range\n", segs, (after - before) >> 10,
-               double(after - before) / double(segs));
-    fmt::print("memory for a fully merged 4 GiB slot (1M pages faulted in order): ");
-    gms::Engine merged;
-    merged.add({bind});
-    long b2 = heap_bytes();
-    for (uint64_t i = 0; i < kRanges; i++) {
-        gms_fault_event f{};
-        f.hdr.type = GMS_EV_FAULT;
-        f.hdr.abi = GMS_ABI_VERSION;
-        f.hdr.size = sizeof(f);
-        f.vm = 0x1000;
-        f.gfn = i;
-        f.pfn = 0x100000 + i;
-        f.gmem_ino = 5;
-        f.gmem_index = i;
-        merged.add({f});
-    }
-    fmt::print("{} ranges, {} bytes\n", merged.segments(), heap_bytes() - b2);
     return 0;
 }
