@@ -24,20 +24,15 @@ std::string why_no_live();
 
 }  // namespace gms::test
 
-#define GMS_REQUIRE_ROOT()                                   \
+// Skips the test when `why` names a reason, and says it.
+#define GMS_SKIP_IF(why)                           \
     do {                                                     \
-        std::string why_ = gms::test::why_no_root();         \
+        std::string why_ = (why);                            \
         if (!why_.empty()) {                                 \
             WARN("SKIPPED: " << why_);                       \
             return;                                          \
         }                                                    \
     } while (0)
 
-#define GMS_REQUIRE_LIVE()                                   \
-    do {                                                     \
-        std::string why_ = gms::test::why_no_live();         \
-        if (!why_.empty()) {                                 \
-            WARN("SKIPPED: " << why_);                       \
-            return;                                          \
-        }                                                    \
-    } while (0)
+#define GMS_REQUIRE_ROOT() GMS_SKIP_IF(gms::test::why_no_root())
+#define GMS_REQUIRE_LIVE() GMS_SKIP_IF(gms::test::why_no_live())
