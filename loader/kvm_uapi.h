@@ -2,9 +2,10 @@
 // wants spelled out: guest_memfd (6.8+), KVM_SET_USER_MEMORY_REGION2 (6.8+),
 // memory attributes, and the two proposed in-place conversion interfaces.
 //
-// Every ioctl number is written as a literal and checked against the
-// _IOW/_IOWR encoding of its struct, so a wrong struct size or direction
-// fails to compile. VFIO type1 comes from Debian's <linux/vfio.h>; iommufd
+// The ioctl numbers BPF also matches on come from bpf/ioctls.h, the one
+// place they are written; each is checked here against the _IOW/_IOWR
+// encoding of its struct, so a wrong struct size or direction fails to
+// compile. VFIO type1 comes from Debian's <linux/vfio.h>; iommufd
 // has no Debian header and is not configured on the development kernel, so
 // nothing of it is defined here yet.
 //
@@ -16,6 +17,8 @@
 #include <linux/types.h>
 
 #include <cstddef>
+
+#include "ioctls.h"
 
 namespace gms::uapi {
 
@@ -123,12 +126,12 @@ inline constexpr unsigned long kvm_set_cpuid2_ioctl = 0x4008ae90;
 static_assert(kvm_get_supported_cpuid_ioctl == _IOWR(kvmio, 0x05, kvm_cpuid2));
 static_assert(kvm_set_cpuid2_ioctl == _IOW(kvmio, 0x90, kvm_cpuid2));
 
-inline constexpr unsigned long kvm_create_guest_memfd_ioctl = 0xc040aed4;
-inline constexpr unsigned long kvm_set_user_memory_region2_ioctl = 0x40a0ae49;
-inline constexpr unsigned long kvm_set_memory_attributes_ioctl = 0x4020aed2;
-inline constexpr unsigned long kvm_set_memory_attributes2_ioctl = 0xc080aed2;
-inline constexpr unsigned long kvm_gmem_convert_shared_ioctl = 0xc040af41;
-inline constexpr unsigned long kvm_gmem_convert_private_ioctl = 0xc040af42;
+inline constexpr unsigned long kvm_create_guest_memfd_ioctl = GMS_KVM_CREATE_GUEST_MEMFD;
+inline constexpr unsigned long kvm_set_user_memory_region2_ioctl = GMS_KVM_SET_USER_MEMORY_REGION2;
+inline constexpr unsigned long kvm_set_memory_attributes_ioctl = GMS_KVM_SET_MEMORY_ATTRIBUTES;
+inline constexpr unsigned long kvm_set_memory_attributes2_ioctl = GMS_KVM_SET_MEMORY_ATTRIBUTES2;
+inline constexpr unsigned long kvm_gmem_convert_shared_ioctl = GMS_KVM_GMEM_CONVERT_SHARED;
+inline constexpr unsigned long kvm_gmem_convert_private_ioctl = GMS_KVM_GMEM_CONVERT_PRIVATE;
 
 static_assert(kvm_create_guest_memfd_ioctl ==
               _IOWR(kvmio, 0xd4, kvm_create_guest_memfd));
