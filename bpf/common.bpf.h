@@ -324,4 +324,88 @@ static __always_inline void gms_flush_alloc(struct gms_inflight *in)
 	in->alloc_pfn = 0;
 }
 
+/*
+ * A fallocate() on a gmem file ends: counted in `agg` (top) or sent as a
+ * record.  Its start is in in->falloc, from the syscall tracepoint or
+ * from fentry on kvm_gmem_fallocate (flags GMS_F_KFUNC).
+ */
+static __always_inline void gms_fallocate_done(struct gms_inflight *in, __s64 ret, __u8 flags)
+{
+	struct gms_fallocate_event *e;
+	__u64 now = bpf_ktime_get_ns();
+
+	in->op = 0;
+	if (!gms_vm_selected(in->vm))
+		return;
+	if (targ_aggregate) {
+		struct gms_agg_val *a = gms_agg(in->falloc.gmem_ino, in->vm);
+
+		if (a) {
+			a->punches++;
+			a->punched_bytes += in->falloc.len;
+			a->punch_errors += ret < 0;
+			a->size_hist[gms_hist_slot(in->falloc.len)]++;
+			a->lat_hist[gms_hist_slot(now - in->falloc.hdr.ts_ns)]++;
+		}
+		return;
+	}
+	e = GMS_RESERVE(GMS_EV_FALLOCATE, struct gms_fallocate_event);
+	if (!e)
+		return;
+	__builtin_memcpy(e, &in->falloc, sizeof(*e));
+	gms_fill_hdr_at(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e), in->falloc.hdr.ts_ns);
+	e->hdr.flags = flags;
+	e->ret = ret;
+	e->dur_ns = now - e->hdr.ts_ns;
+	gms_submit(e);
+}
+
+static __always_inline __u64 gms_file_ino(struct file *file)
+{
+	return file ? file->f_inode->i_ino : 0;
+}
+
+/*
+ * The inode number of the current task's fd, 0 if none: for the precise
+ * tier, which learns fds from return values (helper reads: the BTF-pointer
+ * fast path of bpf/syscalls.bpf.c needs a kfunc that can be linked into
+ * only one object with this libbpf).
+ */
+static __always_inline __u64 gms_fd_ino(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file *file = NULL;
+
+	if (fd < 0 || (__u32)fd >= fdt->max_fds)
+		return 0;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	return file ? BPF_CORE_READ(file, f_inode, i_ino) : 0;
+}
+
+/*
+ * A precise-tier record (fentry/fexit) of kernel function `fn`, if the
+ * process and the VM pass the filters; the caller fills args and submits.
+ */
+static __always_inline struct gms_call_event *gms_call_begin(__u16 fn, __u64 vm, __u64 ino, __s64 ret)
+{
+	struct gms_call_event *e;
+
+	if (!gms_task_selected() || !gms_vm_selected(vm))
+		return NULL;
+	e = GMS_RESERVE(GMS_EV_CALL, struct gms_call_event);
+	if (!e)
+		return NULL;
+	gms_fill_hdr(&e->hdr, GMS_EV_CALL, sizeof(*e));
+	e->hdr.flags = GMS_F_KFUNC;
+	e->vm = vm;
+	e->ino = ino;
+	e->ret = ret;
+	e->fn = fn;
+	e->pad16 = 0;
+	e->pad32 = 0;
+	__builtin_memset(&e->args, 0, sizeof(e->args));
+	return e;
+}
+
 #endif /* GMS_COMMON_BPF_H */

@@ -18,6 +18,7 @@
  */
 struct kvm_gmem___old {
 	struct kvm *kvm;
+	struct list_head entry;	/* in its inode's mapping->i_private_list */
 } __attribute__((preserve_access_index));
 
 struct gmem_file___new {

@@ -12,7 +12,7 @@
 #ifndef GMS_EVENTS_H
 #define GMS_EVENTS_H
 
-#define GMS_ABI_VERSION 1
+#define GMS_ABI_VERSION 2
 #define GMS_COMM_LEN 16
 
 enum gms_event_type {
@@ -28,10 +28,14 @@ enum gms_event_type {
 	GMS_EV_TDP_SPTE = 10,		/* kvm_tdp_mmu_spte_changed (TDP MMU only) */
 	GMS_EV_IOMMU_MAP = 11,		/* iommu:map */
 	GMS_EV_IOMMU_UNMAP = 12,	/* iommu:unmap */
+	GMS_EV_CALL = 13,		/* a kernel function, at fentry/fexit (precise tier) */
 	GMS_EV_MAX,
 	/* Records written by the loader, never by BPF. */
 	GMS_REC_DROPS = 0x100,		/* drop and emit counters at a point in time */
 };
+
+/* Room for event types to come without changing the counters' layout. */
+#define GMS_EV_SLOTS 32
 
 /* Why an event was lost; counted per CPU in the `counters` map. */
 enum gms_drop_cause {
@@ -42,6 +46,8 @@ enum gms_drop_cause {
 
 /* hdr.flags */
 #define GMS_F_ARGS_UNREAD	(1 << 0)	/* user argument struct could not be read */
+#define GMS_F_KFUNC		(1 << 1)	/* seen at a kernel function (fentry/fexit), not at a syscall
+						 * or tracepoint */
 #define GMS_F_FINAL		(1 << 7)	/* drops record: the last of a recording */
 
 struct gms_hdr {
@@ -229,17 +235,95 @@ struct gms_iommu_event {
 	__u64 unmapped;		/* unmap only */
 };
 
+/* The kernel function a GMS_EV_CALL record comes from. */
+enum gms_fn {
+	GMS_FN_GMEM_CREATE = 1,		/* kvm_gmem_create */
+	GMS_FN_GMEM_BIND,		/* kvm_gmem_bind */
+	GMS_FN_GMEM_UNBIND,		/* kvm_gmem_unbind */
+	GMS_FN_GMEM_GET_PFN,		/* kvm_gmem_get_pfn */
+	GMS_FN_GMEM_POPULATE,		/* kvm_gmem_populate */
+	GMS_FN_GMEM_INVALIDATE,		/* kvm_gmem_invalidate_begin/start */
+	GMS_FN_GMEM_RELEASE,		/* kvm_gmem_release */
+	GMS_FN_GMEM_ERROR_FOLIO,	/* kvm_gmem_error_folio */
+	GMS_FN_GMEM_SET_ATTRIBUTES,	/* kvm_gmem_set_attributes (in-place series) */
+	GMS_FN_GMEM_CONVERT,		/* kvm_gmem_convert_range (2025 RFC) */
+	GMS_FN_KVM_SET_MEM_ATTRIBUTES,	/* kvm_vm_set_mem_attributes */
+	GMS_FN_KVM_MMU_INVALIDATE_BEGIN,	/* kvm_mmu_invalidate_begin/start */
+	GMS_FN_KVM_MMU_INVALIDATE_END,	/* kvm_mmu_invalidate_end */
+	GMS_FN_VFIO_PIN,		/* vfio_pin_pages_remote */
+	GMS_FN_VFIO_UNPIN,		/* vfio_unpin_pages_remote */
+	GMS_FN_IOMMUFD_MAP,		/* iopt_map_user_pages */
+	GMS_FN_IOMMUFD_MAP_FILE,	/* iopt_map_file_pages */
+	GMS_FN_IOMMUFD_UNMAP,		/* iopt_unmap_iova_range */
+	GMS_FN_IOMMUFD_PIN,		/* pfn_reader_user_pin */
+	GMS_FN_IOMMUFD_ACCESS_PIN,	/* iommufd_access_pin_pages */
+	GMS_FN_VFIO_DMA_BUF_EXPORT,	/* vfio_pci_core_feature_dma_buf */
+	GMS_FN_VFIO_DMA_BUF_MOVE,	/* vfio_pci_dma_buf_move */
+	GMS_FN_DMA_BUF_EXPORT,		/* dma_buf_export */
+	GMS_FN_DMA_BUF_MOVE_NOTIFY,	/* dma_buf_move_notify / dma_buf_invalidate_mappings */
+	GMS_FN_KVM_MMU_NOTIFIER,	/* kvm_mmu_notifier_invalidate_range_start, or kvm:kvm_unmap_hva_range */
+	GMS_FN_MAX,
+};
+
+union gms_call_args {
+	struct { __u64 size; __u64 flags; } gmem_create;
+	struct {
+		__u64 base_gfn;
+		__u64 npages;
+		__u64 gmem_pgoff;	/* page index of the slot's first gfn in the gmem file */
+		__u64 uaddr;
+		__u32 slot;
+		__u32 pad;
+	} slot;				/* gmem bind and unbind */
+	struct {
+		__u64 gfn;
+		__u64 pfn;
+		__u64 gmem_index;
+		__u32 slot;
+		__u32 vcpu_id;
+	} get_pfn;
+	/*
+	 * [start, end): gmem page indexes (invalidate, convert, set_attributes),
+	 * gfns (KVM attributes, MMU invalidation, populate), iovas (iommufd unmap),
+	 * user addresses (MMU notifier)
+	 */
+	struct { __u64 start; __u64 end; __u64 attributes; __u64 error_offset; } range;
+	struct { __u64 gmem_index; } folio;
+	struct {
+		__u64 vaddr;
+		__u64 iova;
+		__u64 npages;		/* asked for; ret says how many were pinned */
+		__u64 pfn;		/* the first pinned page's, when ret > 0 */
+		__u32 lock_cap;		/* CAP_IPC_LOCK: no RLIMIT_MEMLOCK accounting */
+		__u32 pad;
+	} pin;
+	struct { __u64 iova; __u64 start; __u64 length; __u32 flags; __u32 pad; } map;	/* iommufd */
+	struct { __u64 size; __u64 flags; char exp_name[16]; } dma_buf;
+	__u64 raw[5];
+};
+
+struct gms_call_event {
+	struct gms_hdr hdr;
+	__u64 vm;		/* struct kvm *, 0 if none or unknown */
+	__u64 ino;		/* gmem or dma-buf inode, 0 if none */
+	__s64 ret;		/* fexit: return value (-errno on failure); fentry: 0 */
+	__u16 fn;		/* enum gms_fn */
+	__u16 pad16;
+	__u32 pad32;
+	union gms_call_args args;
+};
+
 /* Userspace-only record: the kernel's counters as the loader read them. */
 struct gms_drops_record {
 	struct gms_hdr hdr;	/* cpu, tgid, pid and comm are zero */
-	__u64 tried[GMS_EV_MAX];	/* events the programs tried to submit */
+	__u64 tried[GMS_EV_SLOTS];	/* events the programs tried to submit */
 	__u64 dropped[GMS_DROP_MAX];
 	__u64 received;			/* records the loader consumed */
 };
 
 /* Per-CPU counters map value. */
 struct gms_counters {
-	__u64 tried[GMS_EV_MAX];
+	__u64 tried[GMS_EV_SLOTS];
 	__u64 dropped[GMS_DROP_MAX];
 };
 

@@ -118,3 +118,263 @@ int gmem_pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	gms_emit_pagecache(GMS_EV_PAGECACHE_DEL, vm, ctx->i_ino, ctx->index, ctx->pfn, ctx->order);
 	return 0;
 }
+
+/*
+ * Precise tier: fentry/fexit on guest_memfd itself (virt/kvm/guest_memfd.c).
+ * The loader attaches each program to the first of its hook's symbols the
+ * kernel has (bpf_program__set_attach_target), hence the bare sections.
+ */
+
+/* kvm_gmem_create(kvm, args) returns the new fd, installed by then. */
+SEC("fexit")
+int BPF_PROG(gmem_create_exit, struct kvm *kvm, struct kvm_create_guest_memfd *args, int ret)
+{
+	__u64 ino = ret >= 0 ? gms_fd_ino(ret) : 0;
+	struct gms_call_event *e = gms_call_begin(GMS_FN_GMEM_CREATE, (__u64)kvm, ino, ret);
+
+	if (!e)
+		return 0;
+	e->args.gmem_create.size = args->size;
+	e->args.gmem_create.flags = args->flags;
+	gms_submit(e);
+	return 0;
+}
+
+static __always_inline void gms_slot_args(struct gms_call_event *e, struct kvm_memory_slot *slot)
+{
+	e->args.slot.slot = slot->id;
+	e->args.slot.base_gfn = slot->base_gfn;
+	e->args.slot.npages = slot->npages;
+	e->args.slot.uaddr = slot->userspace_addr;
+	e->args.slot.gmem_pgoff = slot->gmem.pgoff;
+}
+
+/* kvm_gmem_bind(kvm, slot, fd, offset): slot->gmem is set on success. */
+SEC("fexit")
+int BPF_PROG(gmem_bind_exit, struct kvm *kvm, struct kvm_memory_slot *slot, unsigned int fd,
+	     loff_t offset, int ret)
+{
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_BIND, (__u64)kvm, gms_fd_ino(fd), ret);
+	if (!e)
+		return 0;
+	gms_slot_args(e, slot);
+	e->args.slot.gmem_pgoff = offset >> 12;
+	gms_submit(e);
+	return 0;
+}
+
+SEC("fentry")
+int BPF_PROG(gmem_unbind, struct kvm_memory_slot *slot)
+{
+	struct file *file = slot->gmem.file;
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_UNBIND, (__u64)(file ? gms_gmem_file_kvm(file) : NULL),
+			   gms_file_ino(file), 0);
+	if (!e)
+		return 0;
+	gms_slot_args(e, slot);
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * kvm_gmem_get_pfn(kvm, slot, gfn, *pfn, ...): v6.13 added `struct page
+ * **page` before max_order, so the return value is read with
+ * bpf_get_func_ret() rather than from a fixed argument slot.
+ */
+SEC("fexit")
+int BPF_PROG(gmem_get_pfn_exit, struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t gfn, kvm_pfn_t *pfn)
+{
+	struct file *file = slot->gmem.file;
+	struct gms_call_event *e;
+	__u32 vcpu_id = 0;
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	gms_current_vm(&vcpu_id);
+	e = gms_call_begin(GMS_FN_GMEM_GET_PFN, (__u64)kvm, gms_file_ino(file), (int)ret);
+	if (!e)
+		return 0;
+	e->args.get_pfn.gfn = gfn;
+	e->args.get_pfn.slot = slot->id;
+	e->args.get_pfn.vcpu_id = vcpu_id;
+	e->args.get_pfn.gmem_index = gfn - slot->base_gfn + slot->gmem.pgoff;
+	if ((int)ret == 0)
+		bpf_probe_read_kernel(&e->args.get_pfn.pfn, sizeof(e->args.get_pfn.pfn), pfn);
+	gms_submit(e);
+	return 0;
+}
+
+/* kvm_gmem_populate(kvm, start_gfn, src, npages, post_populate, opaque): pages done or -errno. */
+SEC("fexit")
+int BPF_PROG(gmem_populate_exit, struct kvm *kvm, gfn_t start_gfn, void *src, long npages,
+	     void *post_populate, void *opaque, long ret)
+{
+	struct gms_call_event *e = gms_call_begin(GMS_FN_GMEM_POPULATE, (__u64)kvm, 0, ret);
+
+	if (!e)
+		return 0;
+	e->args.range.start = start_gfn;
+	e->args.range.end = start_gfn + npages;
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * kvm_gmem_invalidate_begin(owner, start, end), page indexes [start, end).
+ * The owner is the inode where gmem files share it (gmem_file___new),
+ * else the file's struct kvm_gmem, whose `entry` is the only node of its
+ * inode's mapping->i_private_list (one kvm_gmem per inode until then):
+ * the list head gives the address_space and so the inode.
+ */
+SEC("fentry")
+int BPF_PROG(gmem_invalidate, void *owner, unsigned long start, unsigned long end)
+{
+	struct gms_call_event *e;
+	struct address_space *mapping;
+	__u64 vm = 0, ino = 0;
+
+	if (bpf_core_type_exists(struct gmem_file___new)) {
+		ino = BPF_CORE_READ((struct inode *)owner, i_ino);
+	} else {
+		struct kvm_gmem___old *gmem = owner;
+		void *head = BPF_CORE_READ(gmem, entry.next);
+
+		vm = (__u64)BPF_CORE_READ(gmem, kvm);
+		mapping = head - bpf_core_field_offset(struct address_space, i_private_list);
+		if (BPF_CORE_READ(mapping, host, i_mapping) == mapping)
+			ino = BPF_CORE_READ(mapping, host, i_ino);
+	}
+	e = gms_call_begin(GMS_FN_GMEM_INVALIDATE, vm, ino, 0);
+	if (!e)
+		return 0;
+	e->args.range.start = start;
+	e->args.range.end = end;
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * kvm_gmem_fallocate(file, mode, offset, len): the same record as the
+ * syscall tier's fallocate (one fentry and one fexit instead of two
+ * syscall tracepoints that run for every file), flagged GMS_F_KFUNC.
+ */
+SEC("fentry")
+int BPF_PROG(gmem_fallocate_entry, struct file *file, int mode, loff_t offset, loff_t len)
+{
+	struct gms_fallocate_event *e;
+	struct gms_inflight *in;
+
+	if (!gms_task_selected())
+		return 0;
+	in = gms_inflight_enter(GMS_OP_FALLOCATE);
+	if (!in)
+		return 0;
+	in->fd_kind = GMS_FD_GMEM;
+	in->vm = (__u64)gms_gmem_file_kvm(file);
+	e = &in->falloc;
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->vm = in->vm;
+	e->gmem_ino = file->f_inode->i_ino;
+	e->fd = ~0u;	/* not known at this level */
+	e->mode = mode;
+	e->offset = offset;
+	e->len = len;
+	return 0;
+}
+
+SEC("fexit")
+int BPF_PROG(gmem_fallocate_exit, struct file *file, int mode, loff_t offset, loff_t len, long ret)
+{
+	struct gms_inflight *in = gms_inflight_current();
+
+	if (in && in->op == GMS_OP_FALLOCATE)
+		gms_fallocate_done(in, ret, GMS_F_KFUNC);
+	return 0;
+}
+
+/* kvm_gmem_release(inode, file): the last reference to a gmem file is gone. */
+SEC("fentry")
+int BPF_PROG(gmem_release, struct inode *inode, struct file *file)
+{
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_RELEASE, (__u64)gms_gmem_file_kvm(file), inode->i_ino, 0);
+	if (e)
+		gms_submit(e);
+	return 0;
+}
+
+/* kvm_gmem_error_folio(mapping, folio): memory failure on a gmem folio. */
+SEC("fentry")
+int BPF_PROG(gmem_error_folio, struct address_space *mapping, struct folio *folio)
+{
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_ERROR_FOLIO, 0, mapping->host->i_ino, 0);
+	if (!e)
+		return 0;
+	e->args.folio.gmem_index = folio->index;
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * The in-place conversion series (v8, June 2026):
+ * kvm_gmem_set_attributes(file, argp) on the gmem fd, argp the user's
+ * struct kvm_memory_attributes2 {offset, size, attributes, flags,
+ * error_offset, ...}, read back after the kernel wrote error_offset.
+ */
+struct gms_memory_attributes2 {
+	__u64 offset;
+	__u64 size;
+	__u64 attributes;
+	__u64 flags;
+	__u64 error_offset;
+};
+
+SEC("fexit")
+int BPF_PROG(gmem_set_attributes_exit, struct file *file, void *argp, long ret)
+{
+	struct gms_memory_attributes2 a = {};
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_SET_ATTRIBUTES, (__u64)gms_gmem_file_kvm(file), file->f_inode->i_ino, ret);
+	if (!e)
+		return 0;
+	if (bpf_probe_read_user(&a, sizeof(a), argp))
+		e->hdr.flags |= GMS_F_ARGS_UNREAD;
+	e->args.range.start = a.offset >> 12;
+	e->args.range.end = (a.offset + a.size) >> 12;
+	e->args.range.attributes = a.attributes;
+	e->args.range.error_offset = a.error_offset;
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * The 2025 RFC: kvm_gmem_convert_range(file, start, nr_pages, shared,
+ * *error_index), page indexes; attributes 0 means "to shared".
+ */
+SEC("fexit")
+int BPF_PROG(gmem_convert_exit, struct file *file, unsigned long start, size_t nr_pages, bool shared,
+	     unsigned long *error_index, int ret)
+{
+	struct gms_call_event *e;
+	__u64 err_index = 0;
+
+	e = gms_call_begin(GMS_FN_GMEM_CONVERT, (__u64)gms_gmem_file_kvm(file), file->f_inode->i_ino, ret);
+	if (!e)
+		return 0;
+	if (ret < 0 && error_index)
+		bpf_probe_read_kernel(&err_index, sizeof(err_index), error_index);
+	e->args.range.start = start;
+	e->args.range.end = start + nr_pages;
+	e->args.range.attributes = shared ? 0 : 1 << 3;	/* KVM_MEMORY_ATTRIBUTE_PRIVATE */
+	e->args.range.error_offset = err_index << 12;
+	gms_submit(e);
+	return 0;
+}

@@ -58,11 +58,6 @@ static __always_inline __u16 gms_fd_kind(struct file *file)
 	return GMS_FD_OTHER;
 }
 
-static __always_inline __u64 gms_file_ino(struct file *file)
-{
-	return file ? file->f_inode->i_ino : 0;
-}
-
 /* The struct kvm * behind a VM, vCPU or gmem file. */
 static __always_inline __u64 gms_file_vm(struct file *file, __u16 kind, __u32 *vcpu_id)
 {
@@ -391,31 +386,9 @@ SEC("tp/syscalls/sys_exit_fallocate")
 int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct gms_inflight *in = gms_inflight_current();
-	struct gms_fallocate_event *e;
 
-	if (!in || in->op != GMS_OP_FALLOCATE)
-		return 0;
-	if (gms_vm_selected(in->vm) && targ_aggregate) {
-		struct gms_agg_val *a = gms_agg(in->falloc.gmem_ino, in->vm);
-
-		if (a) {
-			a->punches++;
-			a->punched_bytes += in->falloc.len;
-			a->punch_errors += ctx->ret < 0;
-			a->size_hist[gms_hist_slot(in->falloc.len)]++;
-			a->lat_hist[gms_hist_slot(bpf_ktime_get_ns() - in->falloc.hdr.ts_ns)]++;
-		}
-	} else if (gms_vm_selected(in->vm)) {
-		e = GMS_RESERVE(GMS_EV_FALLOCATE, struct gms_fallocate_event);
-		if (e) {
-			__builtin_memcpy(e, &in->falloc, sizeof(*e));
-			gms_fill_hdr_at(&e->hdr, GMS_EV_FALLOCATE, sizeof(*e), in->falloc.hdr.ts_ns);
-			e->ret = ctx->ret;
-			e->dur_ns = bpf_ktime_get_ns() - e->hdr.ts_ns;
-			gms_submit(e);
-		}
-	}
-	in->op = 0;
+	if (in && in->op == GMS_OP_FALLOCATE)
+		gms_fallocate_done(in, ctx->ret, 0);
 	return 0;
 }
 

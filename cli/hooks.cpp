@@ -6,6 +6,7 @@
 #include "cli/cli.hpp"
 #include "loader/catalog.hpp"
 #include "loader/features.hpp"
+#include "loader/selftest.hpp"
 #include "loader/tracer.hpp"
 
 namespace gms::cli {
@@ -42,15 +43,50 @@ void print_text(const Features& f, const std::vector<HookStatus>& hooks)
     }
 }
 
+void print_selftest(const SelftestReport& r)
+{
+    for (const auto& t : r.triggers)
+        fmt::print("{}\n", t);
+    fmt::print("\n{:<26} {:<11} {:<44} {:>6}  {}\n", "HOOK", "MECHANISM", "TARGET", "FIRED", "VERDICT");
+    for (const auto& h : r.hooks) {
+        std::string verdict = h.verdict;
+        if (h.verdict == "fired" || h.verdict == "not-fired")
+            verdict += h.trigger.empty() ? "" : " (trigger: " + h.trigger + ")";
+        else if (h.verdict == "replaced")
+            verdict = fmt::format("never fired through {} (trigger: {}): replaced by {}, which fired {} times",
+                                  h.mechanism, h.trigger, h.fallback, h.fallback_fired);
+        else
+            verdict += ": " + h.why_no_trigger;
+        fmt::print("{:<26} {:<11} {:<44} {:>6}  {}\n", h.hook, h.mechanism.empty() ? "-" : h.mechanism,
+                   h.target, h.fired, verdict);
+    }
+    for (const auto& [prog, why] : r.refused)
+        fmt::print("ruled out: {}: {}\n", prog, why);
+    fmt::print("\nself-test {}\n", r.ok() ? "passed: every hook whose trigger ran fired"
+                                          : "FAILED: hooks above did not fire although their trigger ran");
+}
+
 }  // namespace
 
 void register_hooks(CLI::App& app, Options& opts, Action& action)
 {
     auto* sub = app.add_subcommand("hooks", "List the hooks and the mechanism each gets on this kernel");
+    static bool selftest = false;
+    sub->add_flag("--selftest", selftest,
+                  "Attach every hook, run the built-in workload as trigger, report which fired; a precise "
+                  "program that never fires is replaced by its fallback");
     sub->callback([&opts, &action] {
         action = [&opts] {
             require_bpf_privileges("hooks");
             Features f = Features::probe();
+            if (selftest) {
+                SelftestReport r = run_selftest(f);
+                if (opts.json)
+                    fmt::print("{}\n", dump_line(to_json(r)));
+                else
+                    print_selftest(r);
+                return r.ok() ? 0 : int(kFailed);
+            }
             auto hooks = resolve(f, built_programs());
             if (!opts.json) {
                 print_text(f, hooks);

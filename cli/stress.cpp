@@ -51,6 +51,13 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
                     j["error_offset"] = *c.error_offset;
                 conv.push_back(j);
             }
+            nlohmann::json steps_j = nlohmann::json::array();
+            for (const auto& st : r.steps) {
+                nlohmann::json j = {{"step", st.name}, {"ok", st.error == 0}, {"detail", st.detail}};
+                if (st.error)
+                    j["errno"] = errno_name(-st.error);
+                steps_j.push_back(j);
+            }
             if (opts.json) {
                 fmt::print("{}\n", dump_line(nlohmann::json{{"type", "stress"},
                                                   {"scenario", workload::to_string(r.kind)},
@@ -62,7 +69,9 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
                                                   {"rebinds", r.rebinds},
                                                   {"vcpu_runs", r.vcpu_runs},
                                                   {"gmem_ino", r.gmem_ino},
-                                                  {"conversions", conv}}
+                                                  {"conversions", conv},
+                                                  {"steps", steps_j},
+                                                  {"buffer_vaddr", fmt::format("{:#x}", r.buffer_vaddr)}}
                                        ));
                 return 0;
             }
@@ -74,6 +83,10 @@ void register_stress(CLI::App& app, Options& opts, Action& action)
                 fmt::print("  {} to {}: {}\n", workload::to_string(c.kind), c.to_private ? "private" : "shared",
                            c.error ? fmt::format("{} ({})", errno_name(-c.error), strerror(c.error))
                                    : std::string("ok"));
+            for (const auto& st : r.steps)
+                fmt::print("  {}: {}{}\n", st.name,
+                           st.error ? fmt::format("{} ({})", errno_name(-st.error), strerror(st.error)) : "ok",
+                           st.detail.empty() ? "" : " -- " + st.detail);
             return 0;
         };
     });

@@ -24,53 +24,65 @@ namespace {
 const std::vector<std::string_view> kIoctlProgs = {"syscalls_ioctl_enter", "syscalls_ioctl_exit"};
 const std::vector<std::string_view> kIoctlTps = {"syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"};
 
-Mechanism fentry() { return {Mech::fentry, "", {}}; }
-Mechanism fexit() { return {Mech::fexit, "", {}}; }
 Mechanism ioctl(std::string_view what) { return {Mech::syscall, what, kIoctlProgs, kIoctlTps}; }
+// Precise tier: the programs attach to the first of the hook's symbols in BTF.
+Mechanism fentry(std::vector<std::string_view> progs) { return {Mech::fentry, "", std::move(progs)}; }
+Mechanism fexit(std::vector<std::string_view> progs) { return {Mech::fexit, "", std::move(progs)}; }
 
-// Precise-tier (fentry/fexit) programs are not in this build yet: the
-// mechanisms are listed so `hooks` shows what a kernel would allow.
+// Aliases of one hook share a signature (a rename); functions whose
+// arguments differ are hooks of their own.
 const std::vector<Hook> kCatalog = {
-    {"gmem.create", "gmem", {"kvm_gmem_create"}, {fexit(), ioctl("ioctl KVM_CREATE_GUEST_MEMFD")},
-     "new gmem file: VM, size, flags, inode"},
-    {"gmem.bind", "gmem", {"kvm_gmem_bind"}, {fentry(), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2")},
-     "memslot bound to a gmem file: slot, gpa, pages, gmem offset"},
+    {"gmem.create", "gmem", {"kvm_gmem_create"},
+     {fexit({"gmem_create_exit"}), ioctl("ioctl KVM_CREATE_GUEST_MEMFD")}, "new gmem file: VM, size, flags, inode"},
+    {"gmem.bind", "gmem", {"kvm_gmem_bind"},
+     {fexit({"gmem_bind_exit"}), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2")},
+     "memslot bound to a gmem file: slot, gpa, pages, gmem offset, result"},
     {"gmem.unbind", "gmem", {"kvm_gmem_unbind"},
-     {fentry(), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2 (size 0)")}, "memslot unbound from its gmem file"},
-    {"gmem.get_pfn", "gmem", {"kvm_gmem_get_pfn"},
-     {fexit(), {Mech::tp_btf, "kvm_mmu_spte_requested", {"kvm_mmu_spte_requested"}}},
-     "guest fault served by gmem: gfn, gmem inode and index, pfn"},
-    {"gmem.populate", "gmem", {"kvm_gmem_populate"}, {fexit()}, "gmem pages populated before launch"},
-    {"gmem.invalidate", "gmem", {"kvm_gmem_invalidate_start", "kvm_gmem_invalidate_begin", "__kvm_gmem_invalidate_begin"},
-     {fentry(), {Mech::tracepoint, "filemap/mm_filemap_delete_from_page_cache", {"gmem_pagecache_delete"}}},
+     {fentry({"gmem_unbind"}), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2 (size 0)")},
+     "memslot unbound from its gmem file"},
+    {"gmem.get_pfn", "gmem", {"kvm_gmem_get_pfn"}, {fexit({"gmem_get_pfn_exit"})},
+     "gmem pfn lookup for a guest fault: gfn, gmem inode and index, pfn, result"},
+    {"gmem.populate", "gmem", {"kvm_gmem_populate"}, {fexit({"gmem_populate_exit"})},
+     "gmem pages populated before launch: gfn range, result"},
+    {"gmem.invalidate", "gmem", {"kvm_gmem_invalidate_start", "kvm_gmem_invalidate_begin"},
+     {fentry({"gmem_invalidate"}),
+      {Mech::tracepoint, "filemap/mm_filemap_delete_from_page_cache", {"gmem_pagecache_delete"}}},
      "gmem range invalidated: inode, index range (portable tier: per folio removed)"},
     {"gmem.pagecache_add", "gmem", {}, {{Mech::tracepoint, "filemap/mm_filemap_add_to_page_cache", {"gmem_pagecache_add"}}},
      "folio added to a gmem file: inode, index, pfn"},
-    {"gmem.punch_hole", "gmem", {"kvm_gmem_punch_hole", "kvm_gmem_fallocate"},
-     {fexit(), {Mech::syscall, "fallocate on a gmem fd", {"syscalls_fallocate_enter", "syscalls_fallocate_exit"},
-                {"syscalls/sys_enter_fallocate", "syscalls/sys_exit_fallocate"}}},
+    {"gmem.punch_hole", "gmem", {"kvm_gmem_fallocate"},
+     {fexit({"gmem_fallocate_entry", "gmem_fallocate_exit"}),
+      {Mech::syscall, "fallocate on a gmem fd", {"syscalls_fallocate_enter", "syscalls_fallocate_exit"},
+       {"syscalls/sys_enter_fallocate", "syscalls/sys_exit_fallocate"}}},
      "punch-hole or allocation on a gmem file: offset, length, result"},
     {"gmem.release", "gmem", {"kvm_gmem_release"},
-     {fentry(), {Mech::syscall, "close of a gmem fd", {"syscalls_close_enter"}, {"syscalls/sys_enter_close"}}},
-     "gmem fd closed (portable tier) or file released"},
-    {"gmem.error_folio", "gmem", {"kvm_gmem_error_folio"}, {fentry()}, "memory failure on a gmem folio"},
-    {"gmem.set_attributes", "gmem", {"kvm_gmem_set_attributes", "__kvm_gmem_set_attributes"},
-     {fexit(), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES2")},
+     {fentry({"gmem_release"}), {Mech::syscall, "close of a gmem fd", {"syscalls_close_enter"}, {"syscalls/sys_enter_close"}}},
+     "gmem file released (precise tier) or its fd closed (portable tier)"},
+    {"gmem.error_folio", "gmem", {"kvm_gmem_error_folio"}, {fentry({"gmem_error_folio"})},
+     "memory failure on a gmem folio: inode, index"},
+    {"gmem.set_attributes", "gmem", {"kvm_gmem_set_attributes"},
+     {fexit({"gmem_set_attributes_exit"}), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES2")},
      "in-place conversion on a gmem fd: offset range, attributes, result, error offset"},
     {"gmem.convert", "gmem", {"kvm_gmem_convert_range"},
-     {fexit(), ioctl("ioctl KVM_GMEM_CONVERT_SHARED/PRIVATE")},
+     {fexit({"gmem_convert_exit"}), ioctl("ioctl KVM_GMEM_CONVERT_SHARED/PRIVATE")},
      "conversion on a gmem fd (2025 RFC): offset range, result, error offset"},
     {"kvm.create_vm", "kvm", {"kvm_dev_ioctl_create_vm"}, {ioctl("ioctl KVM_CREATE_VM")},
      "new VM: struct kvm identity, owning process"},
     {"kvm.set_memory_region", "kvm", {"kvm_set_memory_region", "__kvm_set_memory_region"},
      {ioctl("ioctl KVM_SET_USER_MEMORY_REGION(2)")}, "memslot created, moved or deleted"},
     {"kvm.set_mem_attributes", "kvm", {"kvm_vm_set_mem_attributes"},
-     {fexit(), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
+     {fexit({"kvm_set_mem_attributes_exit"}), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
      "shared/private conversion of a gpa range on a VM fd, result"},
-    {"kvm.mmu_invalidate", "kvm", {"kvm_mmu_invalidate_start", "kvm_mmu_invalidate_begin"}, {fentry()},
-     "KVM MMU invalidation window opened"},
-    {"kvm.mmu_invalidate_end", "kvm", {"kvm_mmu_invalidate_end"}, {fentry()},
-     "KVM MMU invalidation window closed"},
+    {"kvm.mmu_notifier", "kvm", {"kvm_mmu_notifier_invalidate_range_start"},
+     {fentry({"kvm_mmu_notifier_invalidate"}), {Mech::tracepoint, "kvm/kvm_unmap_hva_range", {"kvm_unmap_hva_range"}}},
+     "user memory of a VM's process invalidated (munmap, MADV_DONTNEED, migration): VM, user address range"},
+    {"kvm.mmu_invalidate", "kvm", {"kvm_mmu_invalidate_start", "kvm_mmu_invalidate_begin"},
+     {fentry({"kvm_mmu_invalidate_begin"})}, "KVM MMU invalidation window opened (its range is known at the end)",
+     true},
+    {"kvm.mmu_invalidate_end", "kvm", {"kvm_mmu_invalidate_end"}, {fentry({"kvm_mmu_invalidate_end"})},
+     "KVM MMU invalidation window closed: VM, gfn range"},
+    {"kvm_mmu.fault", "kvm_mmu", {}, {{Mech::tp_btf, "kvm_mmu_spte_requested", {"kvm_mmu_spte_requested"}}},
+     "guest fault mapped: gfn, memslot, pfn, gmem inode and index"},
     {"kvm_mmu.set_spte", "kvm_mmu", {}, {{Mech::tracepoint, "kvmmmu/kvm_mmu_set_spte", {"kvm_mmu_set_spte"}}},
      "SPTE installed after a gmem fault: gfn, spte (pfn), level", true},
     {"kvm_mmu.zap_all_fast", "kvm_mmu", {}, {{Mech::tp_btf, "kvm_mmu_zap_all_fast", {"kvm_mmu_zap_all_fast"}}},
@@ -81,33 +93,42 @@ const std::vector<Hook> kCatalog = {
     {"kvm_mmu.tdp_spte_changed", "kvm_mmu", {},
      {{Mech::tracepoint, "kvmmmu/kvm_tdp_mmu_spte_changed", {"kvm_mmu_tdp_spte_changed"}}},
      "TDP MMU SPTE change (TDP MMU only): gfn, old and new spte"},
-    {"vfio.pin", "vfio", {"vfio_pin_pages_remote"}, {fexit(), ioctl("ioctl VFIO_IOMMU_MAP_DMA")},
-     "VFIO type1 pin: vaddr, iova, pages, result"},
-    {"vfio.unpin", "vfio", {"vfio_unpin_pages_remote"}, {fentry(), ioctl("ioctl VFIO_IOMMU_UNMAP_DMA")},
-     "VFIO type1 unpin: iova, pages"},
-    {"iommufd.map", "iommufd", {"iopt_map_user_pages", "iopt_map_file_pages"},
-     {fexit(), ioctl("ioctl IOMMU_IOAS_MAP / IOMMU_IOAS_MAP_FILE")}, "IOAS map: user va or file, iova, length, result"},
-    {"iommufd.unmap", "iommufd", {"iopt_unmap_iova_range"}, {fexit(), ioctl("ioctl IOMMU_IOAS_UNMAP")},
+    {"vfio.pin", "vfio", {"vfio_pin_pages_remote"}, {fexit({"vfio_pin_exit"}), ioctl("ioctl VFIO_IOMMU_MAP_DMA")},
+     "VFIO type1 pin: vaddr, iova, pages, first pfn, result (-ENOMEM past RLIMIT_MEMLOCK)"},
+    {"vfio.unpin", "vfio", {"vfio_unpin_pages_remote"},
+     {fexit({"vfio_unpin_exit"}), ioctl("ioctl VFIO_IOMMU_UNMAP_DMA")}, "VFIO type1 unpin: vaddr, iova, pfn, pages"},
+    {"iommufd.map", "iommufd", {"iopt_map_user_pages"}, {fexit({"iommufd_map_exit"}), ioctl("ioctl IOMMU_IOAS_MAP")},
+     "IOAS map of user memory: user va, iova, length, result"},
+    {"iommufd.map_file", "iommufd", {"iopt_map_file_pages"},
+     {fexit({"iommufd_map_file_exit"}), ioctl("ioctl IOMMU_IOAS_MAP_FILE")},
+     "IOAS map of a file (memfd, dma-buf): file inode, offset, iova, length, result"},
+    {"iommufd.unmap", "iommufd", {"iopt_unmap_iova_range"}, {fexit({"iommufd_unmap_exit"}), ioctl("ioctl IOMMU_IOAS_UNMAP")},
      "IOAS unmap: iova range, result (-EBUSY while pinned)"},
-    {"iommufd.pin", "iommufd", {"pfn_reader_user_pin", "iommufd_access_pin_pages"}, {fexit()},
-     "iommufd page pin: pages, result (-ENOMEM past memlock)"},
+    {"iommufd.pin", "iommufd", {"pfn_reader_user_pin"}, {fexit({"iommufd_pin_exit"})},
+     "iommufd pin of user pages: va, pages, result (-ENOMEM past memlock)"},
+    {"iommufd.access_pin", "iommufd", {"iommufd_access_pin_pages"}, {fexit({"iommufd_access_pin_exit"})},
+     "iommufd access pin by an in-kernel user: iova, pages, result"},
     {"iommu.map", "iommu", {}, {{Mech::tracepoint, "iommu/map", {"iommu_map"}}},
      "IOMMU mapping made inside a VFIO/iommufd map: iova, paddr, size"},
     {"iommu.unmap", "iommu", {}, {{Mech::tracepoint, "iommu/unmap", {"iommu_unmap"}}},
      "IOMMU mapping removed inside a VFIO/iommufd unmap: iova, size"},
     {"vfio.dma_buf_export", "vfio", {"vfio_pci_core_feature_dma_buf"},
-     {fexit(), ioctl("ioctl VFIO_DEVICE_FEATURE(DMA_BUF)")}, "dma-buf exported from a VFIO PCI BAR"},
-    {"vfio.dma_buf_move", "vfio", {"vfio_pci_dma_buf_move"}, {fentry()}, "VFIO dma-buf revoked or restored"},
-    {"dmabuf.export", "dmabuf", {"dma_buf_export"}, {fexit()}, "dma-buf created: size, exporter"},
-    {"dmabuf.move_notify", "dmabuf", {"dma_buf_invalidate_mappings", "dma_buf_move_notify"}, {fentry()},
-     "importers told to drop their mappings"},
+     {fexit({"vfio_dma_buf_export_exit"}), ioctl("ioctl VFIO_DEVICE_FEATURE(DMA_BUF)")},
+     "dma-buf exported from a VFIO PCI BAR: fd's inode, result"},
+    {"vfio.dma_buf_move", "vfio", {"vfio_pci_dma_buf_move"}, {fentry({"vfio_dma_buf_move"})},
+     "VFIO dma-buf revoked or restored"},
+    {"dmabuf.export", "dmabuf", {"dma_buf_export"}, {fexit({"dmabuf_export_exit"})},
+     "dma-buf created: size, exporter, inode"},
+    {"dmabuf.move_notify", "dmabuf", {"dma_buf_invalidate_mappings", "dma_buf_move_notify"},
+     {fentry({"dmabuf_move_notify"})}, "importers told to drop their mappings"},
 };
 
 }  // namespace
 
 std::span<const Hook> catalog() { return kCatalog; }
 
-std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built)
+std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built,
+                                const Refused& refused)
 {
     std::vector<HookStatus> out;
     for (const Hook& h : kCatalog) {
@@ -166,6 +187,9 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
             }
             if (ms.reason.empty() && !built_all)
                 ms.reason = "kernel allows it; no program for it in this build";
+            for (auto p : m.programs)
+                if (auto it = refused.find(p); ms.reason.empty() && it != refused.end())
+                    ms.reason = fmt::format("{}: {}", p, it->second);
             ms.usable = ms.reason.empty();
             if (ms.usable && hs.chosen < 0)
                 hs.chosen = static_cast<int>(hs.mechs.size());

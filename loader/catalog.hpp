@@ -3,6 +3,7 @@
 // of preference, and the BPF programs that implement each mechanism.
 #pragma once
 
+#include <map>
 #include <set>
 #include <span>
 #include <string>
@@ -59,8 +60,13 @@ struct HookStatus {
     std::string why_none;
 };
 
+// Programs ruled out after a try on this kernel -> why (the verifier
+// refused it, or the self-test saw it attached and never firing).
+using Refused = std::map<std::string, std::string, std::less<>>;
+
 // Which mechanism each hook gets on this kernel with this build's programs.
-std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built);
+std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, std::less<>>& built,
+                                const Refused& refused = {});
 // Hook names from a --hooks list: names, "default" (all but opt-in) and
 // "all"; empty means "default".  Throws std::invalid_argument naming an
 // unknown hook.

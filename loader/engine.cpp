@@ -151,6 +151,8 @@ void Engine::add(const Event& ev)
                 on_pagecache(r);
             } else if constexpr (std::is_same_v<T, gms_fallocate_event>) {
                 on_fallocate(r);
+            } else if constexpr (std::is_same_v<T, gms_call_event>) {
+                on_call(r);
             } else if constexpr (std::is_same_v<T, gms_gmem_close_event>) {
                 auto it = gmem_.find(r.gmem_ino);
                 if (it != gmem_.end())
@@ -249,8 +251,6 @@ void Engine::on_attrs(const gms_ioctl_event& e)
     const auto& a = e.args.attrs;
     bool to_private = e.op == GMS_IOC_GMEM_CONVERT_PRIVATE ||
                       (e.op != GMS_IOC_GMEM_CONVERT_SHARED && (a.attributes & kAttrPrivate));
-    uint64_t attrs = to_private ? kAttrPrivate : 0;
-    std::string what = to_private ? "shared->private" : "private->shared";
     // The gfn ranges the call covers: gpa on a VM fd, gmem offsets on a gmem fd.
     std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> ranges;   // vm, first, end
     std::optional<std::pair<uint64_t, uint64_t>> error_gfn;
@@ -268,24 +268,151 @@ void Engine::on_attrs(const gms_ioctl_event& e)
                 error_gfn = std::pair{id, s.base_gfn + err_index - s.gmem_pgoff};
         });
     }
+    if (ranges.empty())
+        ranges.emplace_back(e.vm, 0, 0);
+    on_conversion(e.hdr, std::string(ioctl_op_name(e.op)), e.ret, to_private, ranges, error_gfn);
+}
+
+void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret, bool to_private,
+                           const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
+                           std::optional<std::pair<uint64_t, uint64_t>> error_gfn)
+{
+    std::string what = to_private ? "shared->private" : "private->shared";
     for (auto [id, g0, g1] : ranges) {
-        std::string result = e.ret < 0 ? fmt::format("failed -{} ({})", -e.ret, errno_name(e.ret)) : "done";
-        note(id, g0, g1, e.hdr.ts_ns,
-             [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, ioctl_op_name(e.op),
-                         comm_of(e.hdr), e.hdr.pid, result); });
-        if (e.ret == 0 && id)
-            vm(id, e.hdr).attrs.assign(g0, g1, attrs);
-        if (e.ret < 0 && failures_.size() < kMaxFailures) {
-            Failure f{e.hdr.ts_ns, id, owner_of(e.hdr), std::string(ioctl_op_name(e.op)), e.ret, g0, g1,
-                      std::nullopt, to_private, pins_over(id, g0, g1)};
+        std::string result = ret < 0 ? fmt::format("failed -{} ({})", -ret, errno_name(ret)) : "done";
+        if (g1 > g0)
+            note(id, g0, g1, h.ts_ns,
+                 [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, op, comm_of(h),
+                                          h.pid, result); });
+        if (ret == 0 && id && g1 > g0)
+            vm(id, h).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
+        if (ret < 0 && failures_.size() < kMaxFailures) {
+            Failure f{h.ts_ns, id, owner_of(h), op, ret, g0, g1, std::nullopt, to_private,
+                      g1 > g0 ? pins_over(id, g0, g1) : std::vector<PinOverlap>{}, {}};
             if (error_gfn && error_gfn->first == id)
                 f.error_gfn = error_gfn->second;
             failures_.push_back(std::move(f));
         }
     }
-    if (ranges.empty() && e.ret < 0 && failures_.size() < kMaxFailures)
-        failures_.push_back({e.hdr.ts_ns, e.vm, owner_of(e.hdr), std::string(ioctl_op_name(e.op)), e.ret, 0, 0,
-                             std::nullopt, to_private, {}});
+}
+
+// Precise-tier records (fentry/fexit): what the syscall tier cannot see,
+// or sees only from outside (pins run by run with their pfns, pin
+// failures, invalidation ranges, releases).
+void Engine::on_call(const gms_call_event& e)
+{
+    const auto& a = e.args;
+    auto by = [&] { return fmt::format("{}/{}", comm_of(e.hdr), e.hdr.pid); };
+    switch (e.fn) {
+    case GMS_FN_GMEM_CREATE:
+        if (e.ret >= 0 && e.ino) {
+            GmemFile& g = gmem_[e.ino];
+            g.ino = e.ino;
+            g.vm = e.vm;
+            g.size_bytes = a.gmem_create.size;
+            g.flags = a.gmem_create.flags;
+            g.owner = owner_of(e.hdr);
+            g.created_ns = e.hdr.ts_ns;
+        }
+        return;
+    case GMS_FN_GMEM_RELEASE:
+        if (auto it = gmem_.find(e.ino); it != gmem_.end())
+            it->second.closed_ns = e.hdr.ts_ns;
+        gfns_of_index(e.ino, 0, ~0ull, [&](uint64_t id, const Memslot&, uint64_t g0, uint64_t g1) {
+            note(id, g0, g1, e.hdr.ts_ns, [&] { return fmt::format("gmem ino {} released (kvm_gmem_release)", e.ino); });
+        });
+        return;
+    case GMS_FN_GMEM_INVALIDATE: {
+        // The range leaves the page cache: what page-cache deletes say on the portable tier.
+        if (auto it = gmem_.find(e.ino); it != gmem_.end()) {
+            it->second.resident.overlaps(a.range.start, a.range.end, [&](uint64_t i0, uint64_t i1, const PfnRun& r) {
+                pfn_owner_.erase(r.pfn, r.pfn + (i1 - i0));
+            });
+            it->second.resident.erase(a.range.start, a.range.end);
+        }
+        gfns_of_index(e.ino, a.range.start, a.range.end, [&](uint64_t id, const Memslot&, uint64_t g0, uint64_t g1) {
+            note(id, g0, g1, e.hdr.ts_ns, [&] {
+                return fmt::format("gmem ino {} index [{:#x}, {:#x}) invalidated by {} (kvm_gmem_invalidate_begin)", e.ino,
+                                   a.range.start, a.range.end, by());
+            });
+            if (watching_ && watch_gfn_ >= g0 && watch_gfn_ < g1)
+                punched_at_[id] = e.hdr.ts_ns;
+        });
+        return;
+    }
+    case GMS_FN_KVM_MMU_INVALIDATE_END:
+        note(e.vm, a.range.start, a.range.end, e.hdr.ts_ns, [&] {
+            return fmt::format("KVM MMU invalidation of gfn [{:#x}, {:#x}) ended (its SPTEs zapped)", a.range.start,
+                               a.range.end);
+        });
+        if (watched(e.vm, a.range.start, a.range.end))
+            punched_at_.erase(e.vm);   // the zap was observed: nothing to infer
+        return;
+    case GMS_FN_KVM_MMU_NOTIFIER:
+        // User addresses of the VM's process: the memslots over them say which gfns.
+        for (const auto& [id, v] : vms_) {
+            if ((e.vm && id != e.vm) || (!e.vm && v.owner.tgid != e.hdr.tgid))
+                continue;
+            for (const auto& [n, s] : v.slots) {
+                uint64_t lo = std::max<uint64_t>(a.range.start, s.uaddr);
+                uint64_t hi = std::min<uint64_t>(a.range.end, s.uaddr + (s.npages << kPageShift));
+                if (lo >= hi)
+                    continue;
+                uint64_t g0 = s.base_gfn + ((lo - s.uaddr) >> kPageShift), g1 = s.base_gfn + ((hi - s.uaddr + 4095) >> kPageShift);
+                note(id, g0, g1, e.hdr.ts_ns, [&] {
+                    return fmt::format("hva [{:#x}, {:#x}) (gfn [{:#x}, {:#x})) invalidated through KVM's MMU notifier by {}",
+                                       lo, hi, g0, g1, by());
+                });
+                if (watched(id, g0, g1))
+                    punched_at_.erase(id);   // KVM zaps the SPTEs of an invalidated range
+            }
+        }
+        return;
+    case GMS_FN_KVM_SET_MEM_ATTRIBUTES:
+        on_conversion(e.hdr, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
+                      {{e.vm, a.range.start, a.range.end}}, std::nullopt);
+        return;
+    case GMS_FN_GMEM_SET_ATTRIBUTES:
+    case GMS_FN_GMEM_CONVERT: {
+        std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> ranges;
+        std::optional<std::pair<uint64_t, uint64_t>> error_gfn;
+        uint64_t err_index = a.range.error_offset >> kPageShift;
+        gfns_of_index(e.ino, a.range.start, a.range.end, [&](uint64_t id, const Memslot& s, uint64_t g0, uint64_t g1) {
+            ranges.emplace_back(id, g0, g1);
+            if (e.ret == -EAGAIN && err_index >= std::max<uint64_t>(a.range.start, s.gmem_pgoff) &&
+                err_index < std::min<uint64_t>(a.range.end, s.gmem_pgoff + s.npages))
+                error_gfn = std::pair{id, s.base_gfn + err_index - s.gmem_pgoff};
+        });
+        if (ranges.empty())
+            ranges.emplace_back(e.vm, 0, 0);
+        on_conversion(e.hdr, std::string(e.fn == GMS_FN_GMEM_CONVERT ? "kvm_gmem_convert_range" : "kvm_gmem_set_attributes"),
+                      e.ret, a.range.attributes & kAttrPrivate, ranges, error_gfn);
+        return;
+    }
+    case GMS_FN_VFIO_PIN:
+    case GMS_FN_VFIO_UNPIN: {
+        bool pin = e.fn == GMS_FN_VFIO_PIN;
+        auto g = gfn_of_hva(e.hdr.tgid, a.pin.vaddr);
+        if (e.ret < 0) {
+            if (failures_.size() < kMaxFailures)
+                failures_.push_back(
+                    {e.hdr.ts_ns, g ? g->first : 0, owner_of(e.hdr), "vfio_pin_pages_remote", e.ret, 0, 0, std::nullopt,
+                     false, {},
+                     fmt::format("VFIO pin of {} pages at vaddr {:#x} (iova {:#x}){}{}", a.pin.npages, a.pin.vaddr,
+                                 a.pin.iova, g ? fmt::format(", gfn {:#x}", g->second) : "",
+                                 e.ret == -ENOMEM && !a.pin.lock_cap ? ", past RLIMIT_MEMLOCK" : "")});
+            return;
+        }
+        uint64_t pages = pin ? uint64_t(e.ret) : a.pin.npages;
+        if (g)
+            note(g->first, g->second, g->second + pages, e.hdr.ts_ns, [&] {
+                return fmt::format("{} {} pages by {}: vaddr {:#x} iova {:#x} pfn {:#x}{}", pin ? "VFIO pinned" : "VFIO unpinned",
+                                   pages, by(), a.pin.vaddr, a.pin.iova, a.pin.pfn,
+                                   pin && !a.pin.lock_cap ? " (counted against RLIMIT_MEMLOCK)" : "");
+            });
+        return;
+    }
+    }
 }
 
 void Engine::on_dma(const gms_ioctl_event& e)
@@ -293,7 +420,7 @@ void Engine::on_dma(const gms_ioctl_event& e)
     if (e.ret < 0) {
         if (failures_.size() < kMaxFailures)
             failures_.push_back({e.hdr.ts_ns, 0, owner_of(e.hdr), std::string(ioctl_op_name(e.op)), e.ret, 0, 0,
-                                 std::nullopt, false, {}});
+                                 std::nullopt, false, {}, {}});
         return;
     }
     bool vfio = e.op == GMS_IOC_VFIO_MAP_DMA || e.op == GMS_IOC_VFIO_UNMAP_DMA;
@@ -521,8 +648,8 @@ std::string Engine::describe(const Failure& f) const
 {
     double at = f.ts_ns >= t0_ns_ ? double(f.ts_ns - t0_ns_) / 1e9 : 0;
     std::string vm_s = f.vm ? fmt::format(" on VM {:x}", f.vm) : "";
-    std::string what = f.end_gfn > f.first_gfn
-                           ? fmt::format("{} of gfn [{:#x}, {:#x}){}", f.to_private ? "shared->private" : "private->shared",
+    std::string what = !f.what.empty()         ? f.what + vm_s
+                       : f.end_gfn > f.first_gfn ? fmt::format("{} of gfn [{:#x}, {:#x}){}", f.to_private ? "shared->private" : "private->shared",
                                          f.first_gfn, f.end_gfn, vm_s)
                            : fmt::format("{}{}", f.op, vm_s);
     std::string out = fmt::format("{:.6f} s: {} by {}/{} ({}) failed -{} ({})", at, what, f.caller.comm, f.caller.tgid,

@@ -158,6 +158,7 @@ struct Failure {
     std::optional<uint64_t> error_gfn;
     bool to_private = false;
     std::vector<PinOverlap> pins;
+    std::string what;   // set when the failure is not a conversion: what was tried
 };
 
 // log2 histogram, as bpftrace's hist(): bucket k + 1 counts values in
@@ -220,6 +221,10 @@ private:
     void on_fault(const gms_fault_event& e);
     void on_pagecache(const gms_pagecache_event& e);
     void on_fallocate(const gms_fallocate_event& e);
+    void on_call(const gms_call_event& e);
+    void on_conversion(const gms_hdr& h, const std::string& op, int64_t ret, bool to_private,
+                       const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
+                       std::optional<std::pair<uint64_t, uint64_t>> error_gfn);
     // gfns of a gmem index range through the current bindings: f(vm, slot, first_gfn, end_gfn).
     template <typename F>
     void gfns_of_index(uint64_t ino, uint64_t first, uint64_t end, F&& f) const;

@@ -44,6 +44,7 @@ size_t record_size(uint32_t type)
     case GMS_EV_TDP_SPTE: return sizeof(gms_tdp_spte_event);
     case GMS_EV_IOMMU_MAP:
     case GMS_EV_IOMMU_UNMAP: return sizeof(gms_iommu_event);
+    case GMS_EV_CALL: return sizeof(gms_call_event);
     case GMS_REC_DROPS: return sizeof(gms_drops_record);
     }
     return 0;
@@ -85,6 +86,7 @@ std::optional<Event> decode(std::span<const std::byte> bytes, std::string& why)
     case GMS_EV_TDP_SPTE: return copy_as<gms_tdp_spte_event>(bytes);
     case GMS_EV_IOMMU_MAP:
     case GMS_EV_IOMMU_UNMAP: return copy_as<gms_iommu_event>(bytes);
+    case GMS_EV_CALL: return copy_as<gms_call_event>(bytes);
     default: return copy_as<gms_drops_record>(bytes);
     }
 }
@@ -104,6 +106,7 @@ std::string_view event_name(uint32_t type)
     case GMS_EV_TDP_SPTE: return "tdp_spte_changed";
     case GMS_EV_IOMMU_MAP: return "iommu_map";
     case GMS_EV_IOMMU_UNMAP: return "iommu_unmap";
+    case GMS_EV_CALL: return "call";
     case GMS_REC_DROPS: return "drops";
     }
     return "unknown";
@@ -148,6 +151,38 @@ std::string_view fd_kind_name(uint32_t kind)
     case GMS_FD_GMEM: return "gmem";
     }
     return "other";
+}
+
+std::string_view fn_name(uint32_t fn)
+{
+    switch (fn) {
+    case GMS_FN_GMEM_CREATE: return "gmem.create";
+    case GMS_FN_GMEM_BIND: return "gmem.bind";
+    case GMS_FN_GMEM_UNBIND: return "gmem.unbind";
+    case GMS_FN_GMEM_GET_PFN: return "gmem.get_pfn";
+    case GMS_FN_GMEM_POPULATE: return "gmem.populate";
+    case GMS_FN_GMEM_INVALIDATE: return "gmem.invalidate";
+    case GMS_FN_GMEM_RELEASE: return "gmem.release";
+    case GMS_FN_GMEM_ERROR_FOLIO: return "gmem.error_folio";
+    case GMS_FN_GMEM_SET_ATTRIBUTES: return "gmem.set_attributes";
+    case GMS_FN_GMEM_CONVERT: return "gmem.convert";
+    case GMS_FN_KVM_SET_MEM_ATTRIBUTES: return "kvm.set_mem_attributes";
+    case GMS_FN_KVM_MMU_INVALIDATE_BEGIN: return "kvm.mmu_invalidate";
+    case GMS_FN_KVM_MMU_INVALIDATE_END: return "kvm.mmu_invalidate_end";
+    case GMS_FN_VFIO_PIN: return "vfio.pin";
+    case GMS_FN_VFIO_UNPIN: return "vfio.unpin";
+    case GMS_FN_IOMMUFD_MAP: return "iommufd.map";
+    case GMS_FN_IOMMUFD_MAP_FILE: return "iommufd.map_file";
+    case GMS_FN_IOMMUFD_UNMAP: return "iommufd.unmap";
+    case GMS_FN_IOMMUFD_PIN: return "iommufd.pin";
+    case GMS_FN_IOMMUFD_ACCESS_PIN: return "iommufd.access_pin";
+    case GMS_FN_VFIO_DMA_BUF_EXPORT: return "vfio.dma_buf_export";
+    case GMS_FN_VFIO_DMA_BUF_MOVE: return "vfio.dma_buf_move";
+    case GMS_FN_DMA_BUF_EXPORT: return "dmabuf.export";
+    case GMS_FN_DMA_BUF_MOVE_NOTIFY: return "dmabuf.move_notify";
+    case GMS_FN_KVM_MMU_NOTIFIER: return "kvm.mmu_notifier";
+    }
+    return "unknown";
 }
 
 std::string errno_name(int64_t ret)
@@ -287,6 +322,54 @@ json body_json(const gms_iommu_event& e)
     return j;
 }
 
+json call_args_json(const gms_call_event& e)
+{
+    const auto& a = e.args;
+    switch (e.fn) {
+    case GMS_FN_GMEM_CREATE:
+        return {{"size_bytes", a.gmem_create.size}, {"flags", a.gmem_create.flags}};
+    case GMS_FN_GMEM_BIND:
+    case GMS_FN_GMEM_UNBIND:
+        return {{"slot", a.slot.slot}, {"base_gfn", hex(a.slot.base_gfn)}, {"npages", a.slot.npages},
+                {"gmem_pgoff", hex(a.slot.gmem_pgoff)}, {"uaddr", hex(a.slot.uaddr)}};
+    case GMS_FN_GMEM_GET_PFN:
+        return {{"gfn", hex(a.get_pfn.gfn)}, {"pfn", hex(a.get_pfn.pfn)}, {"gmem_index", hex(a.get_pfn.gmem_index)},
+                {"slot", a.get_pfn.slot}, {"vcpu", a.get_pfn.vcpu_id}};
+    case GMS_FN_GMEM_ERROR_FOLIO:
+        return {{"gmem_index", hex(a.folio.gmem_index)}};
+    case GMS_FN_VFIO_PIN:
+    case GMS_FN_VFIO_UNPIN:
+    case GMS_FN_IOMMUFD_PIN:
+    case GMS_FN_IOMMUFD_ACCESS_PIN:
+        return {{"vaddr", hex(a.pin.vaddr)}, {"iova", hex(a.pin.iova)}, {"npages", a.pin.npages},
+                {"pfn", hex(a.pin.pfn)}, {"lock_cap", a.pin.lock_cap != 0}};
+    case GMS_FN_IOMMUFD_MAP:
+    case GMS_FN_IOMMUFD_MAP_FILE:
+        return {{"iova", hex(a.map.iova)}, {"start", hex(a.map.start)}, {"length_bytes", a.map.length},
+                {"flags", a.map.flags}};
+    case GMS_FN_VFIO_DMA_BUF_EXPORT:
+    case GMS_FN_VFIO_DMA_BUF_MOVE:
+    case GMS_FN_DMA_BUF_EXPORT:
+    case GMS_FN_DMA_BUF_MOVE_NOTIFY:
+        return {{"size_bytes", a.dma_buf.size}, {"flags", a.dma_buf.flags},
+                {"exporter", std::string(a.dma_buf.exp_name, strnlen(a.dma_buf.exp_name, sizeof(a.dma_buf.exp_name)))}};
+    case GMS_FN_KVM_MMU_INVALIDATE_BEGIN:
+        return json::object();
+    }
+    return {{"start", hex(a.range.start)}, {"end", hex(a.range.end)}, {"attributes", a.range.attributes},
+            {"error_offset", hex(a.range.error_offset)}};
+}
+
+json body_json(const gms_call_event& e)
+{
+    json j = {{"hook", fn_name(e.fn)}, {"vm", hex(e.vm)}, {"ret", e.ret}, {"args", call_args_json(e)}};
+    if (e.ino)
+        j["ino"] = e.ino;
+    if (e.ret < 0)
+        j["errno"] = errno_name(e.ret);
+    return j;
+}
+
 json body_json(const gms_drops_record& e)
 {
     json tried = json::object(), dropped = json::object();
@@ -403,6 +486,17 @@ std::string body_line(const gms_iommu_event& e)
         return fmt::format("iommu_map iova {:#x} size {:#x} paddr {:#x}", e.iova, e.size, e.paddr);
     return fmt::format("iommu_unmap iova {:#x} size {:#x} unmapped {:#x}", e.iova, e.size,
                        e.unmapped);
+}
+
+std::string body_line(const gms_call_event& e)
+{
+    std::string args;
+    const json a = call_args_json(e);
+    for (auto it = a.begin(); it != a.end(); ++it)
+        args += fmt::format(" {}={}", it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+    std::string ino = e.ino ? fmt::format(" ino {}", e.ino) : std::string();
+    std::string ret = e.ret < 0 ? fmt::format(" = -{} ({})", -e.ret, errno_name(e.ret)) : fmt::format(" = {}", e.ret);
+    return fmt::format("{}{}{}{}", fn_name(e.fn), ino, args, ret);
 }
 
 std::string body_line(const gms_drops_record& e)

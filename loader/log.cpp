@@ -11,11 +11,12 @@ namespace gms::log {
 namespace {
 
 std::atomic<Level> g_level{Level::info};
+std::vector<std::string>* g_capture = nullptr;
 
 int libbpf_print(enum libbpf_print_level lvl, const char* format, va_list args)
 {
-    Level want = lvl == LIBBPF_WARN ? Level::info : Level::debug;
-    if (level() < want)
+    Level want = lvl == LIBBPF_WARN && !g_capture ? Level::info : Level::debug;
+    if (level() < want && !(g_capture && lvl == LIBBPF_WARN))
         return 0;
     // The verifier log comes as one message of any length.
     char* buf = nullptr;
@@ -25,7 +26,10 @@ int libbpf_print(enum libbpf_print_level lvl, const char* format, va_list args)
     std::string_view msg(buf, size_t(n));
     while (!msg.empty() && msg.back() == '\n')
         msg.remove_suffix(1);
-    write(want, msg);
+    if (g_capture && lvl == LIBBPF_WARN)
+        g_capture->emplace_back(msg);
+    if (level() >= want)
+        write(want, msg);
     free(buf);
     return 0;
 }
@@ -41,5 +45,12 @@ void write(Level, std::string_view msg)
 }
 
 void route_libbpf() { libbpf_set_print(libbpf_print); }
+
+LibbpfCapture::LibbpfCapture(std::vector<std::string>& lines)
+{
+    route_libbpf();
+    g_capture = &lines;
+}
+LibbpfCapture::~LibbpfCapture() { g_capture = nullptr; }
 
 }  // namespace gms::log

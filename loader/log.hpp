@@ -2,7 +2,9 @@
 // runs; libbpf's print callback has no context pointer, so it reads it.
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -15,6 +17,17 @@ Level level();
 void write(Level level, std::string_view msg);
 // Routes libbpf's messages here: warnings at info, the rest at debug.
 void route_libbpf();
+
+// While alive, libbpf's warnings go to `lines` instead, and are printed
+// only at debug level: a load that is retried without the program that
+// failed should not flood stderr with the verifier log.
+class LibbpfCapture {
+public:
+    explicit LibbpfCapture(std::vector<std::string>& lines);
+    ~LibbpfCapture();
+    LibbpfCapture(const LibbpfCapture&) = delete;
+    LibbpfCapture& operator=(const LibbpfCapture&) = delete;
+};
 
 template <typename... Args>
 void info(fmt::format_string<Args...> f, Args&&... args)

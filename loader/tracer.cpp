@@ -49,20 +49,29 @@ std::set<std::string, std::less<>> built_programs()
     return out;
 }
 
-Tracer::Tracer(const Features& features, const TraceOptions& opts)
+std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted)
 {
-    hooks_ = resolve(features, built_programs());
-    auto selected = select_hooks(opts.hooks);
-    auto wanted = chosen_programs(hooks_, selected);
-    if (opts.follow_forks)
-        wanted.emplace("task_fork");
-
+    gmemscope_bpf__destroy(skel_);
     skel_ = gmemscope_bpf__open();
     if (!skel_)
         throw std::runtime_error(fmt::format("opening the BPF object: {}", strerror(errno)));
     struct bpf_program* prog;
     bpf_object__for_each_program(prog, skel_->obj)
         bpf_program__set_autoload(prog, wanted.contains(bpf_program__name(prog)));
+    // Precise-tier sections are bare ("fentry"): the target is the symbol
+    // the catalog resolved on this kernel, in vmlinux or a module's BTF.
+    for (const auto& h : hooks_) {
+        if (h.chosen < 0)
+            continue;
+        const MechStatus& ms = h.mechs[h.chosen];
+        if (ms.mech->kind != Mech::fentry && ms.mech->kind != Mech::fexit)
+            continue;
+        for (auto p : ms.mech->programs) {
+            prog = bpf_object__find_program_by_name(skel_->obj, std::string(p).c_str());
+            if (prog && bpf_program__autoload(prog) && bpf_program__set_attach_target(prog, 0, ms.target.c_str()))
+                throw std::runtime_error(fmt::format("{}: attach target {}: {}", p, ms.target, strerror(errno)));
+        }
+    }
 
     skel_->rodata->targ_filter_tgid = !opts.tgids.empty();
     skel_->rodata->targ_filter_vm = !opts.vms.empty();
@@ -73,9 +82,57 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     skel_->rodata->targ_stack_sample = opts.stack_sample;
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
-    if (int err = gmemscope_bpf__load(skel_); err)
-        throw std::runtime_error(fmt::format("loading BPF programs: {} (run with -v for the verifier log)",
-                                             strerror(-err)));
+    std::vector<std::string> warnings;
+    int err;
+    {
+        log::LibbpfCapture capture(warnings);
+        err = gmemscope_bpf__load(skel_);
+    }
+    if (!err)
+        return "";
+    // libbpf names the program it gave up on: "prog 'NAME': ..."
+    for (auto it = warnings.rbegin(); it != warnings.rend(); ++it)
+        if (auto at = it->find("prog '"); at != std::string::npos) {
+            auto end = it->find('\'', at + 6);
+            std::string name = it->substr(at + 6, end - at - 6);
+            if (wanted.contains(name))
+                return name;
+        }
+    for (const auto& w : warnings)
+        log::info("{}", w);
+    throw std::runtime_error(fmt::format("loading BPF programs: {} (run with -v for the verifier log)",
+                                         strerror(-err)));
+}
+
+Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(opts.refused)
+{
+    auto built = built_programs();
+    auto selected = select_hooks(opts.hooks);
+    // A precise-tier program the verifier refuses (a signature this build
+    // does not know, a field CO-RE cannot find) costs its hook that
+    // mechanism only: the load is retried with the hook's next one.
+    for (;;) {
+        hooks_ = resolve(features, built, refused_);
+        auto wanted = chosen_programs(hooks_, selected);
+        if (opts.follow_forks)
+            wanted.emplace("task_fork");
+        std::string failed = load(opts, wanted);
+        if (failed.empty())
+            break;
+        bool precise = false;
+        for (const auto& h : hooks_)
+            if (h.chosen >= 0 && selected.contains(h.hook->name)) {
+                const Mechanism* m = h.mechs[h.chosen].mech;
+                for (auto p : m->programs)
+                    precise |= p == failed && (m->kind == Mech::fentry || m->kind == Mech::fexit);
+            }
+        if (!precise || refused_.contains(failed))
+            throw std::runtime_error(fmt::format("loading BPF program {}: refused by the kernel "
+                                                 "(run with -v for the verifier log)", failed));
+        log::info("{} was refused by this kernel's verifier; its hook falls back to its next mechanism "
+                  "(-v shows the verifier log)", failed);
+        refused_[failed] = "refused by the verifier on this kernel";
+    }
     for (pid_t t : opts.tgids)
         add_tgid(t);
     for (uint64_t vm : opts.vms) {
@@ -84,17 +141,24 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
     }
 
     // Which hooks each program serves, for the report of what is attached.
-    std::map<std::string, std::pair<std::vector<std::string>, Mech>, std::less<>> serves;
+    struct Serves {
+        std::vector<std::string> hooks;
+        Mech kind;
+        std::string target;
+    };
+    std::map<std::string, Serves, std::less<>> serves;
     for (const auto& h : hooks_) {
         if (h.chosen < 0 || !selected.contains(h.hook->name))
             continue;
         const MechStatus& ms = h.mechs[h.chosen];
         for (auto p : ms.mech->programs) {
             auto& s = serves[std::string(p)];
-            s.first.emplace_back(h.hook->name);
-            s.second = ms.mech->kind;
+            s.hooks.emplace_back(h.hook->name);
+            s.kind = ms.mech->kind;
+            s.target = ms.target;
         }
     }
+    struct bpf_program* prog;
     bpf_object__for_each_program(prog, skel_->obj) {
         if (!bpf_program__autoload(prog))
             continue;
@@ -106,10 +170,14 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts)
         std::string name = bpf_program__name(prog);
         std::string attach = bpf_program__section_name(prog);
         auto it = serves.find(name);
-        if (it == serves.end())   // task_fork: the process filter, no hook
+        if (it == serves.end()) {   // task_fork: the process filter, no hook
             attached_.push_back({{}, "tp_btf", name, attach});
-        else
-            attached_.push_back({it->second.first, std::string(mech_name(it->second.second)), name, attach});
+            continue;
+        }
+        const Serves& s = it->second;
+        if (s.kind == Mech::fentry || s.kind == Mech::fexit)
+            attach += "/" + s.target;   // bare section: the target was set at load
+        attached_.push_back({s.hooks, std::string(mech_name(s.kind)), name, attach});
     }
     rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), on_record, this, nullptr);
     if (!rb_)

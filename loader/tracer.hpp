@@ -31,6 +31,7 @@ struct TraceOptions {
     uint32_t stack_sample = 0;      // aggregate: 1 in N page removals records its stacks; 0: none
     uint64_t ringbuf_bytes = 16u << 20;
     uint64_t wakeup_bytes = 1u << 20;  // wake the consumer past this much data
+    Refused refused;                   // programs not to use, and why (hooks --selftest)
 };
 
 struct AttachedProgram {
@@ -54,6 +55,8 @@ public:
 
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const std::vector<AttachedProgram>& attached() const { return attached_; }
+    // Programs this kernel's verifier refused, each replaced by its hook's next mechanism.
+    const Refused& refused() const { return refused_; }
     void add_tgid(pid_t tgid);
 
     // The fd that becomes readable when records wait (epoll fd).
@@ -75,9 +78,12 @@ public:
 
 private:
     static int on_record(void* ctx, void* data, size_t size);
+    // Opens, configures and loads; the program libbpf names in a failure, or "".
+    std::string load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted);
 
     std::vector<HookStatus> hooks_;
     std::vector<AttachedProgram> attached_;
+    Refused refused_;
     struct gmemscope_bpf* skel_ = nullptr;
     struct ring_buffer* rb_ = nullptr;
     std::vector<struct bpf_link*> links_;

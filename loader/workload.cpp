@@ -229,6 +229,45 @@ Vm::Vm(const VmConfig& config)
     create_vcpu();
 }
 
+Vm::Vm(const UserMemory& slot1)
+{
+    create_vm();
+    create_slot0();
+    kvm_userspace_memory_region region{};
+    region.slot = gmem_slot;
+    region.guest_phys_addr = slot1.gpa;
+    region.memory_size = slot1.npages * page_bytes;
+    region.userspace_addr = reinterpret_cast<std::uint64_t>(slot1.addr);
+    xioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION (slot 1)");
+    slot_bound_ = true;
+    base_gpa_ = slot1.gpa;
+    slot_pages_ = slot1.npages;
+    create_vcpu();
+}
+
+int Vm::create_unbound_gmem(std::uint64_t size_bytes)
+{
+    uapi::kvm_create_guest_memfd args{};
+    args.size = size_bytes;
+    int fd = ::ioctl(vm_.get(), uapi::kvm_create_guest_memfd_ioctl, &args);
+    if (fd < 0)
+        return -errno;
+    gmem_ = Fd(fd);
+    struct stat st {};
+    if (::fstat(fd, &st) == 0)
+        gmem_ino_ = st.st_ino;
+    return 0;
+}
+
+void Vm::delete_user_slot()
+{
+    kvm_userspace_memory_region region{};
+    region.slot = gmem_slot;
+    region.guest_phys_addr = base_gpa_;
+    xioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION (delete slot 1)");
+    slot_bound_ = false;
+}
+
 void Vm::create_vm()
 {
     int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -840,6 +879,7 @@ Result run(const Scenario& scenario, std::ostream* log_out)
     case ScenarioKind::fault: return run_fault(scenario, log);
     case ScenarioKind::rebind: return run_rebind(scenario, log);
     case ScenarioKind::convert: return run_convert(scenario, log);
+    case ScenarioKind::dma: return run_dma(scenario, log_out);
     case ScenarioKind::punch_storm:
     case ScenarioKind::punch_empty:
     case ScenarioKind::churn: return run_threaded(scenario, log);
@@ -856,13 +896,14 @@ struct ScenarioName {
     ScenarioKind kind;
 };
 
-constexpr std::array<ScenarioName, 6> scenario_table = {{
+constexpr std::array<ScenarioName, 7> scenario_table = {{
     {"fault", ScenarioKind::fault},
     {"punch-storm", ScenarioKind::punch_storm},
     {"punch-empty", ScenarioKind::punch_empty},
     {"rebind", ScenarioKind::rebind},
     {"churn", ScenarioKind::churn},
     {"convert", ScenarioKind::convert},
+    {"dma", ScenarioKind::dma},
 }};
 
 struct Key {
@@ -871,7 +912,7 @@ struct Key {
     void (*set)(Scenario&, std::uint64_t);
 };
 
-constexpr std::array<Key, 12> key_table = {{
+constexpr std::array<Key, 14> key_table = {{
     {"pages", false, [](Scenario& s, std::uint64_t v) { s.pages = v; }},
     {"punch_pages", false, [](Scenario& s, std::uint64_t v) { s.punch_pages = v; }},
     {"range_pages", false, [](Scenario& s, std::uint64_t v) { s.range_pages = v; }},
@@ -884,6 +925,8 @@ constexpr std::array<Key, 12> key_table = {{
     {"rebind_offset", true, [](Scenario& s, std::uint64_t v) { s.rebind_offset_bytes = v; }},
     {"gmem_size", true, [](Scenario& s, std::uint64_t v) { s.gmem_size_bytes = v; }},
     {"base_gpa", true, [](Scenario& s, std::uint64_t v) { s.base_gpa = v; }},
+    {"vfio_group", false, [](Scenario& s, std::uint64_t v) { s.vfio_group = v; }},
+    {"iova", true, [](Scenario& s, std::uint64_t v) { s.iova = v; }},
 }};
 
 template <typename Table>

@@ -96,6 +96,14 @@ public:
     static constexpr std::uint16_t exit_port = 0x10;
 
     explicit Vm(const VmConfig& config = {});
+    // A VM whose slot 1 is ordinary memory at `addr` (KVM_SET_USER_MEMORY_REGION,
+    // no gmem), such as a buffer a device has DMA-mapped.
+    struct UserMemory {
+        std::byte* addr;
+        std::uint64_t npages;
+        std::uint64_t gpa;
+    };
+    explicit Vm(const UserMemory& slot1);
     Vm(Vm&&) noexcept = default;
     Vm& operator=(Vm&&) noexcept = default;
     Vm(const Vm&) = delete;
@@ -119,6 +127,11 @@ public:
     // start is a gpa for vm_attributes and a gmem offset otherwise.
     ConvertAnswer convert(ConvertKind kind, std::uint64_t start, std::uint64_t size_bytes,
                           bool to_private);
+    // KVM_CREATE_GUEST_MEMFD with no flags, neither bound nor mmap()ed
+    // (what a VM that is not gmem-only may create): 0 or -errno.
+    int create_unbound_gmem(std::uint64_t size_bytes);
+    // Deletes slot 1, whatever backs it.
+    void delete_user_slot();
     // KVM_CHECK_EXTENSION on the VM fd: the value, or -errno.
     int check_extension(long cap) const;
 
@@ -160,7 +173,7 @@ private:
     std::uint64_t gmem_ino_ = 0;
 };
 
-enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert };
+enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert, dma };
 
 std::string_view to_string(ScenarioKind kind);
 
@@ -179,6 +192,14 @@ std::string_view to_string(ScenarioKind kind);
 //                rebind.
 //   convert      one VM: touch `pages`, then for each ConvertKind ask for
 //                private and then shared over those pages.
+//   dma          a VM whose slot 1 is a buffer of `pages` mapped for DMA
+//                through VFIO type1 (group `vfio_group`, at `iova`): map
+//                (pins), touch, an unbound gmem file and a punch in it,
+//                KVM_SET_MEMORY_ATTRIBUTES over the buffer, unmap,
+//                MADV_DONTNEED of the buffer, delete the slot, a map
+//                past RLIMIT_MEMLOCK without CAP_IPC_LOCK, a udmabuf.
+//                Steps the kernel refuses are results (Result::steps),
+//                not errors: no VFIO group means no VFIO steps.
 // The threaded ones (punch-storm, punch-empty, churn) stop at `count` ops
 // or after `duration_ms`, whichever comes first (1000 ms if neither is
 // set), and are timed from when every VM is built.
@@ -196,6 +217,15 @@ struct Scenario {
     std::uint64_t rebind_offset_bytes = 4ull << 20;
     std::uint64_t gmem_size_bytes = 0;  // 0: just large enough
     std::uint64_t base_gpa = 0x40000000;
+    std::uint64_t vfio_group = ~0ull;   // dma: /dev/vfio/N; default: the first there
+    std::uint64_t iova = 1ull << 20;    // dma: where the buffer is mapped
+};
+
+// One step of a scenario and what the kernel answered (dma).
+struct Step {
+    std::string name;
+    int error = 0;   // errno, 0 on success
+    std::string detail;
 };
 
 struct Result {
@@ -208,6 +238,8 @@ struct Result {
     std::uint64_t elapsed_ns = 0;
     std::uint64_t gmem_ino = 0;  // of the first VM
     std::vector<ConvertAnswer> conversions;
+    std::vector<Step> steps;
+    std::uint64_t buffer_vaddr = 0;   // dma: the DMA-mapped buffer, slot 1's memory
 
     double ops_per_s() const;
 };
@@ -225,6 +257,9 @@ Result run(const Scenario& scenario, std::ostream* log = nullptr);
 // Throws std::invalid_argument naming the unknown scenario, key or value,
 // or the parameters that do not fit together (the checks run() makes).
 Scenario parse_scenario(std::string_view name, std::span<const std::string> settings);
+
+// The dma scenario (loader/workload_dma.cpp).
+Result run_dma(const Scenario& scenario, std::ostream* log = nullptr);
 
 // Names of the scenarios and keys parse_scenario() accepts, for help text.
 std::vector<std::string_view> scenario_names();

@@ -4,6 +4,7 @@
 Each line is checked against the schema its shape names (schemas/README.md):
   {"error": ...}              error.schema.json
   {"hooks": [...], ...}       hooks.schema.json
+  {"selftest": [...], ...}    selftest.schema.json
   {"type": "attached"}        attached.schema.json
   {"type": "summary"}         summary.schema.json
   {"type": "recorded"}        recorded.schema.json
@@ -81,6 +82,8 @@ def kind_of(doc, event_types):
         return "error"
     if "hooks" in doc:
         return "hooks"
+    if "selftest" in doc:
+        return "selftest"
     t = doc.get("type")
     if t == "top_stacks":
         return "top"

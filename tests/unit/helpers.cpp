@@ -1,5 +1,7 @@
 #include "helpers.hpp"
 
+#include "loader/features.hpp"
+
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
@@ -40,6 +42,30 @@ std::string why_no_live()
         return "this kernel's guest_memfd lacks MMAP|INIT_SHARED (KVM_CAP_GUEST_MEMFD_FLAGS), which the "
                "built-in workload's guests need";
     return "";
+}
+
+std::string why_no_precise()
+{
+    if (geteuid() != 0)
+        return "needs root (BPF and /dev/kvm)";
+    if (access("/dev/kvm", R_OK | W_OK) != 0)
+        return "no /dev/kvm";
+    static const gms::Features f = gms::Features::probe();
+    if (!f.loads(gms::ProgKind::fentry) || !f.loads(gms::ProgKind::fexit))
+        return "this kernel refuses fentry/fexit programs (" + f.load(gms::ProgKind::fentry).detail +
+               "); the VM lane (tests/vm/run.sh) runs these tests on a kernel that loads them";
+    return "";
+}
+
+std::string why_no_vfio()
+{
+    std::string why = why_no_precise();
+    if (!why.empty())
+        return why;
+    for (int group = 0; group < 256; group++)
+        if (access(("/dev/vfio/" + std::to_string(group)).c_str(), F_OK) == 0)
+            return "";
+    return "no VFIO group in /dev/vfio: bind a device to vfio-pci (the VM lane binds QEMU's edu device)";
 }
 
 Run run(const std::vector<std::string>& argv)

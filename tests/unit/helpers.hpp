@@ -21,6 +21,11 @@ std::string why_no_root();
 // "" when BPF and the built-in workload's guests are usable here: root,
 // /dev/kvm, and guest_memfd with MMAP|INIT_SHARED (cap 244, since 6.17).
 std::string why_no_live();
+// "" when the precise tier can be tested here: root, /dev/kvm, and a
+// kernel that loads fentry/fexit programs (the VM lane, tests/vm/).
+std::string why_no_precise();
+// why_no_precise(), and a VFIO group (/dev/vfio/N) to map buffers through.
+std::string why_no_vfio();
 
 }  // namespace gms::test
 

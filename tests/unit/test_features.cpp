@@ -81,7 +81,7 @@ TEST_CASE("on the host lane: portable tier loads, precise tier and LSM are refus
         REQUIRE(h.chosen >= 0);
         return h.mechs[h.chosen].mech->kind;
     };
-    CHECK(chosen("gmem.get_pfn") == gms::Mech::tp_btf);
+    CHECK(chosen("kvm_mmu.fault") == gms::Mech::tp_btf);
     CHECK(chosen("gmem.create") == gms::Mech::syscall);
     CHECK(chosen("gmem.bind") == gms::Mech::syscall);
     CHECK(chosen("gmem.punch_hole") == gms::Mech::syscall);

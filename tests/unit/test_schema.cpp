@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -268,11 +269,30 @@ TEST_CASE("hooks --json is a hooks document", "[schema]")
     }
 }
 
+TEST_CASE("hooks --selftest --json is a selftest document; on the host lane the portable tier fires", "[schema]")
+{
+    SKIP_WITHOUT_VALIDATOR();
+    GMS_REQUIRE_LIVE();
+    auto r = run({binary(), "--json", "hooks", "--selftest"});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+    require_valid(r.out, "selftest");
+    auto doc = parse_lines(r.out).at(0);
+    CHECK(doc["ok"] == true);
+    std::map<std::string, nlohmann::json> hook;
+    for (const auto& h : doc["selftest"])
+        hook[h["hook"]] = h;
+    CHECK(hook["gmem.punch_hole"]["verdict"] == "fired");
+    CHECK(hook["kvm_mmu.fault"]["verdict"] == "fired");
+    CHECK(hook["gmem.pagecache_add"]["verdict"] == "fired");
+    CHECK(hook["iommufd.map"]["verdict"] == "no-trigger");
+}
+
 TEST_CASE("stress --json is a stress document for every scenario", "[schema]")
 {
     SKIP_WITHOUT_VALIDATOR();
     GMS_REQUIRE_LIVE();
-    for (const auto& scenario : {"fault", "punch-storm", "punch-empty", "rebind", "churn", "convert"}) {
+    for (const auto& scenario : {"fault", "punch-storm", "punch-empty", "rebind", "churn", "convert", "dma"}) {
         auto r = run({binary(), "--json", "stress", scenario, "pages=8", "range_pages=8", "count=4"});
         INFO(scenario << ": " << r.err);
         REQUIRE(r.exit_code == 0);

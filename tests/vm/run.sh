@@ -255,21 +255,24 @@ report() {
     fi
     sed -n "/$BEGIN_MARK/,/$END_MARK/p" "$console" | grep '^GMS| ' | sed 's/^GMS| //' >"$LANE/results.txt"
     sed -n '/^hooks --json:$/{n;s/^ *//;p;q}' "$LANE/results.txt" >"$LANE/hooks.json"
-    awk -v saved="${LANE#"$ROOT"/}/hooks.json" '
-        /^hooks --json:$/ { print "hooks --json: saved to " saved; skip = 1; next }
+    sed -n '/^selftest --json:$/{n;s/^ *//;p;q}' "$LANE/results.txt" >"$LANE/selftest.json"
+    awk -v dir="${LANE#"$ROOT"/}" '
+        /^(hooks|selftest) --json:$/ { print $1 " --json: saved to " dir "/" $1 ".json"; skip = 1; next }
         skip { skip = 0; next } { print }' "$LANE/results.txt"
-    validate_hooks_json
+    validate_json_doc hooks
+    validate_json_doc selftest
     ! grep -q '^FAIL ' "$LANE/results.txt"
 }
 
-validate_hooks_json() {
-    local out
+# validate_json_doc KIND: LANE/KIND.json against schemas/KIND.schema.json.
+validate_json_doc() {
+    local kind=$1 out
     if ! /usr/bin/python3 -c 'import jsonschema' 2>/dev/null; then
-        echo "NOTE hooks.json not validated: no python3-jsonschema on the host"
-    elif out=$(/usr/bin/python3 "$ROOT/tests/validate_json.py" --expect hooks <"$LANE/hooks.json" 2>&1); then
-        echo "PASS hooks --json from the guest is a hooks document (schemas/hooks.schema.json)"
+        echo "NOTE $kind.json not validated: no python3-jsonschema on the host"
+    elif out=$(/usr/bin/python3 "$ROOT/tests/validate_json.py" --expect "$kind" <"$LANE/$kind.json" 2>&1); then
+        echo "PASS $kind --json from the guest is a $kind document (schemas/$kind.schema.json)"
     else
-        echo "FAIL hooks --json from the guest is a hooks document -- $out" | tee -a "$LANE/results.txt"
+        echo "FAIL $kind --json from the guest is a $kind document -- $out" | tee -a "$LANE/results.txt"
     fi
 }
 

@@ -1,0 +1,325 @@
+#include "loader/selftest.hpp"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "loader/events.hpp"
+#include "loader/tracer.hpp"
+#include "loader/workload.h"
+
+namespace gms {
+namespace {
+
+// Workload steps and the kernel's answer (errno, 0 for success).
+using Steps = std::map<std::string, int, std::less<>>;
+
+bool precise(Mech m) { return m == Mech::fentry || m == Mech::fexit; }
+
+// The hooks an event is evidence of, and whether it came from the precise tier.
+std::vector<std::pair<std::string_view, bool>> evidence(const Event& ev)
+{
+    const gms_hdr& h = ev.hdr();
+    switch (h.type) {
+    case GMS_EV_CALL: return {{fn_name(std::get<gms_call_event>(ev.rec).fn), (h.flags & GMS_F_KFUNC) != 0}};
+    case GMS_EV_FALLOCATE: return {{"gmem.punch_hole", (h.flags & GMS_F_KFUNC) != 0}};
+    case GMS_EV_GMEM_CLOSE: return {{"gmem.release", false}};
+    case GMS_EV_FAULT:   // a gmem page added during the fault is folded into its record
+        if (h.flags & GMS_FAULT_ALLOCATED)
+            return {{"kvm_mmu.fault", false}, {"gmem.pagecache_add", false}};
+        return {{"kvm_mmu.fault", false}};
+    case GMS_EV_SET_SPTE: return {{"kvm_mmu.set_spte", false}};
+    case GMS_EV_PAGECACHE_ADD: return {{"gmem.pagecache_add", false}};
+    case GMS_EV_PAGECACHE_DEL: return {{"gmem.invalidate", false}};
+    case GMS_EV_ZAP_ALL_FAST: return {{"kvm_mmu.zap_all_fast", false}};
+    case GMS_EV_ZAP_PAGE: return {{"kvm_mmu.prepare_zap_page", false}};
+    case GMS_EV_TDP_SPTE: return {{"kvm_mmu.tdp_spte_changed", false}};
+    case GMS_EV_IOMMU_MAP: return {{"iommu.map", false}};
+    case GMS_EV_IOMMU_UNMAP: return {{"iommu.unmap", false}};
+    case GMS_EV_IOCTL: break;
+    default: return {};
+    }
+    const auto& e = std::get<gms_ioctl_event>(ev.rec);
+    switch (e.op) {
+    case GMS_IOC_CREATE_VM: return {{"kvm.create_vm", false}};
+    case GMS_IOC_CREATE_GUEST_MEMFD: return {{"gmem.create", false}};
+    case GMS_IOC_SET_MEMORY_REGION: return {{"kvm.set_memory_region", false}};
+    case GMS_IOC_SET_MEMORY_REGION2:
+        return {{"kvm.set_memory_region", false}, {e.args.region.size ? "gmem.bind" : "gmem.unbind", false}};
+    case GMS_IOC_SET_MEMORY_ATTRIBUTES: return {{"kvm.set_mem_attributes", false}};
+    case GMS_IOC_SET_MEMORY_ATTRIBUTES2: return {{"gmem.set_attributes", false}};
+    case GMS_IOC_GMEM_CONVERT_SHARED:
+    case GMS_IOC_GMEM_CONVERT_PRIVATE: return {{"gmem.convert", false}};
+    case GMS_IOC_VFIO_MAP_DMA: return {{"vfio.pin", false}};
+    case GMS_IOC_VFIO_UNMAP_DMA: return {{"vfio.unpin", false}};
+    case GMS_IOC_IOAS_MAP: return {{"iommufd.map", false}};
+    case GMS_IOC_IOAS_MAP_FILE: return {{"iommufd.map_file", false}};
+    case GMS_IOC_IOAS_UNMAP: return {{"iommufd.unmap", false}};
+    case GMS_IOC_VFIO_DMA_BUF: return {{"vfio.dma_buf_export", false}};
+    }
+    return {};
+}
+
+std::string read_line(const std::string& path)
+{
+    std::ifstream in(path);
+    std::string s;
+    std::getline(in, s);
+    return s;
+}
+
+// Whether KVM maps guests with two-dimensional paging (EPT/NPT, TDP MMU)
+// or shadow paging: they fire different kvmmmu tracepoints.
+bool tdp_mmu()
+{
+    bool two_dim = read_line("/sys/module/kvm_intel/parameters/ept") == "Y" ||
+                   read_line("/sys/module/kvm_amd/parameters/npt") == "1" ||
+                   read_line("/sys/module/kvm_amd/parameters/npt") == "Y";
+    return two_dim && read_line("/sys/module/kvm/parameters/tdp_mmu") == "Y";
+}
+
+// The step that should fire a hook through a mechanism of this tier: a
+// name means the step must have succeeded, "?name" only that it was tried
+// (a syscall-tier hook sees the ioctl whatever the answer).
+struct Trigger {
+    std::string_view hook;
+    std::string_view precise;
+    std::string_view portable;
+};
+
+const std::vector<Trigger>& triggers()
+{
+    static const std::vector<Trigger> t = {
+        {"gmem.create", "gmem_create", "gmem_create"},
+        {"gmem.bind", "gmem_bind", "gmem_bind"},
+        {"gmem.unbind", "gmem_unbind", "gmem_unbind"},
+        {"gmem.get_pfn", "gmem_fault", ""},
+        {"gmem.invalidate", "gmem_punch", "gmem_punch_resident"},
+        {"gmem.pagecache_add", "", "gmem_fault"},
+        {"gmem.punch_hole", "gmem_punch", "gmem_punch"},
+        {"gmem.release", "gmem_close", "gmem_close"},
+        {"gmem.set_attributes", "gmem_attributes2", "?gmem_attributes2"},
+        {"gmem.convert", "gmem_convert", "?gmem_convert"},
+        {"kvm.create_vm", "", "vm_create"},
+        {"kvm.set_memory_region", "", "vm_create"},
+        {"kvm.set_mem_attributes", "vm_attributes", "?vm_attributes"},
+        {"kvm.mmu_notifier", "madvise_dontneed", "madvise_dontneed"},
+        // From guest_memfd invalidations of bound memslots; 6.12 inlines them into the MMU notifier.
+        {"kvm.mmu_invalidate", "gmem_punch_resident", ""},
+        {"kvm.mmu_invalidate_end", "gmem_punch_resident", ""},
+        {"kvm_mmu.fault", "", "touch"},
+        {"kvm_mmu.set_spte", "", "touch_shadow"},
+        {"kvm_mmu.zap_all_fast", "", "slot_delete"},
+        {"kvm_mmu.prepare_zap_page", "", "slot_delete_shadow"},
+        {"kvm_mmu.tdp_spte_changed", "", "touch_tdp"},
+        {"vfio.pin", "vfio_map", "vfio_map"},
+        {"vfio.unpin", "vfio_unmap", "vfio_unmap"},
+        {"iommu.map", "", "vfio_map"},
+        {"iommu.unmap", "", "vfio_unmap"},
+        {"dmabuf.export", "udmabuf_create", ""},
+    };
+    return t;
+}
+
+std::string_view trigger_step(std::string_view hook, bool is_precise)
+{
+    for (const auto& t : triggers())
+        if (t.hook == hook)
+            return is_precise ? t.precise : t.portable;
+    return "";
+}
+
+// "" if the step ran as the trigger needs, else why not.
+std::string unmet(std::string_view spec, const Steps& steps)
+{
+    if (spec.empty())
+        return "the built-in workload has no trigger for it";
+    bool tried_only = spec.front() == '?';
+    std::string_view name = tried_only ? spec.substr(1) : spec;
+    auto it = steps.find(name);
+    if (it == steps.end())
+        return fmt::format("step {} did not run on this kernel", name);
+    if (!tried_only && it->second)
+        return fmt::format("step {} failed with {}", name, errno_name(-it->second));
+    return "";
+}
+
+// Runs the scenarios that serve as triggers, in this process, and names
+// their steps for the trigger table.
+Steps run_triggers(std::vector<std::string>& lines)
+{
+    Steps steps;
+    bool tdp = tdp_mmu();
+    auto add = [&](const std::string& name, int err) {
+        auto [it, fresh] = steps.try_emplace(name, err);
+        if (!fresh && err == 0)
+            it->second = 0;
+    };
+    auto run = [&](std::string_view name, std::vector<std::string> settings, auto&& on_done) {
+        try {
+            auto r = workload::run(workload::parse_scenario(name, settings));
+            lines.push_back(fmt::format("{}: ran", name));
+            on_done(r);
+        } catch (const std::exception& e) {
+            lines.push_back(fmt::format("{}: not run: {}", name, e.what()));
+        }
+    };
+    // gmem-only memslots: binding, faults served by gmem, punches of resident pages, unbind, close.
+    run("rebind", {"pages=8", "punch_pages=2", "rebind_offset=64K"}, [&](const workload::Result&) {
+        for (auto s : {"vm_create", "gmem_create", "gmem_bind", "touch", "gmem_fault", "gmem_punch",
+                       "gmem_punch_resident", "slot_delete", "gmem_unbind", "gmem_close"})
+            add(s, 0);
+    });
+    run("convert", {"pages=2"}, [&](const workload::Result& r) {
+        for (const auto& c : r.conversions)
+            add(std::string(workload::to_string(c.kind)), c.error);
+    });
+    // Device memory: VFIO pins of a memslot's buffer, invalidation, udmabuf.
+    run("dma", {"pages=16"}, [&](const workload::Result& r) {
+        for (const auto& s : r.steps) {
+            add(s.name, s.error);
+            lines.push_back(fmt::format("  {}: {}{}", s.name, s.error ? errno_name(-s.error) : "ok",
+                                        s.detail.empty() ? "" : " (" + s.detail + ")"));
+        }
+    });
+    // Which kvmmmu tracepoints a fault and a memslot delete reach depends on the MMU.
+    for (std::string step : {"touch", "slot_delete"})
+        if (auto it = steps.find(step); it != steps.end() && it->second == 0)
+            add(step + (tdp ? "_tdp" : "_shadow"), 0);
+    lines.push_back(fmt::format("KVM MMU: {}", tdp ? "TDP MMU (EPT/NPT)" : "shadow paging"));
+    return steps;
+}
+
+struct Round {
+    std::vector<HookStatus> hooks;
+    std::map<std::string, uint64_t, std::less<>> fired;   // hook -> records from its chosen mechanism
+    Steps steps;
+    Refused refused;
+};
+
+Round run_round(const Features& f, const Refused& refused, std::vector<std::string>& lines)
+{
+    TraceOptions opts;
+    opts.hooks = {"all"};
+    opts.tgids = {getpid()};
+    opts.refused = refused;
+    Tracer t(f, opts);
+    Round r;
+    r.hooks = t.hooks();
+    r.refused = t.refused();
+    r.steps = run_triggers(lines);
+    std::map<std::string, bool, std::less<>> chosen_precise;
+    for (const auto& h : r.hooks)
+        if (h.chosen >= 0)
+            chosen_precise[std::string(h.hook->name)] = precise(h.mechs[h.chosen].mech->kind);
+    t.consume([&](const Event& ev) {
+        for (auto [hook, is_precise] : evidence(ev)) {
+            auto it = chosen_precise.find(hook);
+            if (it != chosen_precise.end() && it->second == is_precise)
+                r.fired[std::string(hook)]++;
+        }
+    });
+    return r;
+}
+
+}  // namespace
+
+bool SelftestReport::ok() const
+{
+    for (const auto& h : hooks)
+        if (h.verdict == "not-fired")
+            return false;
+    return true;
+}
+
+SelftestReport run_selftest(const Features& f)
+{
+    SelftestReport rep;
+    rep.triggers.push_back("round 1: every hook at its best mechanism");
+    Round first = run_round(f, {}, rep.triggers);
+    rep.refused = first.refused;
+    Refused silent = first.refused;
+    for (const auto& h : first.hooks) {
+        SelftestHook s;
+        s.hook = h.hook->name;
+        if (h.chosen < 0) {
+            s.verdict = "unavailable";
+            s.why_no_trigger = h.why_none;
+            rep.hooks.push_back(std::move(s));
+            continue;
+        }
+        const MechStatus& ms = h.mechs[h.chosen];
+        s.mechanism = mech_name(ms.mech->kind);
+        s.target = ms.target;
+        s.fired = first.fired[s.hook];
+        std::string_view spec = trigger_step(s.hook, precise(ms.mech->kind));
+        s.why_no_trigger = unmet(spec, first.steps);
+        if (s.why_no_trigger.empty())
+            s.trigger = std::string(spec.starts_with('?') ? spec.substr(1) : spec);
+        if (s.fired)
+            s.verdict = "fired";
+        else if (!s.trigger.empty())
+            s.verdict = "not-fired";
+        else
+            s.verdict = "no-trigger";
+        // A precise program that attached and stayed silent through its
+        // trigger is not trusted: its hook falls back.
+        if (s.verdict == "not-fired" && precise(ms.mech->kind))
+            for (auto p : ms.mech->programs)
+                silent[std::string(p)] = fmt::format("attached to {} but never fired in the self-test", ms.target);
+        rep.hooks.push_back(std::move(s));
+    }
+    if (silent.size() == first.refused.size())
+        return rep;
+
+    rep.triggers.push_back("round 2: hooks whose precise program never fired, at their fallback");
+    Round second = run_round(f, silent, rep.triggers);
+    rep.refused = second.refused;
+    for (auto& s : rep.hooks) {
+        if (s.verdict != "not-fired" || (s.mechanism != "fentry" && s.mechanism != "fexit"))
+            continue;
+        s.verdict = "replaced";
+        for (const auto& h : second.hooks)
+            if (h.hook->name == s.hook && h.chosen >= 0) {
+                s.fallback = mech_name(h.mechs[h.chosen].mech->kind);
+                s.fallback_fired = second.fired[s.hook];
+                std::string why = unmet(trigger_step(s.hook, false), second.steps);
+                if (!s.fallback_fired && why.empty())
+                    s.verdict = "not-fired";   // the fallback is silent too
+            }
+        if (s.fallback.empty())
+            s.verdict = "not-fired";   // nothing to fall back to
+    }
+    return rep;
+}
+
+nlohmann::json to_json(const SelftestReport& r)
+{
+    nlohmann::json hooks = nlohmann::json::array();
+    for (const auto& h : r.hooks) {
+        nlohmann::json j = {{"hook", h.hook}, {"verdict", h.verdict}, {"fired", h.fired}};
+        if (!h.mechanism.empty()) {
+            j["mechanism"] = h.mechanism;
+            j["target"] = h.target;
+        }
+        if (!h.trigger.empty())
+            j["trigger"] = h.trigger;
+        else
+            j["why_no_trigger"] = h.why_no_trigger;
+        if (!h.fallback.empty()) {
+            j["fallback"] = h.fallback;
+            j["fallback_fired"] = h.fallback_fired;
+        }
+        hooks.push_back(j);
+    }
+    nlohmann::json refused = nlohmann::json::object();
+    for (const auto& [p, why] : r.refused)
+        refused[p] = why;
+    return {{"selftest", hooks}, {"triggers", r.triggers}, {"refused", refused}, {"ok", r.ok()}};
+}
+
+}  // namespace gms
