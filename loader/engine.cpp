@@ -172,6 +172,16 @@ void Engine::add(const Event& ev)
         ev.rec);
 }
 
+// In time order: syscall records come at exit, stamped at entry.
+void Engine::add_failure(Failure f)
+{
+    if (failures_.size() >= kMaxFailures)
+        return;
+    auto at = std::upper_bound(failures_.begin(), failures_.end(), f.ts_ns,
+                               [](uint64_t ts, const Failure& g) { return ts < g.ts_ns; });
+    failures_.insert(at, std::move(f));
+}
+
 void Engine::on_ioctl(const gms_ioctl_event& e)
 {
     switch (e.op) {
@@ -286,12 +296,12 @@ void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret,
                                           h.pid, result); });
         if (ret == 0 && id && g1 > g0)
             vm(id, h).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
-        if (ret < 0 && failures_.size() < kMaxFailures) {
+        if (ret < 0) {
             Failure f{h.ts_ns, id, owner_of(h), op, ret, g0, g1, std::nullopt, to_private,
                       g1 > g0 ? pins_over(id, g0, g1) : std::vector<PinOverlap>{}, {}};
             if (error_gfn && error_gfn->first == id)
                 f.error_gfn = error_gfn->second;
-            failures_.push_back(std::move(f));
+            add_failure(std::move(f));
         }
     }
 }
@@ -394,13 +404,11 @@ void Engine::on_call(const gms_call_event& e)
         bool pin = e.fn == GMS_FN_VFIO_PIN;
         auto g = gfn_of_hva(e.hdr.tgid, a.pin.vaddr);
         if (e.ret < 0) {
-            if (failures_.size() < kMaxFailures)
-                failures_.push_back(
-                    {e.hdr.ts_ns, g ? g->first : 0, owner_of(e.hdr), "vfio_pin_pages_remote", e.ret, 0, 0, std::nullopt,
-                     false, {},
-                     fmt::format("VFIO pin of {} pages at vaddr {:#x} (iova {:#x}){}{}", a.pin.npages, a.pin.vaddr,
-                                 a.pin.iova, g ? fmt::format(", gfn {:#x}", g->second) : "",
-                                 e.ret == -ENOMEM && !a.pin.lock_cap ? ", past RLIMIT_MEMLOCK" : "")});
+            add_failure({e.hdr.ts_ns, g ? g->first : 0, owner_of(e.hdr), "vfio_pin_pages_remote", e.ret, 0, 0,
+                         std::nullopt, false, {},
+                         fmt::format("VFIO pin of {} pages at vaddr {:#x} (iova {:#x}){}{}", a.pin.npages, a.pin.vaddr,
+                                     a.pin.iova, g ? fmt::format(", gfn {:#x}", g->second) : "",
+                                     e.ret == -ENOMEM && !a.pin.lock_cap ? ", past RLIMIT_MEMLOCK" : "")});
             return;
         }
         uint64_t pages = pin ? uint64_t(e.ret) : a.pin.npages;
@@ -418,9 +426,8 @@ void Engine::on_call(const gms_call_event& e)
 void Engine::on_dma(const gms_ioctl_event& e)
 {
     if (e.ret < 0) {
-        if (failures_.size() < kMaxFailures)
-            failures_.push_back({e.hdr.ts_ns, 0, owner_of(e.hdr), std::string(ioctl_op_name(e.op)), e.ret, 0, 0,
-                                 std::nullopt, false, {}, {}});
+        add_failure({e.hdr.ts_ns, 0, owner_of(e.hdr), std::string(ioctl_op_name(e.op)), e.ret, 0, 0,
+                     std::nullopt, false, {}, {}});
         return;
     }
     bool vfio = e.op == GMS_IOC_VFIO_MAP_DMA || e.op == GMS_IOC_VFIO_UNMAP_DMA;

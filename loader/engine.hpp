@@ -222,6 +222,7 @@ private:
     void on_pagecache(const gms_pagecache_event& e);
     void on_fallocate(const gms_fallocate_event& e);
     void on_call(const gms_call_event& e);
+    void add_failure(Failure f);
     void on_conversion(const gms_hdr& h, const std::string& op, int64_t ret, bool to_private,
                        const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
                        std::optional<std::pair<uint64_t, uint64_t>> error_gfn);
