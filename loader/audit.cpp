@@ -474,10 +474,10 @@ nlohmann::json slot_json(const AuditSlot& s)
     nlohmann::json j = {{"vm", fmt::format("{:#x}", s.vm)},
                         {"as_id", s.as_id},
                         {"slot", s.slot.slot},
-                        {"base_gfn", s.slot.base_gfn},
+                        {"base_gfn", fmt::format("{:#x}", s.slot.base_gfn)},
                         {"npages", s.slot.npages},
                         {"flags", s.slot.flags},
-                        {"userspace_addr", s.slot.uaddr}};
+                        {"userspace_addr", fmt::format("{:#x}", s.slot.uaddr)}};
     if (s.slot.gmem_ino) {
         j["gmem_ino"] = s.slot.gmem_ino;
         j["gmem_pgoff"] = s.slot.gmem_pgoff;
@@ -530,9 +530,9 @@ nlohmann::json to_json(const AuditReport& r)
                        {"space", to_string(p.space)},
                        {"tgid", p.owner.tgid},
                        {"comm", p.owner.comm},
-                       {"first_gfn", p.first_gfn},
+                       {"first_gfn", fmt::format("{:#x}", p.first_gfn)},
                        {"pages", p.pages},
-                       {"iova", p.iova}});
+                       {"iova", fmt::format("{:#x}", p.iova)}});
     }
     for (const auto& f : r.findings) {
         nlohmann::json j = {{"severity", severity_name(f.severity)}, {"code", f.code}, {"message", f.message}};

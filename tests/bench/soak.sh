@@ -11,7 +11,7 @@ minutes=${1:-10}
 out=${2:-build/soak}
 mkdir -p "$out"
 port=$((20000 + RANDOM % 20000))
-gms=build/gmemscope
+gms=${GMS:-build/gmemscope}   # a copy keeps rebuilding harmless during a soak
 
 scrape() {
     /usr/bin/python3 - "$port" <<'PY'
