@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "loader/tracer.hpp"
+
 namespace gms {
 namespace {
 
@@ -136,14 +138,8 @@ std::string DaemonMetrics::render(const gms_drops_record& c,
                                   const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates) const
 {
     gms_agg_val sum{};
-    for (const auto& [key, v] : aggregates) {
-        sum.punches += v.punches;
-        sum.punched_bytes += v.punched_bytes;
-        sum.punch_errors += v.punch_errors;
-        sum.invalidated_pages += v.invalidated_pages;
-        sum.faults += v.faults;
-        sum.allocated_pages += v.allocated_pages;
-    }
+    for (const auto& [key, v] : aggregates)
+        add_counts(sum, v);
     Exposition m;
     // A gauge rather than OpenMetrics' info type: the textfile is also
     // read by parsers of the older Prometheus text format.

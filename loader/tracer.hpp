@@ -40,6 +40,9 @@ struct AttachedProgram {
     std::string attach;               // its attach point, e.g. tp/syscalls/sys_enter_ioctl
 };
 
+// Adds v's counts and histograms to sum (not its vm and comm).
+void add_counts(gms_agg_val& sum, const gms_agg_val& v);
+
 // Every program the BPF object holds, without loading it.
 std::set<std::string, std::less<>> built_programs();
 

@@ -56,7 +56,7 @@ public:
     pid_t pid() const { return pid_; }
     // Reads output until stderr holds `text` or the timeout; whether it came.
     bool wait_for_stderr(const std::string& text, std::chrono::milliseconds timeout);
-    // Sends sig, then collects everything until the command exits.
+    // Sends sig (0: none), then collects everything until the command exits.
     Run stop(int sig);
     const std::string& err() const { return r_.err; }
 
