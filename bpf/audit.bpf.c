@@ -29,8 +29,8 @@ struct gms_slot_walk {
 	__u16 as_id;
 };
 
-static __always_inline void gms_audit_hdr(struct gms_audit_hdr *h, __u16 kind, __u16 size,
-					  struct task_struct *task, __u32 fd)
+static __always_inline void gms_fill_audit_hdr(struct gms_audit_hdr *h, __u16 kind, __u16 size,
+					       struct task_struct *task, __u32 fd)
 {
 	h->kind = kind;
 	h->size = size;
@@ -118,6 +118,21 @@ static __always_inline void gms_walk_memslots(struct seq_file *seq, struct kvm *
 	}
 }
 
+/* A VM's counters and its memslots, reached from a VM fd or a gmem fd. */
+static __always_inline void gms_audit_kvm(struct seq_file *seq, struct kvm *kvm, struct task_struct *task,
+					  __u32 fd, bool vm_fd)
+{
+	struct gms_audit_vm v = {.vm = (__u64)kvm, .vm_fd = vm_fd};
+
+	gms_fill_audit_hdr(&v.hdr, GMS_AUDIT_VM, sizeof(v), task, fd);
+	v.nr_memslot_pages = BPF_CORE_READ(kvm, nr_memslot_pages);
+	v.created_vcpus = BPF_CORE_READ(kvm, created_vcpus);
+	v.online_vcpus = BPF_CORE_READ(kvm, online_vcpus.counter);
+	v.userspace_pid = BPF_CORE_READ(kvm, userspace_pid);
+	bpf_seq_write(seq, &v, sizeof(v));
+	gms_walk_memslots(seq, kvm, &v.hdr);
+}
+
 static __always_inline bool gms_name_is(const char *name, const char *want, int n)
 {
 	for (int i = 0; i < n && i < GMS_AUDIT_NAME_LEN; i++)
@@ -140,10 +155,16 @@ static __always_inline void gms_audit_device(struct seq_file *seq, struct task_s
 
 	bpf_probe_read_kernel_str(d.name, sizeof(d.name), dentry->d_name.name);
 	bpf_probe_read_kernel_str(d.parent, sizeof(d.parent), BPF_CORE_READ(dentry, d_parent, d_name.name));
-	if (!gms_name_is(d.name, "vfio", 4) && !gms_name_is(d.parent, "vfio", 5) &&
-	    !gms_name_is(d.name, "iommu", 6) && !gms_name_is(d.name, "[vfio", 5))
+	if (gms_name_is(d.name, "[vfio", 5))
+		goto named;	/* an anon inode: no device number */
+	/* the others are character devices (S_ISCHR) */
+	if ((file->f_inode->i_mode & 0170000) != 0020000)
 		return;
-	gms_audit_hdr(&d.hdr, GMS_AUDIT_DEVICE, sizeof(d), task, fd);
+	if (!gms_name_is(d.name, "vfio", 4) && !gms_name_is(d.parent, "vfio", 5) &&
+	    !gms_name_is(d.name, "iommu", 6))
+		return;
+named:
+	gms_fill_audit_hdr(&d.hdr, GMS_AUDIT_DEVICE, sizeof(d), task, fd);
 	d.ino = file->f_inode->i_ino;
 	d.rdev = file->f_inode->i_rdev;
 	bpf_seq_write(seq, &d, sizeof(d));
@@ -171,32 +192,24 @@ int audit_task_file(struct bpf_iter__task_file *ctx)
 	if (!kvm)
 		return 0;
 	if (kind == GMS_FD_VM) {
-		struct gms_audit_vm v = {.vm = (__u64)kvm};
-
-		gms_audit_hdr(&v.hdr, GMS_AUDIT_VM, sizeof(v), task, fd);
-		v.nr_memslot_pages = BPF_CORE_READ(kvm, nr_memslot_pages);
-		v.created_vcpus = BPF_CORE_READ(kvm, created_vcpus);
-		v.online_vcpus = BPF_CORE_READ(kvm, online_vcpus.counter);
-		v.userspace_pid = BPF_CORE_READ(kvm, userspace_pid);
-		bpf_seq_write(seq, &v, sizeof(v));
-		gms_walk_memslots(seq, kvm, &v.hdr);
+		gms_audit_kvm(seq, kvm, task, fd, true);
 	} else if (kind == GMS_FD_VCPU) {
 		struct gms_audit_vcpu c = {.vm = (__u64)kvm, .vcpu_id = vcpu_id};
 
-		gms_audit_hdr(&c.hdr, GMS_AUDIT_VCPU, sizeof(c), task, fd);
+		gms_fill_audit_hdr(&c.hdr, GMS_AUDIT_VCPU, sizeof(c), task, fd);
 		bpf_seq_write(seq, &c, sizeof(c));
 	} else if (kind == GMS_FD_GMEM) {
 		struct gms_audit_gmem g = {.vm = (__u64)kvm};
 		struct inode *inode = file->f_inode;
 
-		gms_audit_hdr(&g.hdr, GMS_AUDIT_GMEM, sizeof(g), task, fd);
+		gms_fill_audit_hdr(&g.hdr, GMS_AUDIT_GMEM, sizeof(g), task, fd);
 		g.ino = inode->i_ino;
 		g.size_bytes = inode->i_size;
 		g.resident_pages = BPF_CORE_READ(inode, i_mapping, nrpages);
 		g.flags = gms_gmem_flags(inode);
 		bpf_seq_write(seq, &g, sizeof(g));
-		/* the VM may have no VM fd left: its memslots are still read */
-		gms_walk_memslots(seq, kvm, &g.hdr);
+		/* the VM may have no VM fd left: it is still read */
+		gms_audit_kvm(seq, kvm, task, fd, false);
 	}
 	return 0;
 }

@@ -10,10 +10,10 @@
 #include "events.h"
 
 enum gms_audit_kind {
-	GMS_AUDIT_VM = 1,	/* a kvm-vm fd */
+	GMS_AUDIT_VM = 1,	/* a VM, from its kvm-vm fd or a gmem fd */
 	GMS_AUDIT_VCPU = 2,	/* a kvm-vcpu:N fd */
 	GMS_AUDIT_GMEM = 3,	/* a [kvm-gmem] fd */
-	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of the VM behind a VM or gmem fd */
+	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of that VM */
 	GMS_AUDIT_DEVICE = 5,	/* a VFIO or iommufd fd, by its dentry names */
 	GMS_AUDIT_SLOTS_TRUNCATED = 6,	/* a memslot walk stopped at its bound */
 };
@@ -36,7 +36,7 @@ struct gms_audit_vm {
 	__s32 created_vcpus;
 	__s32 online_vcpus;
 	__u32 userspace_pid;	/* kvm->userspace_pid: the last KVM_RUN caller */
-	__u32 pad;
+	__u32 vm_fd;		/* 1: hdr.fd is this VM's fd; 0: a gmem fd led here */
 };
 
 struct gms_audit_vcpu {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -40,6 +41,11 @@ constexpr uint64_t kAttrPrivate = 1ull << 3;   // KVM_MEMORY_ATTRIBUTE_PRIVATE
 
 std::string cstr(const char* s, size_t n) { return {s, strnlen(s, n)}; }
 
+bool all_digits(const std::string& s)
+{
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
 FdRef holder_of(const gms_audit_hdr& h)
 {
     return {h.tgid, cstr(h.comm, sizeof(h.comm)), int32_t(h.fd)};
@@ -49,7 +55,7 @@ FdRef holder_of(const gms_audit_hdr& h)
 // (the iterator) or from its /proc/PID/fd link (split the same way).
 std::optional<AuditDevice> classify_device(const std::string& name, const std::string& parent)
 {
-    bool number = !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit);
+    bool number = all_digits(name);
     if (name == "vfio" && parent == "vfio")
         return AuditDevice{"vfio_container", "/dev/vfio/vfio", {}};
     if (parent == "vfio" && number)
@@ -146,7 +152,7 @@ void read_procfs(Builder& b)
     uint64_t next_key = 1;
     for (const auto& pid_dir : fs::directory_iterator("/proc", ec)) {
         std::string pid = pid_dir.path().filename();
-        if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit))
+        if (!all_digits(pid))
             continue;
         uint32_t tgid = uint32_t(std::stoul(pid));
         std::string comm = read_text(pid_dir.path() / "comm");
@@ -176,7 +182,13 @@ void read_procfs(Builder& b)
                 std::string name = target.starts_with("anon_inode:") ? target.substr(11)
                                                                      : fs::path(target).filename().string();
                 std::string parent = fs::path(target).parent_path().filename();
-                if (auto d = classify_device(name, parent)) {
+                auto d = classify_device(name, parent);
+                struct stat st {};
+                // As the iterator: a named VFIO or iommufd file is a character device.
+                if (d && !target.starts_with("anon_inode:") &&
+                    (stat(fd_link.path().c_str(), &st) != 0 || !S_ISCHR(st.st_mode)))
+                    d.reset();
+                if (d) {
                     d->holder = ref;
                     b.devices.push_back(*d);
                 }
@@ -291,7 +303,8 @@ void Auditor::read_iterator(AuditReport& r) const
                 break;
             AuditVm& vm = b.vms[v.vm];
             vm.id = v.vm;
-            vm.vm_fds.push_back(holder_of(h));
+            if (v.vm_fd)
+                vm.vm_fds.push_back(holder_of(h));
             vm.created_vcpus = v.created_vcpus;
             vm.online_vcpus = v.online_vcpus;
             vm.nr_memslot_pages = v.nr_memslot_pages;
@@ -316,7 +329,6 @@ void Auditor::read_iterator(AuditReport& r) const
             gm.resident_pages = g.resident_pages;
             gm.flags = g.flags;
             gm.holders.push_back(holder_of(h));
-            b.vms[g.vm].id = g.vm;
             break;
         }
         case GMS_AUDIT_MEMSLOT: {

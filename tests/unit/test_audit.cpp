@@ -246,6 +246,8 @@ TEST_CASE("audit findings: a gmem file bound to no memslot, resident pages with 
             orphan_vm_found = true;
             CHECK(v["vm_fds"].empty());
             CHECK(v["vcpus"].size() == 1);
+            CHECK(v["created_vcpus"] == 1);
+            CHECK(v["nr_memslot_pages"] == 512 + 8);
             CHECK(v["memslots"].size() == 2);
         }
     CHECK(orphan_vm_found);
