@@ -253,7 +253,7 @@ TEST_CASE("audit findings: a gmem file bound to no memslot, resident pages with 
     CHECK(orphan_vm_found);
 }
 
-TEST_CASE("audit -i adds what a recording knows; a bad recording is refused", "[audit]")
+TEST_CASE("audit -i adds what a recording knows and refuses a bad recording", "[audit]")
 {
     GMS_REQUIRE_ROOT();
     SKIP_WITHOUT_VALIDATOR();

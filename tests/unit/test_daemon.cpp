@@ -113,7 +113,7 @@ void write_config(const std::string& path, const std::string& textfile, uint16_t
 
 }  // namespace
 
-TEST_CASE("daemon: /metrics and the textfile parse as OpenMetrics and count real workloads; SIGHUP, SIGTERM",
+TEST_CASE("daemon: /metrics and the textfile parse as OpenMetrics and count real workloads across SIGHUP and SIGTERM",
           "[live][daemon]")
 {
     GMS_REQUIRE_LIVE();
