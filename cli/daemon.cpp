@@ -146,7 +146,17 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
             DaemonMetrics metrics;
             Tracer& tracer = *target.tracer;
             auto render = [&] { return metrics.render(tracer.counters(), tracer.aggregates()); };
+            // The kernel's aggregate map is bounded: the counts of processes
+            // that have exited move into the daemon's own totals.
+            auto retire_exited = [&] {
+                for (const auto& [key, v] : tracer.aggregates())
+                    if (kill(pid_t(key.second), 0) != 0 && errno == ESRCH) {
+                        metrics.retire(v);
+                        tracer.forget_aggregate(key.first, key.second);
+                    }
+            };
             auto audit = [&] {
+                retire_exited();
                 try {
                     AuditReport r = auditor->run();
                     metrics.set_audit(r, double(time(nullptr)));

@@ -64,12 +64,6 @@ std::string errno_label(int64_t ret) { return ret < 0 ? errno_name(ret) : "ok"; 
 
 }  // namespace
 
-void DaemonMetrics::saw_vm(uint64_t vm)
-{
-    if (vm && live_vms_.insert(vm).second)
-        vms_seen_++;
-}
-
 void DaemonMetrics::add(const Event& ev)
 {
     const auto* e = std::get_if<gms_ioctl_event>(&ev.rec);
@@ -78,8 +72,12 @@ void DaemonMetrics::add(const Event& ev)
     std::string err = errno_label(e->ret);
     switch (e->op) {
     case GMS_IOC_CREATE_VM:
-        if (e->ret >= 0)
-            saw_vm(e->args.create_vm.vm);
+        // Each creation is a new VM, even at the address of one that has
+        // gone since the last audit (struct kvm is soon reused).
+        if (e->ret >= 0) {
+            live_vms_.insert(e->args.create_vm.vm);
+            vms_seen_++;
+        }
         break;
     case GMS_IOC_SET_MEMORY_ATTRIBUTES:
     case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
@@ -108,6 +106,8 @@ void DaemonMetrics::add(const Event& ev)
     }
 }
 
+void DaemonMetrics::retire(const gms_agg_val& v) { add_counts(retired_, v); }
+
 void DaemonMetrics::set_audit(const AuditReport& r, double unix_time_s)
 {
     audits_++;
@@ -128,7 +128,9 @@ void DaemonMetrics::set_audit(const AuditReport& r, double unix_time_s)
     // Only the live VMs are remembered: memory stays bounded under churn.
     std::set<uint64_t> live;
     for (const auto& v : r.vms) {
-        saw_vm(v.id);
+        if (!live_vms_.contains(v.id))
+            vms_seen_++;   // created before tracing began (or, rarely, its
+                           // KVM_CREATE_VM record is not consumed yet: counted twice)
         live.insert(v.id);
     }
     live_vms_ = std::move(live);
@@ -137,7 +139,7 @@ void DaemonMetrics::set_audit(const AuditReport& r, double unix_time_s)
 std::string DaemonMetrics::render(const gms_drops_record& c,
                                   const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates) const
 {
-    gms_agg_val sum{};
+    gms_agg_val sum = retired_;
     for (const auto& [key, v] : aggregates)
         add_counts(sum, v);
     Exposition m;

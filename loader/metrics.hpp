@@ -24,19 +24,20 @@ public:
     // A record from the tracer (aggregate mode sends only the rare ones).
     void add(const Event& ev);
     void set_audit(const AuditReport& r, double unix_time_s);
+    // Keeps the counts of an in-kernel aggregate about to be deleted.
+    void retire(const gms_agg_val& v);
     // Everything, with the kernel's counters and in-kernel aggregates now.
     std::string render(const gms_drops_record& counters,
                        const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates) const;
     uint64_t vms_seen() const { return vms_seen_; }
 
 private:
-    void saw_vm(uint64_t vm);
-
     // (op, to, errno) -> count
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> conversions_;
     // (kind, errno) -> count, and bytes of successful ones
     std::map<std::pair<std::string, std::string>, uint64_t> pins_, unpins_;
     std::map<std::string, uint64_t> pinned_bytes_;
+    gms_agg_val retired_{};   // counts of aggregates deleted from the kernel's map
     std::set<uint64_t> live_vms_;
     uint64_t vms_seen_ = 0;
     uint64_t audits_ = 0;

@@ -244,4 +244,12 @@ std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> Tracer::aggregates() const
     return out;
 }
 
+void Tracer::forget_aggregate(uint64_t ino, uint32_t tgid)
+{
+    gms_agg_key key{};
+    key.ino = ino;
+    key.tgid = tgid;
+    bpf_map__delete_elem(skel_->maps.agg, &key, sizeof(key), 0);
+}
+
 }  // namespace gms

@@ -164,6 +164,19 @@ TEST_CASE("daemon: /metrics and the textfile parse as OpenMetrics and count real
     CHECK(m["gmemscope_audit_resident_pages{}"] >= 3);
     CHECK(m["gmemscope_audits_total{}"] >= 1);
 
+    // The storm's process has exited: at the next audits its in-kernel
+    // aggregates are deleted and their counts kept by the daemon.
+    double audits = m["gmemscope_audits_total{}"];
+    std::map<std::string, double> later;
+    for (int i = 0; i < 50 && later["gmemscope_audits_total{}"] < audits + 2; i++) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        later = parse_metrics(body_of(http_get(port, "/metrics")));
+    }
+    CHECK(later["gmemscope_audits_total{}"] >= audits + 2);
+    for (const char* c : {"gmemscope_punch_holes_total{}", "gmemscope_pagecache_removals_total{}",
+                          "gmemscope_faults_total{}", "gmemscope_punched_bytes_total{}"})
+        CHECK(later[c] >= m[c]);
+
     CHECK(http_get(port, "/").starts_with("HTTP/1.0 404 "));
     REQUIRE(std::filesystem::exists(first));
 
