@@ -38,4 +38,26 @@ static __always_inline struct kvm *gms_gmem_file_kvm(struct file *file)
 	return NULL;
 }
 
+/*
+ * GUEST_MEMFD_FLAG_* of a gmem inode: kept in inode->i_private since
+ * guest_memfd was merged (v6.8, __kvm_gmem_create()); the in-place
+ * conversion work moves them to struct gmem_inode (kvm-x86 tree, 2025),
+ * which embeds the VFS inode.
+ */
+struct gmem_inode___new {
+	__u64 flags;
+	struct inode vfs_inode;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 gms_gmem_flags(struct inode *inode)
+{
+	if (bpf_core_type_exists(struct gmem_inode___new)) {
+		struct gmem_inode___new *gi = (void *)inode -
+			bpf_core_field_offset(struct gmem_inode___new, vfs_inode);
+
+		return BPF_CORE_READ(gi, flags);
+	}
+	return (__u64)BPF_CORE_READ(inode, i_private);
+}
+
 #endif /* GMS_CORE_FIXES_BPF_H */

@@ -2,10 +2,16 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include <CLI/CLI.hpp>
+
+namespace gms {
+class Engine;
+class Auditor;
+}  // namespace gms
 
 namespace gms::cli {
 
@@ -40,6 +46,13 @@ void register_stress(CLI::App& app, Options& opts, Action& action);
 void register_explain(CLI::App& app, Options& opts, Action& action);
 void register_export(CLI::App& app, Options& opts, Action& action);
 void register_top(CLI::App& app, Options& opts, Action& action);
+void register_audit(CLI::App& app, Options& opts, Action& action);
+void register_daemon(CLI::App& app, Options& opts, Action& action);
+
+// An engine fed the recording at `path` (nullptr for ""); Error(kBadInput) if corrupt.
+std::unique_ptr<Engine> load_recording(const std::string& path);
+// The BPF iterator where privileges and the kernel allow, else /proc (logged).
+std::unique_ptr<Auditor> open_auditor(bool force_procfs);
 
 // Throws Error(kPrivilege) naming what is missing for BPF work.
 void require_bpf_privileges(const std::string& subcommand);

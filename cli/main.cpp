@@ -55,6 +55,8 @@ int main(int argc, char** argv)
     register_explain(app, opts, action);
     register_export(app, opts, action);
     register_top(app, opts, action);
+    register_audit(app, opts, action);
+    register_daemon(app, opts, action);
 
     try {
         app.parse(argc, argv);

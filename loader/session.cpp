@@ -104,44 +104,33 @@ int Child::poll_exit()
     return status_;
 }
 
-namespace {
+SignalFd::SignalFd(std::initializer_list<int> signals)
+{
+    sigemptyset(&mask_);
+    for (int s : signals)
+        sigaddset(&mask_, s);
+    sigprocmask(SIG_BLOCK, &mask_, &old_);
+    fd_ = signalfd(-1, &mask_, SFD_CLOEXEC | SFD_NONBLOCK);
+}
 
-// SIGINT and SIGTERM are read from a signalfd so that the loop ends
-// cleanly (the recording is finished), with no global flag.
-class SignalFd {
-public:
-    SignalFd()
-    {
-        sigemptyset(&mask_);
-        sigaddset(&mask_, SIGINT);
-        sigaddset(&mask_, SIGTERM);
-        sigprocmask(SIG_BLOCK, &mask_, &old_);
-        fd_ = signalfd(-1, &mask_, SFD_CLOEXEC | SFD_NONBLOCK);
-    }
-    ~SignalFd()
-    {
-        close(fd_);
-        sigprocmask(SIG_SETMASK, &old_, nullptr);
-    }
-    int fd() const { return fd_; }
-    int take()
-    {
-        struct signalfd_siginfo si {};
-        return read(fd_, &si, sizeof(si)) == sizeof(si) ? static_cast<int>(si.ssi_signo) : 0;
-    }
+SignalFd::~SignalFd()
+{
+    close(fd_);
+    sigprocmask(SIG_SETMASK, &old_, nullptr);
+}
 
-private:
-    sigset_t mask_{}, old_{};
-    int fd_ = -1;
-};
-
-}  // namespace
+int SignalFd::take()
+{
+    struct signalfd_siginfo si {};
+    return read(fd_, &si, sizeof(si)) == sizeof(si) ? static_cast<int>(si.ssi_signo) : 0;
+}
 
 SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts, const Tracer::Sink& sink,
                        const std::function<void(const gms_drops_record&)>& on_counters)
 {
     using clock = std::chrono::steady_clock;
-    SignalFd signals;
+    // SIGINT and SIGTERM end the loop cleanly (the recording is finished).
+    SignalFd signals{SIGINT, SIGTERM};
     SessionEnd end;
     auto start = clock::now();
     auto next_counters = start + std::chrono::duration<double>(opts.counters_every_s);

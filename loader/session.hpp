@@ -3,10 +3,12 @@
 // a duration, and the pump from the ring buffer into a sink.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,23 @@ private:
     int go_fd_ = -1;
     int exec_err_fd_ = -1;   // the child's errno if exec fails; EOF once it succeeds
     int status_ = -1;
+};
+
+// Signals read from a signalfd (blocked while it lives), so that a loop
+// ends or reloads cleanly with no global flag.
+class SignalFd {
+public:
+    explicit SignalFd(std::initializer_list<int> signals);
+    ~SignalFd();
+    SignalFd(const SignalFd&) = delete;
+    SignalFd& operator=(const SignalFd&) = delete;
+    int fd() const { return fd_; }
+    // The next pending signal, 0 if none.
+    int take();
+
+private:
+    sigset_t mask_{}, old_{};
+    int fd_ = -1;
 };
 
 struct SessionOptions {

@@ -37,6 +37,20 @@ uint32_t anon_inodefs_dev()
 
 }  // namespace
 
+void add_counts(gms_agg_val& sum, const gms_agg_val& v)
+{
+    sum.punches += v.punches;
+    sum.punched_bytes += v.punched_bytes;
+    sum.punch_errors += v.punch_errors;
+    sum.invalidated_pages += v.invalidated_pages;
+    sum.faults += v.faults;
+    sum.allocated_pages += v.allocated_pages;
+    for (size_t i = 0; i < GMS_HIST_SLOTS; i++) {
+        sum.size_hist[i] += v.size_hist[i];
+        sum.lat_hist[i] += v.lat_hist[i];
+    }
+}
+
 std::set<std::string, std::less<>> built_programs()
 {
     std::set<std::string, std::less<>> out;
@@ -292,19 +306,18 @@ std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> Tracer::aggregates() const
                 sum.vm = v.vm;
             if (v.comm[0])
                 std::memcpy(sum.comm, v.comm, sizeof(sum.comm));
-            sum.punches += v.punches;
-            sum.punched_bytes += v.punched_bytes;
-            sum.punch_errors += v.punch_errors;
-            sum.invalidated_pages += v.invalidated_pages;
-            sum.faults += v.faults;
-            sum.allocated_pages += v.allocated_pages;
-            for (size_t i = 0; i < GMS_HIST_SLOTS; i++) {
-                sum.size_hist[i] += v.size_hist[i];
-                sum.lat_hist[i] += v.lat_hist[i];
-            }
+            add_counts(sum, v);
         }
     }
     return out;
+}
+
+void Tracer::forget_aggregate(uint64_t ino, uint32_t tgid)
+{
+    gms_agg_key key{};
+    key.ino = ino;
+    key.tgid = tgid;
+    bpf_map__delete_elem(skel_->maps.agg, &key, sizeof(key), 0);
 }
 
 }  // namespace gms

@@ -41,6 +41,9 @@ struct AttachedProgram {
     std::string attach;               // its attach point, e.g. tp/syscalls/sys_enter_ioctl
 };
 
+// Adds v's counts and histograms to sum (not its vm and comm).
+void add_counts(gms_agg_val& sum, const gms_agg_val& v);
+
 // Every program the BPF object holds, without loading it.
 std::set<std::string, std::less<>> built_programs();
 
@@ -74,6 +77,9 @@ public:
     std::vector<SampledStack> sampled_stacks() const;
     // The in-kernel aggregates (TraceOptions::aggregate), summed over CPUs.
     std::map<std::pair<uint64_t, uint32_t>, gms_agg_val> aggregates() const;
+    // Deletes one in-kernel aggregate: the map is bounded (4096 entries),
+    // and a long-running consumer retires those of exited processes.
+    void forget_aggregate(uint64_t ino, uint32_t tgid);
     uint64_t decode_errors() const { return decode_errors_; }
 
 private:

@@ -715,6 +715,15 @@ void worker_op(const Scenario& s, Worker& w, std::uint64_t i)
     }
 }
 
+// Keeps the caller's VMs alive for hold_ms, saying so first.
+void hold(const Scenario& s, Log& log)
+{
+    if (!s.hold_ms)
+        return;
+    log.line(std::string(to_string(s.kind)) + ": holding for " + std::to_string(s.hold_ms) + " ms");
+    std::this_thread::sleep_for(std::chrono::milliseconds(s.hold_ms));
+}
+
 // Completion step of the start barrier: stamps the start once every VM is
 // built, so set-up is not timed.
 struct StampStart {
@@ -771,6 +780,7 @@ Result run_threaded(const Scenario& s, Log& log)
     result.rebinds = total.rebinds;
     result.vcpu_runs = total.vcpu_runs;
     result.gmem_ino = workers.front().vms.front().gmem_ino();
+    hold(s, log);
     return result;
 }
 
@@ -786,6 +796,7 @@ Result run_fault(const Scenario& s, Log& log)
     result.elapsed_ns = elapsed_ns(start);
     result.ops = result.pages_touched = s.pages;
     result.vcpu_runs = 1;
+    hold(s, log);
     return result;
 }
 
@@ -815,6 +826,9 @@ Result run_rebind(const Scenario& s, Log& log)
     log.line("rebind: rebound " + describe_vm(vm));
     vm.touch(0, s.pages);
     log.line("rebind: touched " + std::to_string(s.pages) + " pages from gfn " + hex(vm.base_gfn()));
+    auto held = Clock::now();
+    hold(s, log);
+    start += Clock::now() - held;
     vm.close_gmem();
     log.line("rebind: closed gmem ino " + std::to_string(result.gmem_ino));
 
@@ -861,6 +875,7 @@ Result run_convert(const Scenario& s, Log& log)
     }
     result.elapsed_ns = elapsed_ns(start);
     result.ops = result.conversions.size();
+    hold(s, log);
     return result;
 }
 
@@ -912,7 +927,7 @@ struct Key {
     void (*set)(Scenario&, std::uint64_t);
 };
 
-constexpr std::array<Key, 14> key_table = {{
+constexpr std::array<Key, 15> key_table = {{
     {"pages", false, [](Scenario& s, std::uint64_t v) { s.pages = v; }},
     {"punch_pages", false, [](Scenario& s, std::uint64_t v) { s.punch_pages = v; }},
     {"range_pages", false, [](Scenario& s, std::uint64_t v) { s.range_pages = v; }},
@@ -925,6 +940,7 @@ constexpr std::array<Key, 14> key_table = {{
     {"rebind_offset", true, [](Scenario& s, std::uint64_t v) { s.rebind_offset_bytes = v; }},
     {"gmem_size", true, [](Scenario& s, std::uint64_t v) { s.gmem_size_bytes = v; }},
     {"base_gpa", true, [](Scenario& s, std::uint64_t v) { s.base_gpa = v; }},
+    {"hold_ms", false, [](Scenario& s, std::uint64_t v) { s.hold_ms = v; }},
     {"vfio_group", false, [](Scenario& s, std::uint64_t v) { s.vfio_group = v; }},
     {"iova", true, [](Scenario& s, std::uint64_t v) { s.iova = v; }},
 }};

@@ -203,6 +203,9 @@ std::string_view to_string(ScenarioKind kind);
 // The threaded ones (punch-storm, punch-empty, churn) stop at `count` ops
 // or after `duration_ms`, whichever comes first (1000 ms if neither is
 // set), and are timed from when every VM is built.
+// hold_ms keeps the VMs alive that long after the scenario's work (rebind:
+// before it closes the gmem fd), logging "holding" first, so that a test
+// can audit them; it is not timed.
 struct Scenario {
     ScenarioKind kind = ScenarioKind::fault;
     std::uint64_t pages = 64;        // fault, rebind, churn: pages touched
@@ -217,6 +220,7 @@ struct Scenario {
     std::uint64_t rebind_offset_bytes = 4ull << 20;
     std::uint64_t gmem_size_bytes = 0;  // 0: just large enough
     std::uint64_t base_gpa = 0x40000000;
+    std::uint64_t hold_ms = 0;
     std::uint64_t vfio_group = ~0ull;   // dma: /dev/vfio/N; default: the first there
     std::uint64_t iova = 1ull << 20;    // dma: where the buffer is mapped
 };

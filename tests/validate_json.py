@@ -11,6 +11,7 @@ Each line is checked against the schema its shape names (schemas/README.md):
   {"type": "stress"}          stress.schema.json
   {"type": "explain"}         explain.schema.json
   {"type": "top"|"top_stacks"} top.schema.json
+  {"type": "audit"}           audit.schema.json
   {"type": <event or drops>}  event.schema.json
 or, with --schema FILE, every line against FILE.
 
@@ -38,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMAS = os.path.join(HERE, os.pardir, "schemas")
 
 # Document kinds whose "type" names them; any other "type" is an event line.
-TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress", "explain", "top"}
+TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress", "explain", "top", "audit"}
 
 
 def load_schemas(directory):

@@ -9,8 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <signal.h>
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 namespace gms::test {
@@ -70,11 +77,68 @@ std::string why_no_vfio()
 
 Run run(const std::vector<std::string>& argv)
 {
+    return Background(argv).stop(0);
+}
+
+std::string shell_quote(const std::string& s)
+{
+    std::string q = "'";
+    for (char c : s)
+        q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+ScratchDir::ScratchDir()
+{
+    char tmpl[] = "/tmp/gms_test_XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+}
+
+ScratchDir::~ScratchDir()
+{
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+}
+
+Run validate(const std::string& lines, const std::vector<std::string>& args)
+{
+    ScratchDir dir;
+    std::string input = dir.path + "/input.jsonl";
+    std::ofstream(input) << lines;
+    std::string cmd = "/usr/bin/python3 " + shell_quote(source_dir() + "/tests/validate_json.py");
+    for (const auto& a : args)
+        cmd += " " + shell_quote(a);
+    cmd += " < " + shell_quote(input);
+    return run({"/bin/sh", "-c", cmd});
+}
+
+void require_valid(const std::string& lines, const std::string& expect)
+{
+    REQUIRE_FALSE(lines.empty());
+    auto v = validate(lines, {"--expect", expect});
+    INFO("validate_json.py:\n" << v.out << v.err);
+    INFO("documents (first 2000 characters):\n" << lines.substr(0, 2000));
+    REQUIRE(v.exit_code == 0);
+}
+
+const std::string& why_no_validator()
+{
+    static const std::string why = [] {
+        auto r = run({"/usr/bin/python3", "-c", "from jsonschema import Draft202012Validator"});
+        return r.exit_code == 0 ? std::string()
+                                : "no /usr/bin/python3 with jsonschema (apt-get install python3-jsonschema): " + r.err;
+    }();
+    return why;
+}
+
+Background::Background(const std::vector<std::string>& argv)
+{
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
         throw std::runtime_error("pipe");
-    pid_t pid = fork();
-    if (pid == 0) {
+    pid_ = fork();
+    if (pid_ == 0) {
         dup2(out[1], 1);
         dup2(err[1], 2);
         std::vector<char*> args;
@@ -86,29 +150,62 @@ Run run(const std::vector<std::string>& argv)
     }
     close(out[1]);
     close(err[1]);
-    Run r;
-    struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-    int open_fds = 2;
-    char buf[65536];
-    while (open_fds) {
-        poll(fds, 2, -1);
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP)))
-                continue;
-            ssize_t n = read(fds[i].fd, buf, sizeof(buf));
-            if (n <= 0) {
-                close(fds[i].fd);
-                fds[i].fd = -1;
-                open_fds--;
-                continue;
-            }
-            (i == 0 ? r.out : r.err).append(buf, size_t(n));
-        }
+    fds_[0] = out[0];
+    fds_[1] = err[0];
+}
+
+Background::~Background()
+{
+    if (pid_ > 0) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
     }
+    for (int fd : fds_)
+        if (fd >= 0)
+            close(fd);
+}
+
+void Background::pump(int timeout_ms)
+{
+    struct pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+    if (poll(p, 2, timeout_ms) <= 0)
+        return;
+    char buf[65536];
+    for (int i = 0; i < 2; i++) {
+        if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP)))
+            continue;
+        ssize_t n = read(p[i].fd, buf, sizeof(buf));
+        if (n <= 0) {
+            close(fds_[i]);
+            fds_[i] = -1;
+            continue;
+        }
+        (i == 0 ? r_.out : r_.err).append(buf, size_t(n));
+    }
+}
+
+bool Background::wait_for_stderr(const std::string& text, std::chrono::milliseconds timeout)
+{
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (r_.err.find(text) == std::string::npos) {
+        if (std::chrono::steady_clock::now() >= end || (fds_[0] < 0 && fds_[1] < 0))
+            return false;
+        pump(50);
+    }
+    return true;
+}
+
+Run Background::stop(int sig)
+{
+    if (pid_ > 0)
+        kill(pid_, sig);
+    while (fds_[0] >= 0 || fds_[1] >= 0)
+        pump(1000);
     int st = 0;
-    waitpid(pid, &st, 0);
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return r;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+    r_.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r_;
 }
 
 }  // namespace gms::test

@@ -23,56 +23,12 @@ namespace {
 using gms::test::binary;
 using gms::test::run;
 using gms::test::source_dir;
+using gms::test::require_valid;
+using gms::test::ScratchDir;
+using gms::test::shell_quote;
+using gms::test::validate;
+using gms::test::why_no_validator;
 using nlohmann::json;
-
-std::string shell_quote(const std::string& s)
-{
-    std::string q = "'";
-    for (char c : s)
-        q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-// A directory under /tmp, removed with everything in it at scope exit.
-struct ScratchDir {
-    std::string path;
-    ScratchDir()
-    {
-        char tmpl[] = "/tmp/gms_schema_XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~ScratchDir()
-    {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    ScratchDir(const ScratchDir&) = delete;
-    ScratchDir& operator=(const ScratchDir&) = delete;
-};
-
-// tests/validate_json.py on `lines` (its stdin); `args` are its flags.
-gms::test::Run validate(const std::string& lines, const std::vector<std::string>& args = {})
-{
-    ScratchDir dir;
-    std::string input = dir.path + "/input.jsonl";
-    std::ofstream(input) << lines;
-    std::string cmd = "/usr/bin/python3 " + shell_quote(source_dir() + "/tests/validate_json.py");
-    for (const auto& a : args)
-        cmd += " " + shell_quote(a);
-    cmd += " < " + shell_quote(input);
-    return run({"/bin/sh", "-c", cmd});
-}
-
-// The validator passes `lines`, each of one of the kinds in `expect`.
-void require_valid(const std::string& lines, const std::string& expect)
-{
-    REQUIRE_FALSE(lines.empty());
-    auto v = validate(lines, {"--expect", expect});
-    INFO("validate_json.py:\n" << v.out << v.err);
-    INFO("documents (first 2000 characters):\n" << lines.substr(0, 2000));
-    REQUIRE(v.exit_code == 0);
-}
 
 std::string command_line(const std::vector<std::string>& argv)
 {
@@ -118,26 +74,6 @@ json good_fault()
         "slot_base_gfn":"0x40000","tgid":6594,"ts_ns":1910223859791,"type":"fault","vcpu":0,
         "vm":"0xffff888100da9000","write":true})");
 }
-
-// "" when tests/validate_json.py can run here (Debian's python3-jsonschema),
-// else why not: the VM lane's initramfs, for one, has no Python.
-const std::string& why_no_validator()
-{
-    static const std::string why = [] {
-        auto r = run({"/usr/bin/python3", "-c", "from jsonschema import Draft202012Validator"});
-        return r.exit_code == 0 ? std::string()
-                                : "no /usr/bin/python3 with jsonschema (apt-get install python3-jsonschema): " + r.err;
-    }();
-    return why;
-}
-
-#define SKIP_WITHOUT_VALIDATOR()                             \
-    do {                                                     \
-        if (!why_no_validator().empty()) {                   \
-            WARN("SKIPPED: " << why_no_validator());         \
-            return;                                          \
-        }                                                    \
-    } while (0)
 
 #define SKIP_UNLESS_ROOT()                                   \
     do {                                                     \

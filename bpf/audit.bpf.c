@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The audit: one pass of iter/task_file over every open file of every
+ * process.  KVM's files (by dentry name, as the syscall decoding tells
+ * them) lead through private_data to struct kvm, its memslots and the
+ * gmem files bound to them; VFIO and iommufd fds are named.  Records are
+ * written into the iterator's seq_file (bpf/audit.h).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "audit.h"
+#include "files.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* kvm_memslots.id_hash has 1 << 7 buckets (include/linux/kvm_host.h). */
+#define GMS_ID_HASH_BUCKETS 128
+/* Memslots walked per bucket: QEMU's ids are small and spread evenly. */
+#define GMS_BUCKET_DEPTH 16
+
+struct gms_slot_walk {
+	struct seq_file *seq;
+	struct kvm_memslots *slots;
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u64 id_node_off;	/* offset of the id_node the hash links */
+	__u16 as_id;
+};
+
+static __always_inline void gms_fill_audit_hdr(struct gms_audit_hdr *h, __u16 kind, __u16 size,
+					       struct task_struct *task, __u32 fd)
+{
+	h->kind = kind;
+	h->size = size;
+	h->fd = fd;
+	h->tgid = task->tgid;
+	h->pad = 0;
+	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
+}
+
+/*
+ * One id_hash bucket: an hlist of memslots linked by id_node[node_idx]
+ * (kvm_memslots alternate between two node sets, commit a54d806688fe
+ * "KVM: Keep memslots in tree-based structures instead of array-based ones").
+ */
+static long gms_walk_bucket(__u32 bucket, struct gms_slot_walk *w)
+{
+	struct gms_audit_memslot m = {};
+	struct hlist_node *node;
+	struct kvm_memory_slot *slot;
+	struct kvm_memslots *slots = w->slots;
+	struct file *gmem;
+
+	node = BPF_CORE_READ(slots, id_hash[bucket & (GMS_ID_HASH_BUCKETS - 1)].first);
+	for (int i = 0; i < GMS_BUCKET_DEPTH && node; i++) {
+		slot = (void *)node - w->id_node_off;
+		m.hdr = w->hdr;
+		m.hdr.kind = GMS_AUDIT_MEMSLOT;
+		m.hdr.size = sizeof(m);
+		m.vm = w->vm;
+		m.base_gfn = BPF_CORE_READ(slot, base_gfn);
+		m.npages = BPF_CORE_READ(slot, npages);
+		m.userspace_addr = BPF_CORE_READ(slot, userspace_addr);
+		m.flags = BPF_CORE_READ(slot, flags);
+		m.id = BPF_CORE_READ(slot, id);
+		m.as_id = w->as_id;
+		gmem = BPF_CORE_READ(slot, gmem.file);
+		if (gmem) {
+			struct inode *inode = BPF_CORE_READ(gmem, f_inode);
+
+			m.gmem_ino = BPF_CORE_READ(inode, i_ino);
+			m.gmem_pgoff = BPF_CORE_READ(slot, gmem.pgoff);
+			m.gmem_size_bytes = BPF_CORE_READ(inode, i_size);
+			m.gmem_resident_pages = BPF_CORE_READ(inode, i_mapping, nrpages);
+			m.gmem_flags = gms_gmem_flags(inode);
+		} else {
+			m.gmem_ino = m.gmem_pgoff = m.gmem_size_bytes = 0;
+			m.gmem_resident_pages = m.gmem_flags = 0;
+		}
+		bpf_seq_write(w->seq, &m, sizeof(m));
+		node = BPF_CORE_READ(node, next);
+	}
+	if (node) {
+		struct gms_audit_truncated t = {.hdr = w->hdr, .vm = w->vm, .bucket = bucket};
+
+		t.hdr.kind = GMS_AUDIT_SLOTS_TRUNCATED;
+		t.hdr.size = sizeof(t);
+		bpf_seq_write(w->seq, &t, sizeof(t));
+	}
+	return 0;
+}
+
+/*
+ * The active memslots of each address space: kvm->memslots[as_id]
+ * points at one of the two __memslots sets; SMM adds a second address
+ * space on x86 (KVM_MAX_NR_ADDRESS_SPACES).
+ */
+static __always_inline void gms_walk_memslots(struct seq_file *seq, struct kvm *kvm,
+					      const struct gms_audit_hdr *h)
+{
+	struct gms_slot_walk w = {.seq = seq, .hdr = *h, .vm = (__u64)kvm};
+	__u32 spaces = bpf_core_field_size(kvm->memslots) / sizeof(void *);
+	struct kvm_memslots *slots;
+	int node_idx;
+
+	for (__u16 as = 0; as < 2 && as < spaces; as++) {
+		slots = BPF_CORE_READ(kvm, memslots[as]);
+		if (!slots)
+			continue;
+		w.slots = slots;
+		node_idx = BPF_CORE_READ(slots, node_idx) & 1;
+		w.id_node_off = bpf_core_field_offset(struct kvm_memory_slot, id_node) +
+				node_idx * bpf_core_type_size(struct hlist_node);
+		w.as_id = as;
+		bpf_loop(GMS_ID_HASH_BUCKETS, gms_walk_bucket, &w, 0);
+	}
+}
+
+/* A VM's counters and its memslots, reached from a VM fd or a gmem fd. */
+static __always_inline void gms_audit_kvm(struct seq_file *seq, struct kvm *kvm, struct task_struct *task,
+					  __u32 fd, bool vm_fd)
+{
+	struct gms_audit_vm v = {.vm = (__u64)kvm, .vm_fd = vm_fd};
+
+	gms_fill_audit_hdr(&v.hdr, GMS_AUDIT_VM, sizeof(v), task, fd);
+	v.nr_memslot_pages = BPF_CORE_READ(kvm, nr_memslot_pages);
+	v.created_vcpus = BPF_CORE_READ(kvm, created_vcpus);
+	v.online_vcpus = BPF_CORE_READ(kvm, online_vcpus.counter);
+	v.userspace_pid = BPF_CORE_READ(kvm, userspace_pid);
+	bpf_seq_write(seq, &v, sizeof(v));
+	gms_walk_memslots(seq, kvm, &v.hdr);
+}
+
+static __always_inline bool gms_name_is(const char *name, const char *want, int n)
+{
+	for (int i = 0; i < n && i < GMS_AUDIT_NAME_LEN; i++)
+		if (name[i] != want[i])
+			return false;
+	return true;
+}
+
+/*
+ * VFIO and iommufd are often modules, or absent (as on the project's
+ * machines): no type to cast to, so their fds are named from the dentry:
+ * /dev/vfio/vfio (container), /dev/vfio/N (group), /dev/vfio/devices/vfioN
+ * (device cdev), anon "[vfio-device]" (device from a group), /dev/iommu.
+ */
+static __always_inline void gms_audit_device(struct seq_file *seq, struct task_struct *task, __u32 fd,
+					     struct file *file)
+{
+	struct gms_audit_device d = {};
+	struct dentry *dentry = file->f_path.dentry;
+
+	bpf_probe_read_kernel_str(d.name, sizeof(d.name), dentry->d_name.name);
+	bpf_probe_read_kernel_str(d.parent, sizeof(d.parent), BPF_CORE_READ(dentry, d_parent, d_name.name));
+	if (gms_name_is(d.name, "[vfio", 5))
+		goto named;	/* an anon inode: no device number */
+	/* the others are character devices (S_ISCHR) */
+	if ((file->f_inode->i_mode & 0170000) != 0020000)
+		return;
+	if (!gms_name_is(d.name, "vfio", 4) && !gms_name_is(d.parent, "vfio", 5) &&
+	    !gms_name_is(d.name, "iommu", 6))
+		return;
+named:
+	gms_fill_audit_hdr(&d.hdr, GMS_AUDIT_DEVICE, sizeof(d), task, fd);
+	d.ino = file->f_inode->i_ino;
+	d.rdev = file->f_inode->i_rdev;
+	bpf_seq_write(seq, &d, sizeof(d));
+}
+
+SEC("iter/task_file")
+int audit_task_file(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct kvm *kvm;
+	__u32 fd = ctx->fd;
+	__u32 vcpu_id = 0;
+	__u16 kind;
+
+	if (!task || !file)
+		return 0;
+	kind = gms_fd_kind(file);
+	if (kind == GMS_FD_OTHER) {
+		gms_audit_device(seq, task, fd, file);
+		return 0;
+	}
+	kvm = (struct kvm *)gms_file_vm(file, kind, &vcpu_id);
+	if (!kvm)
+		return 0;
+	if (kind == GMS_FD_VM) {
+		gms_audit_kvm(seq, kvm, task, fd, true);
+	} else if (kind == GMS_FD_VCPU) {
+		struct gms_audit_vcpu c = {.vm = (__u64)kvm, .vcpu_id = vcpu_id};
+
+		gms_fill_audit_hdr(&c.hdr, GMS_AUDIT_VCPU, sizeof(c), task, fd);
+		bpf_seq_write(seq, &c, sizeof(c));
+	} else if (kind == GMS_FD_GMEM) {
+		struct gms_audit_gmem g = {.vm = (__u64)kvm};
+		struct inode *inode = file->f_inode;
+
+		gms_fill_audit_hdr(&g.hdr, GMS_AUDIT_GMEM, sizeof(g), task, fd);
+		g.ino = inode->i_ino;
+		g.size_bytes = inode->i_size;
+		g.resident_pages = BPF_CORE_READ(inode, i_mapping, nrpages);
+		g.flags = gms_gmem_flags(inode);
+		bpf_seq_write(seq, &g, sizeof(g));
+		/* the VM may have no VM fd left: it is still read */
+		gms_audit_kvm(seq, kvm, task, fd, false);
+	}
+	return 0;
+}

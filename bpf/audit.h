@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Records of the audit iterator (bpf/audit.bpf.c), written with
+ * bpf_seq_write() into the iterator's seq_file and read back by
+ * loader/audit.cpp.  Only __u32/__u64-style types, as bpf/events.h.
+ */
+#ifndef GMS_AUDIT_H
+#define GMS_AUDIT_H
+
+#include "events.h"
+
+enum gms_audit_kind {
+	GMS_AUDIT_VM = 1,	/* a VM, from its kvm-vm fd or a gmem fd */
+	GMS_AUDIT_VCPU = 2,	/* a kvm-vcpu:N fd */
+	GMS_AUDIT_GMEM = 3,	/* a [kvm-gmem] fd */
+	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of that VM */
+	GMS_AUDIT_DEVICE = 5,	/* a VFIO or iommufd fd, by its dentry names */
+	GMS_AUDIT_SLOTS_TRUNCATED = 6,	/* a memslot walk stopped at its bound */
+};
+
+#define GMS_AUDIT_NAME_LEN 16
+
+struct gms_audit_hdr {
+	__u16 kind;		/* enum gms_audit_kind */
+	__u16 size;		/* bytes, header included */
+	__u32 fd;
+	__u32 tgid;
+	__u32 pad;
+	char comm[GMS_COMM_LEN];
+};
+
+struct gms_audit_vm {
+	struct gms_audit_hdr hdr;
+	__u64 vm;		/* struct kvm * */
+	__u64 nr_memslot_pages;
+	__s32 created_vcpus;
+	__s32 online_vcpus;
+	__u32 userspace_pid;	/* kvm->userspace_pid: the last KVM_RUN caller */
+	__u32 vm_fd;		/* 1: hdr.fd is this VM's fd; 0: a gmem fd led here */
+};
+
+struct gms_audit_vcpu {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u32 vcpu_id;
+	__u32 pad;
+};
+
+struct gms_audit_gmem {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u64 ino;
+	__u64 size_bytes;	/* i_size */
+	__u64 resident_pages;	/* i_mapping->nrpages */
+	__u64 flags;		/* GUEST_MEMFD_FLAG_* */
+};
+
+struct gms_audit_memslot {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u64 base_gfn;
+	__u64 npages;
+	__u64 userspace_addr;
+	__u64 gmem_ino;		/* 0: not gmem-backed */
+	__u64 gmem_pgoff;
+	/* the bound gmem file, which may have no fd open anywhere */
+	__u64 gmem_size_bytes;
+	__u64 gmem_resident_pages;
+	__u64 gmem_flags;
+	__u32 flags;		/* KVM_MEM_* */
+	__u16 id;
+	__u16 as_id;
+};
+
+struct gms_audit_truncated {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u32 bucket;		/* the id_hash bucket with more memslots than walked */
+	__u32 pad;
+};
+
+struct gms_audit_device {
+	struct gms_audit_hdr hdr;
+	__u64 ino;
+	__u32 rdev;		/* kernel dev_t of a character device, else 0 */
+	__u32 pad;
+	char name[GMS_AUDIT_NAME_LEN];		/* dentry name: "vfio", "3", "iommu", "[vfio-device]" */
+	char parent[GMS_AUDIT_NAME_LEN];	/* its parent's: "vfio", "devices", "/" */
+};
+
+#endif /* GMS_AUDIT_H */
