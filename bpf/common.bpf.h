@@ -34,6 +34,8 @@ GMS_SETTING(__u32, targ_anon_dev);	/* kernel dev_t of anon_inodefs */
 GMS_SETTING(bool, targ_set_spte);	/* kvm_mmu_set_spte is attached */
 GMS_SETTING(bool, targ_aggregate);	/* hot events go to `agg`, not the ring buffer */
 GMS_SETTING(__u32, targ_stack_sample);	/* aggregate: 1 in N page removals records its stacks; 0: none */
+GMS_SETTING(__u32, targ_veto_mode);	/* enum gms_veto_mode */
+GMS_SETTING(__s32, targ_veto_errno);	/* what a vetoed ioctl returns, positive */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
@@ -125,6 +127,38 @@ GMS_SHARED struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } gmem_vm SEC(".maps");
+
+/* Enforcement's index: struct mm_struct * -> its DMA mappings. */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct gms_pin_set);
+} dma_pins SEC(".maps");
+
+/* Ranges an operator declares, tgid -> gfn ranges (gms_pin, kind DECLARED). */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct gms_pin_set);
+} declared SEC(".maps");
+
+/* An empty set to create entries from: too large for the stack. */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gms_pin_set);
+} pin_set_zero SEC(".maps");
+
+/* Written by the loader only, read by `enforce --status`. */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gms_veto_state);
+} veto_state SEC(".maps");
 
 static __always_inline struct gms_counters *gms_counters(void)
 {

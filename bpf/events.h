@@ -29,6 +29,7 @@ enum gms_event_type {
 	GMS_EV_IOMMU_MAP = 11,		/* iommu:map */
 	GMS_EV_IOMMU_UNMAP = 12,	/* iommu:unmap */
 	GMS_EV_CALL = 13,		/* a kernel function, at fentry/fexit (precise tier) */
+	GMS_EV_VETO = 14,		/* a conversion over DMA-pinned memory: vetoed, or would be (audit) */
 	GMS_EV_MAX,
 	/* Records written by the loader, never by BPF. */
 	GMS_REC_DROPS = 0x100,		/* drop and emit counters at a point in time */
@@ -41,8 +42,10 @@ enum gms_event_type {
 enum gms_drop_cause {
 	GMS_DROP_RINGBUF_FULL = 0,	/* bpf_ringbuf_reserve() failed */
 	GMS_DROP_INFLIGHT_FULL = 1,	/* no task storage to pair a syscall's enter and exit */
+	GMS_DROP_PIN_INDEX_FULL = 2,	/* a DMA mapping not indexed: GMS_MAX_PINS per process */
 	GMS_DROP_MAX,
 };
+#define GMS_DROP_SLOTS 8	/* room for causes to come, as GMS_EV_SLOTS */
 
 /* hdr.flags */
 #define GMS_F_ARGS_UNREAD	(1 << 0)	/* user argument struct could not be read */
@@ -313,18 +316,86 @@ struct gms_call_event {
 	union gms_call_args args;
 };
 
+/*
+ * Enforcement (`gmemscope enforce`, bpf/lsm.bpf.c): the DMA mappings of
+ * each process, kept by the VFIO and iommufd map/unmap ioctls, and the
+ * ranges an operator declares (`gmemscope pin add`), per process in gfns.
+ * Bounded so that one decision costs the same for any range size.
+ */
+#define GMS_MAX_PINS 64
+#define GMS_MAX_DECLARED 64
+#define GMS_MAX_SLOTS_WALKED 64	/* memslots one decision looks at */
+
+enum gms_pin_kind {
+	GMS_PIN_VFIO = 1,	/* VFIO_IOMMU_MAP_DMA: type1 pins the pages at map time */
+	GMS_PIN_IOMMUFD = 2,	/* IOMMU_IOAS_MAP */
+	GMS_PIN_DECLARED = 3,	/* gmemscope pin add */
+};
+
+struct gms_pin {
+	__u64 vaddr;		/* user addresses [vaddr, end); declared: gfns */
+	__u64 end;
+	__u64 iova;
+	__u64 since_ns;
+	__u32 tgid;		/* who mapped or declared it */
+	__u32 fd;		/* the container or iommufd fd in that process */
+	__u32 kind;		/* enum gms_pin_kind */
+	__u32 pad;
+	char comm[GMS_COMM_LEN];	/* declared: the operator's note */
+};
+
+struct gms_pin_set {
+	__u32 n;
+	__u32 pad;
+	struct gms_pin pins[GMS_MAX_PINS];
+};
+
+/* targ_veto_mode */
+enum gms_veto_mode {
+	GMS_VETO_OFF = 0,
+	GMS_VETO_AUDIT = 1,		/* lsm/file_ioctl decides, never refuses */
+	GMS_VETO_ENFORCE = 2,		/* lsm/file_ioctl refuses with targ_veto_errno */
+	GMS_VETO_AUDIT_SYSCALL = 3,	/* no BPF LSM: sys_enter_ioctl decides, observes only */
+};
+
+struct gms_veto_event {
+	struct gms_hdr hdr;	/* the process converting */
+	__u64 vm;
+	__u64 gmem_ino;		/* gmem-fd conversions */
+	__u64 first;		/* the conversion: gfns (VM fd) or gmem indexes [first, end) */
+	__u64 end;
+	__u64 hit_first_gfn;	/* the part of it over the pin */
+	__u64 hit_end_gfn;
+	struct gms_pin pin;	/* the overlapping pin and its owner */
+	__u32 cmd;
+	__s32 err;		/* errno the ioctl got; 0 in audit modes */
+	__u8 mode;		/* enum gms_veto_mode */
+	__u8 pad[7];
+};
+
+/* What the loader says of the enforcement it set up, for --status; the counts are the kernel's. */
+struct gms_veto_state {
+	__u64 since_unix_ns;
+	__u32 mode;
+	__s32 err;
+	__u32 loader_pid;
+	__u32 persist;
+	__u64 vetoes;		/* conversions refused */
+	__u64 would_veto;	/* audit modes: conversions that would have been */
+};
+
 /* Userspace-only record: the kernel's counters as the loader read them. */
 struct gms_drops_record {
 	struct gms_hdr hdr;	/* cpu, tgid, pid and comm are zero */
 	__u64 tried[GMS_EV_SLOTS];	/* events the programs tried to submit */
-	__u64 dropped[GMS_DROP_MAX];
+	__u64 dropped[GMS_DROP_SLOTS];
 	__u64 received;			/* records the loader consumed */
 };
 
 /* Per-CPU counters map value. */
 struct gms_counters {
 	__u64 tried[GMS_EV_SLOTS];
-	__u64 dropped[GMS_DROP_MAX];
+	__u64 dropped[GMS_DROP_SLOTS];
 };
 
 /*

@@ -10,6 +10,7 @@
 #define GMS_KVMIO		0xAE
 #define GMS_KVM_GMEMIO		0xAF	/* 2025 RFC conversion ioctls */
 #define GMS_VFIO_TYPE		0x3B	/* ';', shared by VFIO and iommufd */
+#define GMS_VFIO_DMA_UNMAP_FLAG_ALL	(1u << 1)	/* struct vfio_iommu_type1_dma_unmap.flags, v5.12 */
 
 #define GMS_KVM_CREATE_VM			0x0000AE01u	/* _IO(KVMIO, 0x01) */
 #define GMS_KVM_RUN				0x0000AE80u	/* _IO(KVMIO, 0x80) */

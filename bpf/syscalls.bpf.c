@@ -5,9 +5,7 @@
  * argument per thread, exit adds the result and submits, so a record
  * carries the kernel's answer (errno, error_offset written back).
  */
-#include "common.bpf.h"
-#include "ioctls.h"
-#include "files.bpf.h"
+#include "veto.bpf.h"
 
 static __always_inline struct file *gms_fd_file(int fd)
 {
@@ -225,6 +223,8 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 			return 0;
 		}
 	}
+	if (targ_veto_mode == GMS_VETO_AUDIT_SYSCALL && file)
+		gms_veto_decide(file, cmd, (unsigned long)uarg);
 	if (!gms_decode_args(e, op, uarg))
 		e->hdr.flags |= GMS_F_ARGS_UNREAD;
 	if (op == GMS_IOC_SET_MEMORY_REGION2 && (e->args.region.flags & (1u << 2)))
@@ -281,6 +281,10 @@ int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (in->op == GMS_OP_RUN)
 		gms_flush_alloc(in);
+	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE && targ_veto_mode) {
+		gms_ioctl_result(in, ctx->ret);
+		gms_pin_index_ioctl(&in->ioctl);
+	}
 	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE &&
 	    gms_vm_selected(in->vm)) {
 		gms_ioctl_result(in, ctx->ret);

@@ -48,6 +48,8 @@ void register_export(CLI::App& app, Options& opts, Action& action);
 void register_top(CLI::App& app, Options& opts, Action& action);
 void register_audit(CLI::App& app, Options& opts, Action& action);
 void register_daemon(CLI::App& app, Options& opts, Action& action);
+void register_enforce(CLI::App& app, Options& opts, Action& action);
+void register_pin(CLI::App& app, Options& opts, Action& action);
 
 // An engine fed the recording at `path` (nullptr for ""); Error(kBadInput) if corrupt.
 std::unique_ptr<Engine> load_recording(const std::string& path);

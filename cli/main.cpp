@@ -57,6 +57,8 @@ int main(int argc, char** argv)
     register_top(app, opts, action);
     register_audit(app, opts, action);
     register_daemon(app, opts, action);
+    register_enforce(app, opts, action);
+    register_pin(app, opts, action);
 
     try {
         app.parse(argc, argv);

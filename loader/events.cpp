@@ -45,6 +45,7 @@ size_t record_size(uint32_t type)
     case GMS_EV_IOMMU_MAP:
     case GMS_EV_IOMMU_UNMAP: return sizeof(gms_iommu_event);
     case GMS_EV_CALL: return sizeof(gms_call_event);
+    case GMS_EV_VETO: return sizeof(gms_veto_event);
     case GMS_REC_DROPS: return sizeof(gms_drops_record);
     }
     return 0;
@@ -87,6 +88,7 @@ std::optional<Event> decode(std::span<const std::byte> bytes, std::string& why)
     case GMS_EV_IOMMU_MAP:
     case GMS_EV_IOMMU_UNMAP: return copy_as<gms_iommu_event>(bytes);
     case GMS_EV_CALL: return copy_as<gms_call_event>(bytes);
+    case GMS_EV_VETO: return copy_as<gms_veto_event>(bytes);
     default: return copy_as<gms_drops_record>(bytes);
     }
 }
@@ -107,6 +109,7 @@ std::string_view event_name(uint32_t type)
     case GMS_EV_IOMMU_MAP: return "iommu_map";
     case GMS_EV_IOMMU_UNMAP: return "iommu_unmap";
     case GMS_EV_CALL: return "call";
+    case GMS_EV_VETO: return "veto";
     case GMS_REC_DROPS: return "drops";
     }
     return "unknown";
@@ -117,6 +120,7 @@ std::string_view drop_cause_name(uint32_t cause)
     switch (cause) {
     case GMS_DROP_RINGBUF_FULL: return "ringbuf_full";
     case GMS_DROP_INFLIGHT_FULL: return "inflight_full";
+    case GMS_DROP_PIN_INDEX_FULL: return "pin_index_full";
     }
     return "unknown";
 }
@@ -183,6 +187,36 @@ std::string_view fn_name(uint32_t fn)
     case GMS_FN_KVM_MMU_NOTIFIER: return "kvm.mmu_notifier";
     }
     return "unknown";
+}
+
+std::string_view pin_kind_name(uint32_t kind)
+{
+    switch (kind) {
+    case GMS_PIN_VFIO: return "vfio";
+    case GMS_PIN_IOMMUFD: return "iommufd";
+    case GMS_PIN_DECLARED: return "declared";
+    }
+    return "unknown";
+}
+
+std::string_view veto_mode_name(uint32_t mode)
+{
+    switch (mode) {
+    case GMS_VETO_AUDIT: return "audit";
+    case GMS_VETO_ENFORCE: return "enforce";
+    case GMS_VETO_AUDIT_SYSCALL: return "audit-syscall";
+    }
+    return "off";
+}
+
+std::string describe_pin(const gms_pin& p)
+{
+    std::string who = std::string(p.comm, strnlen(p.comm, sizeof(p.comm)));
+    if (p.kind == GMS_PIN_DECLARED)
+        return fmt::format("range gfn [{:#x}, {:#x}) declared for pid {}{}", p.vaddr, p.end, p.tgid,
+                           who.empty() ? "" : " (" + who + ")");
+    return fmt::format("{} DMA mapping of vaddr [{:#x}, {:#x}) at iova {:#x} by {}/{} (fd {})", pin_kind_name(p.kind),
+                       p.vaddr, p.end, p.iova, who, p.tgid, p.fd);
 }
 
 std::string errno_name(int64_t ret)
@@ -370,6 +404,36 @@ json body_json(const gms_call_event& e)
     return j;
 }
 
+json pin_body(const gms_pin& p)
+{
+    json j = {{"kind", pin_kind_name(p.kind)}, {"tgid", p.tgid}, {"since_ns", p.since_ns}};
+    std::string comm(p.comm, strnlen(p.comm, sizeof(p.comm)));
+    if (p.kind == GMS_PIN_DECLARED) {
+        j["first_gfn"] = hex(p.vaddr);
+        j["end_gfn"] = hex(p.end);
+        j["note"] = comm;
+    } else {
+        j["vaddr"] = hex(p.vaddr);
+        j["end"] = hex(p.end);
+        j["iova"] = hex(p.iova);
+        j["fd"] = p.fd;
+        j["comm"] = comm;
+    }
+    return j;
+}
+
+json body_json(const gms_veto_event& e)
+{
+    json j = {{"vm", hex(e.vm)},     {"mode", veto_mode_name(e.mode)},  {"cmd", hex(e.cmd)},
+              {"first", hex(e.first)}, {"end", hex(e.end)},            {"hit_first_gfn", hex(e.hit_first_gfn)},
+              {"hit_end_gfn", hex(e.hit_end_gfn)}, {"pin", pin_body(e.pin)}, {"vetoed", e.err != 0}};
+    if (e.gmem_ino)
+        j["gmem_ino"] = e.gmem_ino;
+    if (e.err)
+        j["errno"] = errno_name(-e.err);
+    return j;
+}
+
 json body_json(const gms_drops_record& e)
 {
     json tried = json::object(), dropped = json::object();
@@ -499,6 +563,15 @@ std::string body_line(const gms_call_event& e)
     return fmt::format("{}{}{}{}", fn_name(e.fn), ino, args, ret);
 }
 
+std::string body_line(const gms_veto_event& e)
+{
+    std::string range = e.gmem_ino ? fmt::format("gmem ino {} index [{:#x}, {:#x})", e.gmem_ino, e.first, e.end)
+                                   : fmt::format("gfn [{:#x}, {:#x})", e.first, e.end);
+    std::string verdict = e.err ? fmt::format("VETOED with {}", errno_name(-e.err)) : std::string("would be vetoed (audit)");
+    return fmt::format("conversion to private of {} {}: gfn [{:#x}, {:#x}) is under the {}", range, verdict,
+                       e.hit_first_gfn, e.hit_end_gfn, describe_pin(e.pin));
+}
+
 std::string body_line(const gms_drops_record& e)
 {
     uint64_t dropped = 0;
@@ -525,6 +598,8 @@ std::string dump_line(const nlohmann::json& j)
 {
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+
+nlohmann::json pin_json(const gms_pin& p) { return pin_body(p); }
 
 nlohmann::json to_json(const Event& ev)
 {

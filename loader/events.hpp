@@ -42,13 +42,17 @@ static_assert(sizeof(gms_call_event) == 112);
 static_assert(offsetof(gms_call_event, fn) == 64);
 static_assert(offsetof(gms_call_event, args) == 72);
 static_assert(GMS_EV_MAX <= GMS_EV_SLOTS);
-static_assert(sizeof(gms_drops_record) == 40 + 8 * (int(GMS_EV_SLOTS) + int(GMS_DROP_MAX) + 1));
-static_assert(sizeof(gms_counters) == 8 * (int(GMS_EV_SLOTS) + int(GMS_DROP_MAX)));
+static_assert(sizeof(gms_pin) == 64);
+static_assert(sizeof(gms_veto_event) == 168);
+static_assert(offsetof(gms_veto_event, pin) == 88);
+static_assert(GMS_DROP_MAX <= GMS_DROP_SLOTS);
+static_assert(sizeof(gms_drops_record) == 40 + 8 * (int(GMS_EV_SLOTS) + int(GMS_DROP_SLOTS) + 1));
+static_assert(sizeof(gms_counters) == 8 * (int(GMS_EV_SLOTS) + int(GMS_DROP_SLOTS)));
 
 using Record = std::variant<gms_ioctl_event, gms_fallocate_event, gms_gmem_close_event,
                             gms_fault_event, gms_set_spte_event, gms_pagecache_event,
                             gms_zap_event, gms_tdp_spte_event, gms_iommu_event,
-                            gms_call_event, gms_drops_record>;
+                            gms_call_event, gms_veto_event, gms_drops_record>;
 
 // One decoded record; every sink takes it by const reference.
 struct Event {
@@ -70,9 +74,13 @@ std::string_view drop_cause_name(uint32_t cause);
 std::string_view ioctl_op_name(uint32_t op);  // "KVM_SET_MEMORY_ATTRIBUTES", ...
 std::string_view fd_kind_name(uint32_t kind);
 std::string_view fn_name(uint32_t fn);        // the catalog hook it serves: "vfio.pin", ...
+std::string_view pin_kind_name(uint32_t kind);   // "vfio", "iommufd", "declared"
+std::string_view veto_mode_name(uint32_t mode);  // "audit", "enforce", ...
+std::string describe_pin(const gms_pin& p);
 std::string errno_name(int64_t ret);          // "EINVAL" for -22, "" for >= 0
 
 nlohmann::json to_json(const Event& ev);
+nlohmann::json pin_json(const gms_pin& p);
 // One JSON line; bytes that are not UTF-8 (a comm can hold any) are replaced.
 std::string dump_line(const nlohmann::json& j);
 std::string to_line(const Event& ev, uint64_t t0_ns);

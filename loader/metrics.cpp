@@ -1,5 +1,7 @@
 #include "loader/metrics.hpp"
 
+#include "loader/enforce.hpp"
+
 #include <fmt/format.h>
 
 #include "loader/tracer.hpp"
@@ -175,7 +177,14 @@ std::string DaemonMetrics::render(const gms_drops_record& c,
     m.family("gmemscope_iommu_events", "counter", "iommu:map and iommu:unmap inside VFIO or iommufd map calls");
     m.sample("_total", {{"kind", "map"}}, c.tried[GMS_EV_IOMMU_MAP]);
     m.sample("_total", {{"kind", "unmap"}}, c.tried[GMS_EV_IOMMU_UNMAP]);
-    m.counter("gmemscope_vetoes", "Calls vetoed by gmemscope's enforcement (none: enforcement is not loaded)", 0);
+    // Enforcement runs in its own process (gmemscope enforce); its pinned
+    // state holds the kernel's counts while it is in force.
+    auto veto = pinned_veto_state();
+    m.family("gmemscope_vetoes", "counter",
+             "Conversions to private over DMA-pinned ranges: refused (enforce), or reported only (audit); 0 without "
+             "enforcement");
+    m.sample("_total", {{"mode", "enforce"}}, veto ? veto->vetoes : 0);
+    m.sample("_total", {{"mode", "audit"}}, veto ? veto->would_veto : 0);
     m.counter("gmemscope_vms_seen", "Distinct VMs seen (created while tracing, or found by an audit)", vms_seen_);
     m.family("gmemscope_events", "counter", "Records the BPF programs tried to send, by type");
     for (uint32_t t = 1; t < GMS_EV_MAX; t++)

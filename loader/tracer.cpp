@@ -94,6 +94,8 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
     skel_->rodata->targ_set_spte = wanted.contains("kvm_mmu_set_spte");
     skel_->rodata->targ_aggregate = opts.aggregate;
     skel_->rodata->targ_stack_sample = opts.stack_sample;
+    skel_->rodata->targ_veto_mode = opts.veto_mode;
+    skel_->rodata->targ_veto_errno = opts.veto_errno;
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     std::vector<std::string> warnings;
@@ -127,9 +129,15 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
     // mechanism only: the load is retried with the hook's next one.
     for (;;) {
         hooks_ = resolve(features, built, refused_);
-        auto wanted = chosen_programs(hooks_, selected);
+        auto wanted = opts.veto_only ? std::set<std::string, std::less<>>{} : chosen_programs(hooks_, selected);
         if (opts.follow_forks)
             wanted.emplace("task_fork");
+        if (opts.veto_mode != GMS_VETO_OFF) {
+            // The ioctl exit keeps the index of DMA mappings; the LSM decides.
+            wanted.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit"});
+            if (opts.veto_mode != GMS_VETO_AUDIT_SYSCALL)
+                wanted.emplace("lsm_file_ioctl");
+        }
         std::string failed = load(opts, wanted);
         if (failed.empty())
             break;
@@ -184,8 +192,8 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
         std::string name = bpf_program__name(prog);
         std::string attach = bpf_program__section_name(prog);
         auto it = serves.find(name);
-        if (it == serves.end()) {   // task_fork: the process filter, no hook
-            attached_.push_back({{}, "tp_btf", name, attach});
+        if (it == serves.end()) {   // task_fork: the process filter; lsm_file_ioctl: enforcement
+            attached_.push_back({{}, name == "lsm_file_ioctl" ? "lsm" : "tp_btf", name, attach});
             continue;
         }
         const Serves& s = it->second;
@@ -193,9 +201,49 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
             attach += "/" + s.target;   // bare section: the target was set at load
         attached_.push_back({s.hooks, std::string(mech_name(s.kind)), name, attach});
     }
+    if (opts.veto_mode != GMS_VETO_OFF) {
+        struct timespec now {};
+        clock_gettime(CLOCK_REALTIME, &now);
+        gms_veto_state st{uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec), opts.veto_mode,
+                          opts.veto_errno, uint32_t(getpid()), opts.veto_persist, 0, 0};
+        __u32 zero = 0;
+        bpf_map__update_elem(skel_->maps.veto_state, &zero, sizeof(zero), &st, sizeof(st), BPF_ANY);
+    }
     rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), on_record, this, nullptr);
     if (!rb_)
         throw std::runtime_error(fmt::format("ring buffer: {}", strerror(errno)));
+}
+
+int Tracer::map_fd(const char* name) const
+{
+    struct bpf_map* m = bpf_object__find_map_by_name(skel_->obj, name);
+    return m ? bpf_map__fd(m) : -1;
+}
+
+void Tracer::pin_enforcement(const std::string& dir, bool links)
+{
+    auto pin = [](int err, const std::string& what) {
+        if (err)
+            throw std::runtime_error(fmt::format("pinning {}: {}", what, strerror(-err)));
+    };
+    for (struct bpf_map* m : {skel_->maps.dma_pins, skel_->maps.declared, skel_->maps.veto_state})
+        pin(bpf_map__pin(m, (dir + "/" + bpf_map__name(m)).c_str()), bpf_map__name(m));
+    if (!links)
+        return;
+    for (struct bpf_link* l : links_) {
+        struct bpf_link_info info {};
+        __u32 len = sizeof(info);
+        bpf_obj_get_info_by_fd(bpf_link__fd(l), &info, &len);
+        struct bpf_prog_info pinfo {};
+        __u32 plen = sizeof(pinfo);
+        int pfd = bpf_prog_get_fd_by_id(info.prog_id);
+        bpf_obj_get_info_by_fd(pfd, &pinfo, &plen);
+        close(pfd);
+        std::string path = dir + "/link_" + pinfo.name;
+        pin(bpf_link__pin(l, path.c_str()), path);
+        // The pin keeps the link attached once this process is gone.
+        bpf_link__disconnect(l);
+    }
 }
 
 Tracer::~Tracer()

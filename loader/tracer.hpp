@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <cerrno>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,11 @@ struct TraceOptions {
     uint64_t ringbuf_bytes = 16u << 20;
     uint64_t wakeup_bytes = 1u << 20;  // wake the consumer past this much data
     Refused refused;                   // programs not to use, and why (hooks --selftest)
+    // Enforcement (gmemscope enforce): enum gms_veto_mode; OFF traces only.
+    uint32_t veto_mode = GMS_VETO_OFF;
+    int veto_errno = EBUSY;
+    bool veto_only = false;            // only what enforcement needs: no tracing hooks
+    bool veto_persist = false;         // recorded in veto_state for --status
 };
 
 struct AttachedProgram {
@@ -60,6 +66,11 @@ public:
     const std::vector<AttachedProgram>& attached() const { return attached_; }
     // Programs this kernel's verifier refused, each replaced by its hook's next mechanism.
     const Refused& refused() const { return refused_; }
+    // The fd of one of the object's maps ("dma_pins", "declared", ...).
+    int map_fd(const char* name) const;
+    // Pins enforcement's maps in dir; with links, also the programs'
+    // links, which then outlive this process (enforce --persist).
+    void pin_enforcement(const std::string& dir, bool links);
     void add_tgid(pid_t tgid);
 
     // The fd that becomes readable when records wait (epoll fd).

@@ -262,6 +262,22 @@ Result run(const Scenario& scenario, std::ostream* log = nullptr);
 // or the parameters that do not fit together (the checks run() makes).
 Scenario parse_scenario(std::string_view name, std::span<const std::string> settings);
 
+// A VFIO type1 container with one IOMMU group attached
+// (loader/workload_dma.cpp). Calls return 0 or an errno.
+class VfioContainer {
+public:
+    // group ~0: the first /dev/vfio/<N>. detail says which, or why not.
+    int open(std::uint64_t group, std::string& detail);
+    // VFIO_IOMMU_MAP_DMA: type1 pins the pages now.
+    int map(const std::byte* vaddr, std::uint64_t iova, std::uint64_t bytes) const;
+    int unmap(std::uint64_t iova, std::uint64_t bytes) const;
+    int fd() const { return container_.get(); }
+
+private:
+    Fd container_;
+    Fd group_;
+};
+
 // The dma scenario (loader/workload_dma.cpp).
 Result run_dma(const Scenario& scenario, std::ostream* log = nullptr);
 

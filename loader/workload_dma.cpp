@@ -52,60 +52,6 @@ std::string find_vfio_group(std::uint64_t wanted)
     return found;
 }
 
-// A VFIO type1 container with one group attached: 0 or an errno.
-int open_vfio(const std::string& group_path, Fd& container, Fd& group, std::string& detail)
-{
-    if (group_path.empty()) {
-        detail = "no /dev/vfio/<group>: no device is bound to vfio-pci";
-        return ENODEV;
-    }
-    detail = group_path;
-    container = Fd(::open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC));
-    if (container.get() < 0)
-        return errno;
-    if (::ioctl(container.get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0) {
-        detail += ": no VFIO_TYPE1v2_IOMMU (vfio_iommu_type1 not loaded?)";
-        return ENOTSUP;
-    }
-    group = Fd(::open(group_path.c_str(), O_RDWR | O_CLOEXEC));
-    if (group.get() < 0)
-        return errno;
-    vfio_group_status status{};
-    status.argsz = sizeof(status);
-    if (int err = ioctl_err(group.get(), VFIO_GROUP_GET_STATUS, &status))
-        return err;
-    if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
-        detail += ": group not viable (a device of it is not bound to vfio-pci)";
-        return EBUSY;
-    }
-    int cfd = container.get();
-    if (int err = ioctl_err(group.get(), VFIO_GROUP_SET_CONTAINER, &cfd))
-        return err;
-    if (::ioctl(container.get(), VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
-        return errno;
-    return 0;
-}
-
-int vfio_map(int container, const std::byte* vaddr, std::uint64_t iova, std::uint64_t bytes)
-{
-    vfio_iommu_type1_dma_map map{};
-    map.argsz = sizeof(map);
-    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-    map.vaddr = reinterpret_cast<std::uint64_t>(vaddr);
-    map.iova = iova;
-    map.size = bytes;
-    return ioctl_err(container, VFIO_IOMMU_MAP_DMA, &map);
-}
-
-int vfio_unmap(int container, std::uint64_t iova, std::uint64_t bytes)
-{
-    vfio_iommu_type1_dma_unmap unmap{};
-    unmap.argsz = sizeof(unmap);
-    unmap.iova = iova;
-    unmap.size = bytes;
-    return ioctl_err(container, VFIO_IOMMU_UNMAP_DMA, &unmap);
-}
-
 Mapping anonymous(std::uint64_t bytes)
 {
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -118,7 +64,7 @@ Mapping anonymous(std::uint64_t bytes)
 // CAP_IPC_LOCK, which would exempt the pins from the limit
 // (vfio_dma->lock_cap): the errno of VFIO_IOMMU_MAP_DMA, ENOMEM expected.
 // The capability leaves only this thread's effective set, and comes back.
-int map_past_memlock(int container, std::uint64_t iova, std::uint64_t pages)
+int map_past_memlock(const VfioContainer& vfio, std::uint64_t iova, std::uint64_t pages)
 {
     Mapping buffer = anonymous(pages * page_bytes);
     rlimit old{};
@@ -132,11 +78,11 @@ int map_past_memlock(int container, std::uint64_t iova, std::uint64_t pages)
     caps[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
     if (::setrlimit(RLIMIT_MEMLOCK, &low) < 0 || ::syscall(SYS_capset, &header, caps) < 0)
         return errno;
-    int err = vfio_map(container, buffer.addr(), iova, pages * page_bytes);
+    int err = vfio.map(buffer.addr(), iova, pages * page_bytes);
     ::syscall(SYS_capset, &header, saved);
     ::setrlimit(RLIMIT_MEMLOCK, &old);
     if (err == 0)
-        vfio_unmap(container, iova, pages * page_bytes);
+        vfio.unmap(iova, pages * page_bytes);
     return err;
 }
 
@@ -165,6 +111,60 @@ int make_udmabuf(std::uint64_t pages)
 
 }  // namespace
 
+int VfioContainer::open(std::uint64_t group_id, std::string& detail)
+{
+    std::string group_path = find_vfio_group(group_id);
+    if (group_path.empty()) {
+        detail = "no /dev/vfio/<group>: no device is bound to vfio-pci";
+        return ENODEV;
+    }
+    detail = group_path;
+    container_ = Fd(::open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC));
+    if (container_.get() < 0)
+        return errno;
+    if (::ioctl(container_.get(), VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0) {
+        detail += ": no VFIO_TYPE1v2_IOMMU (vfio_iommu_type1 not loaded?)";
+        return ENOTSUP;
+    }
+    group_ = Fd(::open(group_path.c_str(), O_RDWR | O_CLOEXEC));
+    if (group_.get() < 0)
+        return errno;
+    vfio_group_status status{};
+    status.argsz = sizeof(status);
+    if (int err = ioctl_err(group_.get(), VFIO_GROUP_GET_STATUS, &status))
+        return err;
+    if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+        detail += ": group not viable (a device of it is not bound to vfio-pci)";
+        return EBUSY;
+    }
+    int cfd = container_.get();
+    if (int err = ioctl_err(group_.get(), VFIO_GROUP_SET_CONTAINER, &cfd))
+        return err;
+    if (::ioctl(container_.get(), VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) < 0)
+        return errno;
+    return 0;
+}
+
+int VfioContainer::map(const std::byte* vaddr, std::uint64_t iova, std::uint64_t bytes) const
+{
+    vfio_iommu_type1_dma_map map{};
+    map.argsz = sizeof(map);
+    map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+    map.vaddr = reinterpret_cast<std::uint64_t>(vaddr);
+    map.iova = iova;
+    map.size = bytes;
+    return ioctl_err(container_.get(), VFIO_IOMMU_MAP_DMA, &map);
+}
+
+int VfioContainer::unmap(std::uint64_t iova, std::uint64_t bytes) const
+{
+    vfio_iommu_type1_dma_unmap unmap{};
+    unmap.argsz = sizeof(unmap);
+    unmap.iova = iova;
+    unmap.size = bytes;
+    return ioctl_err(container_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap);
+}
+
 Result run_dma(const Scenario& s, std::ostream* log)
 {
     Result result;
@@ -183,11 +183,11 @@ Result run_dma(const Scenario& s, std::ostream* log)
     // The memslot first, so that the map and its pins land on known gfns.
     Vm vm(Vm::UserMemory{buffer.addr(), s.pages, s.base_gpa});
     step("vm_create", 0, "slot 1 gfn " + hex(vm.base_gfn()) + " -> the buffer at " + hex(result.buffer_vaddr));
-    Fd container, group;
+    VfioContainer container;
     std::string detail;
-    int err = open_vfio(find_vfio_group(s.vfio_group), container, group, detail);
+    int err = container.open(s.vfio_group, detail);
     bool vfio = step("vfio_open", err, detail);
-    bool mapped = vfio && step("vfio_map", vfio_map(container.get(), buffer.addr(), s.iova, bytes),
+    bool mapped = vfio && step("vfio_map", container.map(buffer.addr(), s.iova, bytes),
                                "vaddr " + hex(result.buffer_vaddr) + " iova " + hex(s.iova) + " pages " +
                                    std::to_string(s.pages));
     vm.touch(0, s.pages);
@@ -203,13 +203,13 @@ Result run_dma(const Scenario& s, std::ostream* log)
     step("vm_attributes", a.error, "gpa " + hex(vm.base_gpa()) + " to private");
 
     if (mapped)
-        step("vfio_unmap", vfio_unmap(container.get(), s.iova, bytes));
+        step("vfio_unmap", container.unmap(s.iova, bytes));
     // The MMU notifier tells KVM the buffer's pages go: an invalidation of slot 1's gfns.
     step("madvise_dontneed", ::madvise(buffer.addr(), bytes, MADV_DONTNEED) < 0 ? errno : 0);
     vm.delete_user_slot();
     step("slot_delete", 0);
     if (vfio)
-        step("vfio_map_past_memlock", map_past_memlock(container.get(), s.iova, s.pages),
+        step("vfio_map_past_memlock", map_past_memlock(container, s.iova, s.pages),
              "RLIMIT_MEMLOCK " + std::to_string(bytes / 4) + " bytes, no CAP_IPC_LOCK");
     step("udmabuf_create", make_udmabuf(s.pages));
     if (result.gmem_ino) {
