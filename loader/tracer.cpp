@@ -220,6 +220,12 @@ int Tracer::map_fd(const char* name) const
     return m ? bpf_map__fd(m) : -1;
 }
 
+int Tracer::prog_fd(const char* name) const
+{
+    struct bpf_program* p = bpf_object__find_program_by_name(skel_->obj, name);
+    return p ? bpf_program__fd(p) : -1;
+}
+
 void Tracer::pin_enforcement(const std::string& dir, bool links)
 {
     auto pin = [](int err, const std::string& what) {

@@ -68,6 +68,8 @@ public:
     const Refused& refused() const { return refused_; }
     // The fd of one of the object's maps ("dma_pins", "declared", ...).
     int map_fd(const char* name) const;
+    // The fd of a loaded program, -1 if not loaded (benchmarks read its run time).
+    int prog_fd(const char* name) const;
     // Pins enforcement's maps in dir; with links, also the programs'
     // links, which then outlive this process (enforce --persist).
     void pin_enforcement(const std::string& dir, bool links);
