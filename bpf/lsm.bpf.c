@@ -7,10 +7,21 @@
  */
 #include "veto.bpf.h"
 
+#define GMS_MAX_ERRNO 4095
+
+/*
+ * The verifier holds an LSM program's return to [-MAX_ERRNO, 0]: the
+ * bounds are spelled out so that it can see them.
+ */
 SEC("lsm/file_ioctl")
 int BPF_PROG(lsm_file_ioctl, struct file *file, unsigned int cmd, unsigned long arg, int ret)
 {
-	if (ret)
+	int err;
+
+	if (ret < 0 && ret >= -GMS_MAX_ERRNO)
 		return ret;	/* another LSM refused already */
-	return -gms_veto_decide(file, cmd, arg);
+	err = gms_veto_decide(file, cmd, arg);
+	if (err > 0 && err <= GMS_MAX_ERRNO)
+		return -err;
+	return 0;
 }

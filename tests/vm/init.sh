@@ -118,6 +118,18 @@ run_selftest() {
     show /tmp/selftest.err
 }
 
+# Enforcement loads (lsm/file_ioctl); on failure, the verifier's last words.
+run_enforce() {
+    /bin/gmemscope -v enforce -d 1 >/tmp/enforce.txt 2>&1
+    rc=$?
+    if [ $rc = 0 ]; then
+        result PASS "gmemscope enforce -d 1 (lsm/file_ioctl loads and attaches)"
+    else
+        result FAIL "gmemscope enforce -d 1 (lsm/file_ioctl loads and attaches)" "exit $rc"
+        grep -v "^libbpf: \(elf\|sec\|map\|CO-RE\)" /tmp/enforce.txt | tail -n 40 | sed 's/^/GMS|     /'
+    fi
+}
+
 run_dma_story() {
     /bin/gmemscope record -o /tmp/dma.rec -- /bin/gmemscope stress dma pages=16 >/tmp/dma.txt 2>&1
     rc=$?
@@ -193,6 +205,7 @@ load_modules
 bind_edu
 run_hooks
 run_selftest
+run_enforce
 run_dma_story
 run_unit_tests
 check_kernel_log
