@@ -76,9 +76,12 @@ const std::vector<Hook> kCatalog = {
     {"kvm.mmu_notifier", "kvm", {"kvm_mmu_notifier_invalidate_range_start"},
      {fentry({"kvm_mmu_notifier_invalidate"}), {Mech::tracepoint, "kvm/kvm_unmap_hva_range", {"kvm_unmap_hva_range"}}},
      "user memory of a VM's process invalidated (munmap, MADV_DONTNEED, migration): VM, user address range"},
+    // The tracepoint fires in the MMU notifier right before it opens the
+    // window; gmem invalidations (kvm_gmem_invalidate_begin) open it too
+    // and only the precise tier sees those.
     {"kvm.mmu_invalidate", "kvm", {"kvm_mmu_invalidate_start", "kvm_mmu_invalidate_begin"},
-     {fentry({"kvm_mmu_invalidate_begin"})}, "KVM MMU invalidation window opened (its range is known at the end)",
-     true},
+     {fentry({"kvm_mmu_invalidate_begin"}), {Mech::tracepoint, "kvm/kvm_unmap_hva_range", {"kvm_unmap_hva_range"}}},
+     "KVM MMU invalidation window opened (its range is known at the end)", true},
     {"kvm.mmu_invalidate_end", "kvm", {"kvm_mmu_invalidate_end"}, {fentry({"kvm_mmu_invalidate_end"})},
      "KVM MMU invalidation window closed: VM, gfn range"},
     {"kvm_mmu.fault", "kvm_mmu", {}, {{Mech::tp_btf, "kvm_mmu_spte_requested", {"kvm_mmu_spte_requested"}}},

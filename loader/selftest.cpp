@@ -25,7 +25,14 @@ std::vector<std::pair<std::string_view, bool>> evidence(const Event& ev)
 {
     const gms_hdr& h = ev.hdr();
     switch (h.type) {
-    case GMS_EV_CALL: return {{fn_name(std::get<gms_call_event>(ev.rec).fn), (h.flags & GMS_F_KFUNC) != 0}};
+    case GMS_EV_CALL: {
+        const auto& c = std::get<gms_call_event>(ev.rec);
+        bool kfunc = (h.flags & GMS_F_KFUNC) != 0;
+        // kvm:kvm_unmap_hva_range also stands for kvm.mmu_invalidate's portable tier
+        if (c.fn == GMS_FN_KVM_MMU_NOTIFIER && !kfunc)
+            return {{"kvm.mmu_notifier", false}, {"kvm.mmu_invalidate", false}};
+        return {{fn_name(c.fn), kfunc}};
+    }
     case GMS_EV_FALLOCATE: return {{"gmem.punch_hole", (h.flags & GMS_F_KFUNC) != 0}};
     case GMS_EV_GMEM_CLOSE: return {{"gmem.release", false}};
     case GMS_EV_FAULT:   // a gmem page added during the fault is folded into its record
@@ -108,9 +115,10 @@ const std::vector<Trigger>& triggers()
         {"kvm.set_memory_region", "", "vm_create"},
         {"kvm.set_mem_attributes", "vm_attributes", "?vm_attributes"},
         {"kvm.mmu_notifier", "madvise_dontneed", "madvise_dontneed"},
-        // From guest_memfd invalidations of bound memslots; 6.12 inlines them into the MMU notifier.
-        {"kvm.mmu_invalidate", "gmem_punch_resident", ""},
-        {"kvm.mmu_invalidate_end", "gmem_punch_resident", ""},
+        // The MMU notifier opens and closes the window; 6.12 inlines
+        // kvm_mmu_invalidate_begin there, so its fentry attaches and stays silent.
+        {"kvm.mmu_invalidate", "madvise_dontneed", "madvise_dontneed"},
+        {"kvm.mmu_invalidate_end", "madvise_dontneed", ""},
         {"kvm_mmu.fault", "", "touch"},
         {"kvm_mmu.set_spte", "", "touch_shadow"},
         {"kvm_mmu.zap_all_fast", "", "slot_delete"},
