@@ -16,12 +16,8 @@
 SEC("lsm/file_ioctl")
 int BPF_PROG(lsm_file_ioctl, struct file *file, unsigned int cmd, unsigned long arg, int ret)
 {
-	int err;
-
 	if (ret < 0 && ret >= -GMS_MAX_ERRNO)
 		return ret;	/* another LSM refused already */
-	err = gms_veto_decide(file, cmd, arg);
-	if (err > 0 && err <= GMS_MAX_ERRNO)
-		return -err;
-	return 0;
+	/* targ_veto_errno is read-only data, a constant to the verifier (1..4095, the loader checks) */
+	return gms_veto_decide(file, cmd, arg) ? -targ_veto_errno : 0;
 }

@@ -122,6 +122,8 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
 
 Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(opts.refused)
 {
+    if (opts.veto_errno < 1 || opts.veto_errno > 4095)
+        throw std::invalid_argument(fmt::format("veto errno {} is not in 1..4095", opts.veto_errno));
     auto built = built_programs();
     auto selected = select_hooks(opts.hooks);
     // A precise-tier program the verifier refuses (a signature this build
