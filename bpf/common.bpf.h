@@ -322,8 +322,10 @@ static __always_inline struct gms_agg_val *gms_agg(__u64 ino, __u64 vm)
 			return NULL;
 		bpf_map_update_elem(&agg, &key, zero, BPF_NOEXIST);
 		v = bpf_map_lookup_elem(&agg, &key);
-		if (!v)
+		if (!v) {
+			gms_count_drop(GMS_DROP_AGG_FULL);
 			return NULL;
+		}
 		bpf_get_current_comm(v->comm, sizeof(v->comm));
 	}
 	if (vm)

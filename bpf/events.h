@@ -43,6 +43,7 @@ enum gms_drop_cause {
 	GMS_DROP_RINGBUF_FULL = 0,	/* bpf_ringbuf_reserve() failed */
 	GMS_DROP_INFLIGHT_FULL = 1,	/* no task storage to pair a syscall's enter and exit */
 	GMS_DROP_PIN_INDEX_FULL = 2,	/* a DMA mapping not indexed: GMS_MAX_PINS per process */
+	GMS_DROP_AGG_FULL = 3,		/* an event not counted: `agg` has no room for its key */
 	GMS_DROP_MAX,
 };
 #define GMS_DROP_SLOTS 8	/* room for causes to come, as GMS_EV_SLOTS */

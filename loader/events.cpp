@@ -121,6 +121,7 @@ std::string_view drop_cause_name(uint32_t cause)
     case GMS_DROP_RINGBUF_FULL: return "ringbuf_full";
     case GMS_DROP_INFLIGHT_FULL: return "inflight_full";
     case GMS_DROP_PIN_INDEX_FULL: return "pin_index_full";
+    case GMS_DROP_AGG_FULL: return "agg_full";
     }
     return "unknown";
 }

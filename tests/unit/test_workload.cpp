@@ -225,7 +225,7 @@ TEST_CASE("punch returns the kernel's errno", "[workload][kvm]")
     CHECK(vm.punch(0, page_bytes) == 0);
 }
 
-TEST_CASE("deleting the memslot keeps gmem pages; the guest then exits to MMIO",
+TEST_CASE("deleting the memslot keeps gmem pages, and the guest then exits to MMIO",
           "[workload][kvm]")
 {
     SKIP_WITHOUT_KVM();
