@@ -35,7 +35,7 @@ GMS_SETTING(bool, targ_set_spte);	/* kvm_mmu_set_spte is attached */
 GMS_SETTING(bool, targ_aggregate);	/* hot events go to `agg`, not the ring buffer */
 GMS_SETTING(__u32, targ_stack_sample);	/* aggregate: 1 in N page removals records its stacks; 0: none */
 GMS_SETTING(__u32, targ_veto_mode);	/* enum gms_veto_mode */
-GMS_SETTING(__s32, targ_veto_errno);	/* what a vetoed ioctl returns, positive */
+GMS_SETTING(__s32, targ_veto_ret);	/* what a vetoed ioctl returns: -errno */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type

@@ -355,7 +355,7 @@ struct gms_pin_set {
 enum gms_veto_mode {
 	GMS_VETO_OFF = 0,
 	GMS_VETO_AUDIT = 1,		/* lsm/file_ioctl decides, never refuses */
-	GMS_VETO_ENFORCE = 2,		/* lsm/file_ioctl refuses with targ_veto_errno */
+	GMS_VETO_ENFORCE = 2,		/* lsm/file_ioctl refuses with targ_veto_ret */
 	GMS_VETO_AUDIT_SYSCALL = 3,	/* no BPF LSM: sys_enter_ioctl decides, observes only */
 };
 

@@ -18,6 +18,10 @@ int BPF_PROG(lsm_file_ioctl, struct file *file, unsigned int cmd, unsigned long 
 {
 	if (ret < 0 && ret >= -GMS_MAX_ERRNO)
 		return ret;	/* another LSM refused already */
-	/* targ_veto_errno is read-only data, a constant to the verifier (1..4095, the loader checks) */
-	return gms_veto_decide(file, cmd, arg) ? -targ_veto_errno : 0;
+	/*
+	 * targ_veto_ret is read-only data, a constant to the verifier (the
+	 * loader keeps it in -4095..-1); 6.12's verifier loses the bounds of
+	 * a negated value, so the sign is applied in userspace.
+	 */
+	return gms_veto_decide(file, cmd, arg) ? targ_veto_ret : 0;
 }

@@ -317,10 +317,10 @@ struct gms_conversion {
 };
 
 /*
- * Decides one ioctl: 0 to let it pass, else the errno to refuse it with
- * (enforce mode only). A veto or would-veto is sent as a record.
+ * Decides one ioctl: whether to refuse it (enforce mode only). A veto or
+ * would-veto is sent as a record.
  */
-static __always_inline int gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
+static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
 	struct gms_conversion c = {};
@@ -387,13 +387,13 @@ static __always_inline int gms_veto_decide(struct file *file, __u32 cmd, unsigne
 		e->hit_end_gfn = w.hit_end_gfn;
 		e->pin = w.pin;
 		e->cmd = cmd;
-		e->err = targ_veto_mode == GMS_VETO_ENFORCE ? targ_veto_errno : 0;
+		e->err = targ_veto_mode == GMS_VETO_ENFORCE ? -targ_veto_ret : 0;
 		e->mode = targ_veto_mode;
 		__builtin_memset(e->pad, 0, sizeof(e->pad));
 		/* a veto is worth waking the reader for */
 		bpf_ringbuf_submit(e, 0);
 	}
-	return targ_veto_mode == GMS_VETO_ENFORCE ? targ_veto_errno : 0;
+	return targ_veto_mode == GMS_VETO_ENFORCE;
 }
 
 #endif /* GMS_VETO_BPF_H */

@@ -95,7 +95,7 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
     skel_->rodata->targ_aggregate = opts.aggregate;
     skel_->rodata->targ_stack_sample = opts.stack_sample;
     skel_->rodata->targ_veto_mode = opts.veto_mode;
-    skel_->rodata->targ_veto_errno = opts.veto_errno;
+    skel_->rodata->targ_veto_ret = -opts.veto_errno;
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     std::vector<std::string> warnings;
