@@ -238,16 +238,10 @@ void Tracer::pin_enforcement(const std::string& dir, bool links)
         pin(bpf_map__pin(m, (dir + "/" + bpf_map__name(m)).c_str()), bpf_map__name(m));
     if (!links)
         return;
-    for (struct bpf_link* l : links_) {
-        struct bpf_link_info info {};
-        __u32 len = sizeof(info);
-        bpf_obj_get_info_by_fd(bpf_link__fd(l), &info, &len);
-        struct bpf_prog_info pinfo {};
-        __u32 plen = sizeof(pinfo);
-        int pfd = bpf_prog_get_fd_by_id(info.prog_id);
-        bpf_obj_get_info_by_fd(pfd, &pinfo, &plen);
-        close(pfd);
-        std::string path = dir + "/link_" + pinfo.name;
+    // links_ and attached_ are filled together, one entry per program.
+    for (size_t i = 0; i < links_.size(); i++) {
+        struct bpf_link* l = links_[i];
+        std::string path = dir + "/link_" + attached_[i].program;
         pin(bpf_link__pin(l, path.c_str()), path);
         // The pin keeps the link attached once this process is gone.
         bpf_link__disconnect(l);
