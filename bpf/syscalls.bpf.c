@@ -281,14 +281,15 @@ int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (in->op == GMS_OP_RUN)
 		gms_flush_alloc(in);
-	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE && targ_veto_mode) {
-		gms_ioctl_result(in, ctx->ret);
-		gms_pin_index_ioctl(&in->ioctl);
-	}
-	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE &&
-	    gms_vm_selected(in->vm)) {
-		gms_ioctl_result(in, ctx->ret);
-		e = GMS_RESERVE(GMS_EV_IOCTL, struct gms_ioctl_event);
+	if (in->op != GMS_OP_RUN && in->op != GMS_OP_FALLOCATE) {
+		bool selected = gms_vm_selected(in->vm);
+
+		/* enforcement's index needs the result of every VM's DMA ioctls */
+		if (selected || targ_veto_mode)
+			gms_ioctl_result(in, ctx->ret);
+		if (targ_veto_mode)
+			gms_pin_index_ioctl(&in->ioctl);
+		e = selected ? GMS_RESERVE(GMS_EV_IOCTL, struct gms_ioctl_event) : NULL;
 		if (e) {
 			__builtin_memcpy(e, &in->ioctl, sizeof(*e));
 			e->dur_ns = bpf_ktime_get_ns() - e->hdr.ts_ns;

@@ -11,6 +11,7 @@
 
 #include "cli/cli.hpp"
 #include "loader/enforce.hpp"
+#include "loader/workload.h"
 
 namespace gms::cli {
 namespace {
@@ -33,10 +34,6 @@ uint64_t parse_bytes(const std::string& opt, const std::string& s)
     }
 }
 
-struct Fd {
-    int fd;
-    ~Fd() { close(fd); }
-};
 
 }  // namespace
 
@@ -64,22 +61,22 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 uint64_t start = parse_bytes("--gpa", gpa);
                 if (start % 4096)
                     throw Error(kUsage, fmt::format("--gpa {:#x} is not page aligned", start));
-                Fd map{open_pinned_map("declared")};
+                workload::Fd map(open_pinned_map("declared"));
                 if (which->get_name() == "add") {
                     uint64_t bytes = parse_bytes("--size", size);
                     if (!bytes || bytes % 4096)
                         throw Error(kUsage, fmt::format("--size {:#x} is not a positive multiple of 4096", bytes));
-                    declare_range(map.fd, uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
+                    declare_range(map.get(), uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
                     fmt::print(stderr, "declared gfn [{:#x}, {:#x}) pinned for pid {}\n", start >> 12,
                                (start + bytes) >> 12, pid);
-                } else if (!undeclare_range(map.fd, uint32_t(pid), start >> 12)) {
+                } else if (!undeclare_range(map.get(), uint32_t(pid), start >> 12)) {
                     throw Error(kFailed, fmt::format("pid {} has no declared range at gpa {:#x}", pid, start));
                 }
                 return 0;
             }
-            Fd declared{open_pinned_map("declared")}, dma{open_pinned_map("dma_pins")};
+            workload::Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
             for (const char* what : {"declared", "dma_pins"})
-                for (const auto& e : read_pins(std::string(what) == "declared" ? declared.fd : dma.fd)) {
+                for (const auto& e : read_pins(std::string(what) == "declared" ? declared.get() : dma.get())) {
                     if (opts.json) {
                         nlohmann::json j = pin_json(e.pin);
                         j["type"] = "pin";

@@ -1,4 +1,5 @@
 #include "loader/enforce.hpp"
+#include "loader/workload.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -15,15 +16,6 @@
 namespace gms {
 namespace {
 
-struct Fd {
-    int fd;
-    explicit Fd(int f) : fd(f) {}
-    ~Fd()
-    {
-        if (fd >= 0)
-            close(fd);
-    }
-};
 
 template <typename Info>
 bool info_of(int fd, Info& info)
@@ -48,13 +40,13 @@ std::optional<gms_veto_state> state_of_prog(int prog_fd)
     if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
         return std::nullopt;
     for (__u32 id : ids) {
-        Fd m(bpf_map_get_fd_by_id(id));
+        workload::Fd m(bpf_map_get_fd_by_id(id));
         struct bpf_map_info mi {};
-        if (!info_of(m.fd, mi) || std::string(mi.name) != "veto_state")
+        if (!info_of(m.get(), mi) || std::string(mi.name) != "veto_state")
             continue;
         gms_veto_state st{};
         __u32 zero = 0;
-        if (bpf_map_lookup_elem(m.fd, &zero, &st) == 0)
+        if (bpf_map_lookup_elem(m.get(), &zero, &st) == 0)
             return st;
     }
     return std::nullopt;
@@ -67,19 +59,19 @@ EnforceStatus enforce_status()
     EnforceStatus s;
     __u32 id = 0;
     while (!s.active && bpf_link_get_next_id(id, &id) == 0) {
-        Fd link(bpf_link_get_fd_by_id(id));
+        workload::Fd link(bpf_link_get_fd_by_id(id));
         struct bpf_link_info li {};
-        if (!info_of(link.fd, li) || li.type != BPF_LINK_TYPE_TRACING ||
+        if (!info_of(link.get(), li) || li.type != BPF_LINK_TYPE_TRACING ||
             li.tracing.attach_type != BPF_LSM_MAC)
             continue;
-        Fd prog(bpf_prog_get_fd_by_id(li.prog_id));
+        workload::Fd prog(bpf_prog_get_fd_by_id(li.prog_id));
         struct bpf_prog_info pi {};
-        if (!info_of(prog.fd, pi) || std::string(pi.name) != "lsm_file_ioctl")
+        if (!info_of(prog.get(), pi) || std::string(pi.name) != "lsm_file_ioctl")
             continue;
         s.active = true;
         s.link_id = id;
         s.prog_id = li.prog_id;
-        s.state = state_of_prog(prog.fd);
+        s.state = state_of_prog(prog.get());
     }
     if (s.state)
         s.loader_running = kill(pid_t(s.state->loader_pid), 0) == 0;
@@ -115,10 +107,10 @@ nlohmann::json to_json(const EnforceStatus& s)
 
 std::optional<gms_veto_state> pinned_veto_state()
 {
-    Fd m(bpf_obj_get((std::string(kEnforceDir) + "/veto_state").c_str()));
+    workload::Fd m(bpf_obj_get((std::string(kEnforceDir) + "/veto_state").c_str()));
     gms_veto_state st{};
     __u32 zero = 0;
-    if (m.fd < 0 || bpf_map_lookup_elem(m.fd, &zero, &st) != 0)
+    if (m.get() < 0 || bpf_map_lookup_elem(m.get(), &zero, &st) != 0)
         return std::nullopt;
     return st;
 }
