@@ -147,7 +147,7 @@ RecordingWriter::RecordingWriter(const std::string& path, const nlohmann::json& 
         throw std::runtime_error(fmt::format("cannot write {}: {}", path,
                                              errno == ELOOP ? "it is a symbolic link, which is not followed"
                                                             : strerror(errno)));
-    std::string m = meta.dump();
+    std::string m = dump_line(meta);   // a command line may hold invalid UTF-8
     m.resize((m.size() + kAlign - 1) / kAlign * kAlign, ' ');
     FileHeader h{};
     std::memcpy(h.magic, kRecordingMagic, sizeof(h.magic));
