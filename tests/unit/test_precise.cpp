@@ -111,7 +111,7 @@ TEST_CASE("precise tier: the verifier accepts every program whose function this 
     }
 }
 
-TEST_CASE("VFIO: a map is a pin with pages, vaddr, iova and process; unmap an unpin; past RLIMIT_MEMLOCK a "
+TEST_CASE("VFIO: a map is a pin with pages, vaddr, iova and process, unmap an unpin, past RLIMIT_MEMLOCK a "
           "pin failure",
           "[precise][vfio]")
 {
