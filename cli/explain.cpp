@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
-#include "loader/engine.hpp"
-#include "loader/recording.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 namespace {

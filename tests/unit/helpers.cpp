@@ -1,6 +1,6 @@
 #include "helpers.hpp"
 
-#include "loader/features.hpp"
+#include "loader/probe/features.hpp"
 
 #include <fcntl.h>
 #include <linux/kvm.h>

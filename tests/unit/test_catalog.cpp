@@ -6,9 +6,9 @@
 
 #include <catch2/catch.hpp>
 
-#include "loader/catalog.hpp"
-#include "loader/events.hpp"
-#include "loader/tracer.hpp"
+#include "loader/probe/catalog.hpp"
+#include "loader/events/events.hpp"
+#include "loader/capture/tracer.hpp"
 
 TEST_CASE("every hook has a mechanism, a unique name and says what it records", "[catalog]")
 {

@@ -17,9 +17,9 @@
 
 #include "helpers.hpp"
 #include "ioctls.h"
-#include "loader/enforce.hpp"
-#include "loader/tracer.hpp"
-#include "loader/workload.h"
+#include "loader/enforce/enforce.hpp"
+#include "loader/capture/tracer.hpp"
+#include "loader/workload/workload.hpp"
 
 namespace {
 

@@ -9,9 +9,9 @@
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
-#include "loader/catalog.hpp"
-#include "loader/features.hpp"
-#include "loader/tracer.hpp"
+#include "loader/probe/catalog.hpp"
+#include "loader/probe/features.hpp"
+#include "loader/capture/tracer.hpp"
 
 namespace {
 

@@ -15,9 +15,9 @@
 
 #include "capture.hpp"
 #include "helpers.hpp"
-#include "loader/catalog.hpp"
-#include "loader/engine.hpp"
-#include "loader/workload.h"
+#include "loader/probe/catalog.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/workload/workload.hpp"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <catch2/catch.hpp>
 
 #include "helpers.hpp"
-#include "loader/recording.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace fs = std::filesystem;
 

@@ -1,7 +1,7 @@
 // Tests of the built-in workload against the running kernel: every VM here
 // is a real KVM VM, and every check reads back what the kernel did.
-#include "loader/kvm_uapi.h"
-#include "loader/workload.h"
+#include "loader/workload/kvm_uapi.h"
+#include "loader/workload/workload.hpp"
 
 #include <catch2/catch.hpp>
 
