@@ -20,7 +20,12 @@
 extern "C" {
 #include "audit.h"
 }
+// The skeleton embeds the BPF object as one string literal, longer than
+// clang's -Wpedantic allows.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverlength-strings"
 #include "gmemscope_audit_bpf.skel.h"
+#pragma GCC diagnostic pop
 #include "loader/base/log.hpp"
 
 namespace gms {

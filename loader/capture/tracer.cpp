@@ -16,7 +16,12 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+// The skeleton embeds the BPF object as one string literal, longer than
+// clang's -Wpedantic allows.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverlength-strings"
 #include "gmemscope_bpf.skel.h"
+#pragma GCC diagnostic pop
 #include "loader/base/log.hpp"
 
 namespace gms {

@@ -82,9 +82,14 @@ LoadProbe try_load(bpf_prog_type type, bpf_attach_type attach, int btf_id, std::
     LoadProbe p;
     p.target = std::move(target);
     char log_buf[4096] = {};
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = attach,
-                .attach_btf_id = static_cast<__u32>(btf_id), .log_level = 1,
-                .log_size = sizeof(log_buf), .log_buf = log_buf);
+    // Not LIBBPF_OPTS: a GNU statement expression that clang's -Wpedantic refuses.
+    bpf_prog_load_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.expected_attach_type = attach;
+    opts.attach_btf_id = static_cast<__u32>(btf_id);
+    opts.log_level = 1;
+    opts.log_size = sizeof(log_buf);
+    opts.log_buf = log_buf;
     int fd = bpf_prog_load(type, "gms_probe", "GPL", kReturnZero, 2, &opts);
     if (fd >= 0) {
         close(fd);
