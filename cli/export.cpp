@@ -11,8 +11,8 @@
 #include <fmt/format.h>
 
 #include "cli/cli.hpp"
-#include "loader/perfetto.hpp"
-#include "loader/recording.hpp"
+#include "loader/report/perfetto.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 namespace {

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/enforce.hpp"
-#include "loader/workload.h"
+#include "loader/enforce/enforce.hpp"
+#include "loader/base/fd.hpp"
 
 namespace gms::cli {
 namespace {
@@ -82,7 +82,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
             throw Error(kUsage, fmt::format("-p {}: no such process", pid));
         try {
             if (which != nullptr) {
-                workload::Fd map(open_pinned_map("declared"));
+                Fd map(open_pinned_map("declared"));
                 if (which->get_name() == "add") {
                     declare_range(map.get(), uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
                     fmt::print(stderr, "declared gfn [{:#x}, {:#x}) pinned for pid {}\n", start >> 12,
@@ -92,7 +92,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 }
                 return 0;
             }
-            workload::Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
+            Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
             for (const char* what : {"declared", "dma_pins"})
                 for (const auto& e : read_pins(std::string(what) == "declared" ? declared.get() : dma.get())) {
                     if (opts.json) {

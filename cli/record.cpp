@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
-#include "loader/log.hpp"
-#include "loader/recording.hpp"
+#include "loader/base/log.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 

@@ -12,10 +12,10 @@
 #include <sstream>
 #include <string>
 
-#include "loader/engine.hpp"
-#include "loader/perfetto.hpp"
-#include "loader/recording.hpp"
-#include "loader/report.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/report/perfetto.hpp"
+#include "loader/capture/recording.hpp"
+#include "loader/report/report.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {

@@ -24,7 +24,7 @@
 
 #include "helpers.hpp"
 #include <nlohmann/json.hpp>
-#include "loader/recording.hpp"
+#include "loader/capture/recording.hpp"
 
 using gms::test::binary;
 using gms::test::run;
@@ -421,6 +421,66 @@ TEST_CASE("a cut or damaged recording gives everything before the damage, says w
     {
         std::ofstream(bad) << "hello";
         CHECK(run({binary(), "report", "-i", bad}).exit_code == 5);
+    }
+}
+
+TEST_CASE("a truncated or corrupt format-1 recording is read up to the offset of the bad record", "[recording]")
+{
+    // A golden recording (format 1): the format's checks need no kernel.
+    gms::test::ScratchDir dir;
+    std::string good = dir.path + "/rebind.rec", bad = good + ".bad";
+    fs::copy_file(gms::test::source_dir() + "/tests/golden/rebind.rec", good);
+    std::vector<uint64_t> offsets;
+    {
+        gms::RecordingReader r(good);
+        for (int i = 0; i < 3; i++) {
+            offsets.push_back(r.offset());
+            REQUIRE(r.next());
+        }
+    }
+    auto damage_of = [](const std::string& path) {
+        gms::RecordingReader r(path);
+        while (r.next()) {
+        }
+        return std::pair{r.records_read(), r.damage_text()};
+    };
+    SECTION("cut inside a record")
+    {
+        copy_prefix(good, bad, offsets[1] + 10);
+        auto [records, why] = damage_of(bad);
+        CHECK(records == 1);
+        CHECK_THAT(why, Catch::Contains("offset " + std::to_string(offsets[1])) && Catch::Contains("truncated"));
+    }
+    SECTION("cut between records: the end record is missing")
+    {
+        copy_prefix(good, bad, offsets[2]);
+        auto [records, why] = damage_of(bad);
+        CHECK(records == 2);
+        CHECK_THAT(why, Catch::Contains("offset " + std::to_string(offsets[2])) && Catch::Contains("cut short"));
+    }
+    SECTION("a record with a bad type")
+    {
+        fs::copy_file(good, bad, fs::copy_options::overwrite_existing);
+        std::fstream f(bad, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(std::streamoff(offsets[1]));
+        uint16_t type = 0x4242;
+        f.write(reinterpret_cast<const char*>(&type), sizeof(type));
+        f.close();
+        auto [records, why] = damage_of(bad);
+        CHECK(records == 1);
+        CHECK_THAT(why, Catch::Contains("offset " + std::to_string(offsets[1])) && Catch::Contains("corrupt"));
+    }
+    SECTION("not a recording")
+    {
+        std::ofstream(bad) << "hello";
+        CHECK_THROWS_WITH(damage_of(bad), Catch::Contains("not a gmemscope recording"));
+    }
+    SECTION("report says so with exit code 6")
+    {
+        copy_prefix(good, bad, offsets[1] + 10);
+        auto r = gms::test::run({gms::test::binary(), "report", "-i", bad});
+        CHECK(r.exit_code == 6);
+        CHECK_THAT(r.err, Catch::StartsWith("error: ") && Catch::Contains("offset " + std::to_string(offsets[1])));
     }
 }
 
