@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(cmake make g++ clang llvm pkg-config libbpf-dev bpftool libelf-dev zlib1g-dev
           libcli11-dev libfmt-dev nlohmann-json3-dev catch2 python3 python3-jsonschema
-          python3-prometheus-client ccache)
+          python3-prometheus-client ccache prometheus man-db)
 
 setup() {
     local missing=()

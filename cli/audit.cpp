@@ -11,18 +11,30 @@
 
 namespace gms::cli {
 
-std::unique_ptr<Engine> load_recording(const std::string& path)
+std::string read_recording(const std::string& path, const std::function<void(const Event&)>& f)
+{
+    try {
+        RecordingReader reader(path);
+        while (auto ev = reader.next())
+            f(*ev);
+        return reader.damage_text();
+    } catch (const BadRecording& e) {
+        throw Error(kBadInput, e.what());
+    }
+}
+
+void report_damage(const std::string& damage)
+{
+    if (!damage.empty())
+        throw Error(kDamaged, damage);
+}
+
+std::unique_ptr<Engine> load_recording(const std::string& path, std::string& damage)
 {
     if (path.empty())
         return nullptr;
     auto engine = std::make_unique<Engine>();
-    try {
-        RecordingReader reader(path);
-        while (auto ev = reader.next())
-            engine->add(*ev);
-    } catch (const BadRecording& e) {
-        throw Error(kBadInput, e.what());
-    }
+    damage = read_recording(path, [&](const Event& ev) { engine->add(ev); });
     return engine;
 }
 
@@ -47,12 +59,15 @@ void register_audit(CLI::App& app, Options& opts, Action& action)
     sub->add_flag("--procfs", procfs, "Read /proc/*/fd instead of the BPF iterator");
     sub->callback([&opts, &action] {
         action = [&opts] {
-            auto recording = load_recording(input);
+            std::string damage;
+            auto recording = load_recording(input, damage);
             AuditReport r = open_auditor(procfs)->run(recording.get(), input);
             if (opts.json)
                 fmt::print("{}\n", dump_line(to_json(r)));
             else
                 fmt::print("{}", to_text(r));
+            std::fflush(stdout);
+            report_damage(damage);
             return 0;
         };
     });

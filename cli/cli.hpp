@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 namespace gms {
+struct Event;
 class Engine;
 class Auditor;
 }  // namespace gms
@@ -23,6 +24,7 @@ enum Exit : int {
     kPrivilege = 3,     // missing capabilities
     kUnsupported = 4,   // this kernel cannot do what was asked
     kBadInput = 5,      // a recording or input file is corrupt
+    kDamaged = 6,       // a recording is damaged or cut short: what it holds was read and reported
 };
 
 struct Error : std::runtime_error {
@@ -51,10 +53,29 @@ void register_daemon(CLI::App& app, Options& opts, Action& action);
 void register_enforce(CLI::App& app, Options& opts, Action& action);
 void register_pin(CLI::App& app, Options& opts, Action& action);
 
-// An engine fed the recording at `path` (nullptr for ""); Error(kBadInput) if corrupt.
-std::unique_ptr<Engine> load_recording(const std::string& path);
+// Every record of the recording at `path` into `f`; Error(kBadInput) if
+// it is not a readable recording.  Returns what was damaged ("" if
+// nothing): the caller prints its output, then calls report_damage.
+std::string read_recording(const std::string& path, const std::function<void(const Event&)>& f);
+// Error(kDamaged, damage) unless damage is "".
+void report_damage(const std::string& damage);
+// An engine fed the recording at `path` (nullptr for ""), and its damage.
+std::unique_ptr<Engine> load_recording(const std::string& path, std::string& damage);
 // The BPF iterator where privileges and the kernel allow, else /proc (logged).
 std::unique_ptr<Auditor> open_auditor(bool force_procfs);
+
+// Number checks for every numeric option: nan and inf are refused, and
+// the messages print the bounds as a person would write them.
+// A finite number in [lo, hi].
+CLI::Validator finite_range(double lo, double hi);
+// Seconds: finite, > 0, at most a year.
+CLI::Validator positive_seconds();
+// An unsigned integer (decimal or 0x hex) that fits in 64 bits: no sign.
+CLI::Validator unsigned_number();
+
+// Man pages (gmemscope.1, gmemscope-SUB.1) and bash completion
+// (gmemscope.bash) into dir, from the definitions in `app`.
+void generate_docs(const CLI::App& app, const std::string& dir);
 
 // Throws Error(kPrivilege) naming what is missing for BPF work.
 void require_bpf_privileges(const std::string& subcommand);

@@ -1,11 +1,13 @@
 // gmemscope daemon: long-running tracing counted in the kernel, periodic
-// audits, and OpenMetrics text for a scraper (/metrics on a loopback
-// socket) and for node_exporter's textfile collector (written atomically).
+// audits, and metrics for a scraper (/metrics on a loopback socket:
+// Prometheus text, or OpenMetrics when asked for) and for node_exporter's
+// textfile collector (Prometheus text, written atomically).
 // SIGHUP re-reads the config file and re-runs the audit; SIGINT/SIGTERM
 // write the last state and exit.
 #include <fcntl.h>
 #include <signal.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -76,23 +78,31 @@ DaemonSettings read_config(const std::string& path, DaemonSettings s)
             throw Error(kUsage, fmt::format("{}:{}: {}: {}", path, n, line, e.what()));
         }
     }
-    if (s.interval_s <= 0 || s.audit_interval_s <= 0)
-        throw Error(kUsage, fmt::format("{}: interval and audit_interval must be positive", path));
+    // Written so that nan fails too (every comparison with nan is false).
+    for (double v : {s.interval_s, s.audit_interval_s})
+        if (!(v > 0 && v <= 366 * 86400.0))
+            throw Error(kUsage, fmt::format("{}: interval and audit_interval must be positive finite seconds", path));
     return s;
 }
 
-// Written beside the target and renamed over it: a collector never reads half a file.
-void write_textfile(const std::string& path, const std::string& text)
+// Written beside the target and renamed over it: a collector never reads
+// half a file.  Readable by the collector's user whatever the umask.
+// Whether it was written; the reason is logged.
+bool write_textfile(const std::string& path, const std::string& text)
 {
     std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    bool ok = fd >= 0 && write(fd, text.data(), text.size()) == ssize_t(text.size()) && fsync(fd) == 0;
+    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    bool ok = fd >= 0 && fchmod(fd, 0644) == 0 && write(fd, text.data(), text.size()) == ssize_t(text.size()) &&
+              fsync(fd) == 0;
+    int err = errno;
     if (fd >= 0)
         close(fd);
-    if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-        log::info("daemon: cannot write {}: {}", path, strerror(errno));
-        unlink(tmp.c_str());
-    }
+    if (ok && rename(tmp.c_str(), path.c_str()) == 0)
+        return true;
+    err = ok ? errno : err;
+    log::info("daemon: cannot write {}: {}", path, strerror(err));
+    unlink(tmp.c_str());
+    return false;
 }
 
 std::unique_ptr<MetricsServer> open_server(const std::string& listen)
@@ -116,18 +126,18 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
     static std::string config;
     static double duration_s = 0;
     static bool procfs = false;
-    auto* sub = app.add_subcommand("daemon", "Trace and audit continuously; OpenMetrics on /metrics and in a textfile");
+    auto* sub = app.add_subcommand("daemon", "Trace and audit continuously; metrics on /metrics and in a textfile");
     sub->add_option("--textfile", flags.textfile, "Write the metrics to this file (atomically) every --interval");
     sub->add_option("--listen", flags.listen, "Serve /metrics on ADDR:PORT (none: no HTTP)")->capture_default_str();
     sub->add_option("--interval", flags.interval_s, "Seconds between textfile writes")
-        ->check(CLI::PositiveNumber)
+        ->check(positive_seconds())
         ->capture_default_str();
     sub->add_option("--audit-interval", flags.audit_interval_s, "Seconds between audits")
-        ->check(CLI::PositiveNumber)
+        ->check(positive_seconds())
         ->capture_default_str();
     sub->add_option("--config", config, "key = value file (textfile, listen, interval, audit_interval), "
                                         "re-read on SIGHUP; its values override the flags");
-    sub->add_option("-d,--duration", duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
+    sub->add_option("-d,--duration", duration_s, "Stop after SECONDS")->check(positive_seconds());
     sub->add_flag("--procfs", procfs, "Audit from /proc/*/fd instead of the BPF iterator");
     sub->callback([&action] {
         action = [] {
@@ -145,7 +155,9 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
             SignalFd signals{SIGINT, SIGTERM, SIGHUP};
             DaemonMetrics metrics;
             Tracer& tracer = *target.tracer;
-            auto render = [&] { return metrics.render(tracer.counters(), tracer.aggregates()); };
+            auto render = [&](bool openmetrics = false) {
+                return metrics.render(tracer.counters(), tracer.aggregates(), openmetrics);
+            };
             // The kernel's aggregate map is bounded: the counts of processes
             // that have exited move into the daemon's own totals.
             auto retire_exited = [&] {
@@ -167,6 +179,10 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
                     return std::string("audit failed");
                 }
             };
+            // A textfile that cannot be written is an error now, not a
+            // line in a log nobody reads.
+            if (!s.textfile.empty() && !write_textfile(s.textfile, render()))
+                throw Error(kFailed, fmt::format("--textfile {}: cannot write it (see above)", s.textfile));
             log::info("daemon: tracing; textfile {}, audit every {} s: first audit: {}",
                       s.textfile.empty() ? "none" : s.textfile, s.audit_interval_s, audit());
             Clock::time_point start = Clock::now(), next_audit = after(s.audit_interval_s), next_write = start;
@@ -205,17 +221,19 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
                     next_audit = after(s.audit_interval_s);
                 }
                 if (!s.textfile.empty() && now >= next_write) {
-                    write_textfile(s.textfile, render());
+                    write_textfile(s.textfile, render());   // a failure is logged; the next write may succeed
                     next_write = after(s.interval_s);
                 }
                 if (duration_s > 0 && now - start >= std::chrono::duration<double>(duration_s))
                     break;
             }
             tracer.consume([&](const Event& ev) { metrics.add(ev); });
-            if (!s.textfile.empty())
-                write_textfile(s.textfile, render());
-            log::info("daemon: {}; last metrics written{}", stop ? strsignal(stop) : "duration reached",
-                      s.textfile.empty() ? "" : " to " + s.textfile);
+            bool written = !s.textfile.empty() && write_textfile(s.textfile, render());
+            std::string why = stop ? strsignal(stop) : "duration reached";
+            if (!s.textfile.empty() && !written)
+                throw Error(kFailed, fmt::format("daemon: {}; the last metrics could not be written to {}", why,
+                                                 s.textfile));
+            log::info("daemon: {}; last metrics written{}", why, written ? " to " + s.textfile : "");
             return 0;
         };
     });

@@ -60,14 +60,19 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
     static double duration_s = 0;
     auto* sub = app.add_subcommand(
         "enforce", "Refuse conversions to private of DMA-pinned memory (BPF LSM), or --audit them");
-    sub->add_flag("--audit", audit, "Report the conversions that would be vetoed; block nothing");
-    sub->add_option("--errno", err_name, "What a vetoed ioctl returns (default EBUSY)");
-    sub->add_flag("--persist", persist,
-                  "Keep enforcing after this process ends (programs, links and maps pinned in " +
-                      std::string(kEnforceDir) + "); --stop removes it");
-    sub->add_flag("--status", status, "Say what is enforced now, by which program, since when");
-    sub->add_flag("--stop", stop, "Remove persisted enforcement");
-    sub->add_option("-d,--duration", duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
+    auto* audit_o = sub->add_flag("--audit", audit, "Report the conversions that would be vetoed; block nothing");
+    auto* errno_o = sub->add_option("--errno", err_name, "What a vetoed ioctl returns (default EBUSY)");
+    auto* persist_o = sub->add_flag("--persist", persist,
+                                    "Keep enforcing after this process ends (programs, links and maps pinned in " +
+                                        std::string(kEnforceDir) + "); --stop removes it");
+    auto* status_o = sub->add_flag("--status", status, "Say what is enforced now, by which program, since when");
+    auto* stop_o = sub->add_flag("--stop", stop, "Remove persisted enforcement");
+    auto* duration_o = sub->add_option("-d,--duration", duration_s, "Stop after SECONDS")->check(positive_seconds());
+    // --status and --stop each do one thing and end: nothing to combine them with.
+    status_o->excludes(stop_o);
+    for (auto* o : {status_o, stop_o})
+        for (auto* other : {audit_o, errno_o, persist_o, duration_o})
+            o->excludes(other);
     sub->callback([&opts, &action] {
         action = [&opts] {
             require_bpf_privileges("enforce");

@@ -23,6 +23,8 @@ struct Query {
 uint64_t parse_vm(const std::string& s)
 {
     try {
+        if (s.empty() || !isxdigit(static_cast<unsigned char>(s[0])))
+            throw std::invalid_argument(s);
         size_t used = 0;
         uint64_t v = std::stoull(s, &used, 16);
         if (used == s.size())
@@ -143,10 +145,11 @@ int from_recording(const Options& opts, const Query& q)
         }
         Engine engine;
         engine.watch(vm, target->second);
-        RecordingReader reader(q.input);
-        while (auto ev = reader.next())
-            engine.add(*ev);
-        return print(opts, engine, vm, target->second);
+        std::string damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
+        print(opts, engine, vm, target->second);
+        std::fflush(stdout);
+        report_damage(damage);
+        return 0;
     } catch (const BadRecording& e) {
         throw Error(kBadInput, e.what());
     }
@@ -172,18 +175,21 @@ void register_explain(CLI::App& app, Options& opts, Action& action)
 {
     static Query q;
     auto* sub = app.add_subcommand("explain", "The causal chain of one guest page, from a recording or live");
-    sub->add_option("-i,--input", q.input, "Recording to read (else trace live)");
+    auto* input = sub->add_option("-i,--input", q.input, "Recording to read (else trace live)");
     sub->add_option("--vm", q.vm, "The VM (its kernel address, hex, as gmemscope prints it)");
     auto* by = sub->add_option_group("page", "Which page (one of)");
-    by->add_option("--gfn", q.gfn, "Guest frame number");
-    by->add_option("--gpa", q.gpa, "Guest physical address");
-    by->add_option("--hva", q.hva, "Host virtual address in the VM's process");
-    by->add_option("--pfn", q.pfn, "Host page frame number");
-    by->add_option("--iova", q.iova, "IO virtual address of a DMA mapping");
+    by->add_option("--gfn", q.gfn, "Guest frame number")->check(unsigned_number());
+    by->add_option("--gpa", q.gpa, "Guest physical address")->check(unsigned_number());
+    by->add_option("--hva", q.hva, "Host virtual address in the VM's process")->check(unsigned_number());
+    by->add_option("--pfn", q.pfn, "Host page frame number")->check(unsigned_number());
+    by->add_option("--iova", q.iova, "IO virtual address of a DMA mapping")->check(unsigned_number());
     by->require_option(1);
-    sub->add_option("-p,--pid", q.live.pids, "Live: only these processes")->delimiter(',')->allow_extra_args(false);
-    sub->add_option("-d,--duration", q.live.duration_s, "Live: stop after SECONDS")->check(CLI::PositiveNumber);
-    sub->add_option("command", q.live.command, "Live: command to start and trace (after --)");
+    // -i reads a recording: what only live tracing takes is refused with it.
+    input->excludes(
+        sub->add_option("-p,--pid", q.live.pids, "Live: only these processes")->delimiter(',')->allow_extra_args(false));
+    input->excludes(
+        sub->add_option("-d,--duration", q.live.duration_s, "Live: stop after SECONDS")->check(positive_seconds()));
+    input->excludes(sub->add_option("command", q.live.command, "Live: command to start and trace (after --)"));
     sub->callback([&opts, &action] {
         action = [&opts] { return q.input.empty() ? live(opts, q) : from_recording(opts, q); };
     });

@@ -95,7 +95,8 @@ void register_hooks(CLI::App& app, Options& opts, Action& action)
             nlohmann::json arr = nlohmann::json::array();
             for (const auto& h : hooks)
                 arr.push_back(to_json(h));
-            nlohmann::json doc = f.to_json();
+            nlohmann::json doc = {{"type", "hooks"}};
+            doc.update(f.to_json());
             doc["hooks"] = arr;
             fmt::print("{}\n", dump_line(doc));
             return 0;

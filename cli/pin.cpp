@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -16,24 +17,32 @@
 namespace gms::cli {
 namespace {
 
-// A byte count or address: decimal or 0x hex, with an optional K/M/G/T suffix.
+// A byte count or address: decimal or 0x hex, with an optional K/M/G/T
+// suffix; no sign, and nothing that does not fit in 64 bits.
 uint64_t parse_bytes(const std::string& opt, const std::string& s)
 {
-    try {
-        size_t used = 0;
-        uint64_t v = std::stoull(s, &used, 0);
-        std::string rest = s.substr(used);
-        static const std::string suffixes = "KMGT";
-        if (rest.size() == 1 && suffixes.find(char(toupper(rest[0]))) != std::string::npos)
-            v <<= 10 * (suffixes.find(char(toupper(rest[0]))) + 1);
-        else if (!rest.empty())
-            throw std::invalid_argument(rest);
+    auto bad = [&](const std::string& why) {
+        return Error(kUsage, fmt::format("{} {}: {}", opt, s, why));
+    };
+    if (s.empty() || !isdigit(static_cast<unsigned char>(s[0])))
+        throw bad("want a number (0x hex allowed) with an optional K/M/G/T suffix");
+    errno = 0;
+    char* end = nullptr;
+    uint64_t v = std::strtoull(s.c_str(), &end, 0);
+    if (errno == ERANGE)
+        throw bad("does not fit in 64 bits");
+    std::string rest(end);
+    static const std::string suffixes = "KMGT";
+    if (rest.empty())
         return v;
-    } catch (const std::exception&) {
-        throw Error(kUsage, fmt::format("{} {}: want a number (0x hex allowed) with an optional K/M/G/T suffix", opt, s));
-    }
+    auto at = rest.size() == 1 ? suffixes.find(char(toupper(rest[0]))) : std::string::npos;
+    if (at == std::string::npos)
+        throw bad("want a number (0x hex allowed) with an optional K/M/G/T suffix");
+    unsigned shift = unsigned(10 * (at + 1));
+    if (v > (UINT64_MAX >> shift))
+        throw bad("does not fit in 64 bits");
+    return v << shift;
 }
-
 
 }  // namespace
 
@@ -53,19 +62,28 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
     add->add_option("--size", size, "Bytes, page aligned (K/M/G/T suffix)")->required();
     add->add_option("--note", note, "Why (shown in vetoes, 15 characters)");
     auto run = [&opts](CLI::App* which) {
+        // The arguments first: a usage error is one whatever the privileges.
+        uint64_t start = 0, bytes = 0;
+        if (which != nullptr) {
+            start = parse_bytes("--gpa", gpa);
+            if (start % 4096)
+                throw Error(kUsage, fmt::format("--gpa {:#x} is not page aligned", start));
+        }
+        if (which != nullptr && which->get_name() == "add") {
+            bytes = parse_bytes("--size", size);
+            if (!bytes || bytes % 4096)
+                throw Error(kUsage, fmt::format("--size {:#x} is not a positive multiple of 4096", bytes));
+            if (bytes > UINT64_MAX - start)
+                throw Error(kUsage, fmt::format("--gpa {:#x} --size {:#x} runs past the end of the address space",
+                                                start, bytes));
+        }
         require_bpf_privileges("pin");
         if (which != nullptr && (pid <= 0 || kill(pid, 0) != 0))
             throw Error(kUsage, fmt::format("-p {}: no such process", pid));
         try {
             if (which != nullptr) {
-                uint64_t start = parse_bytes("--gpa", gpa);
-                if (start % 4096)
-                    throw Error(kUsage, fmt::format("--gpa {:#x} is not page aligned", start));
                 Fd map(open_pinned_map("declared"));
                 if (which->get_name() == "add") {
-                    uint64_t bytes = parse_bytes("--size", size);
-                    if (!bytes || bytes % 4096)
-                        throw Error(kUsage, fmt::format("--size {:#x} is not a positive multiple of 4096", bytes));
                     declare_range(map.get(), uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
                     fmt::print(stderr, "declared gfn [{:#x}, {:#x}) pinned for pid {}\n", start >> 12,
                                (start + bytes) >> 12, pid);
@@ -85,6 +103,8 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                         fmt::print("{}\n", describe_pin(e.pin));
                     }
                 }
+        } catch (const std::invalid_argument& e) {
+            throw Error(kUsage, e.what());
         } catch (const std::runtime_error& e) {
             if (dynamic_cast<const Error*>(&e))
                 throw;

@@ -17,6 +17,7 @@ void register_report(CLI::App& app, Options& opts, Action& action)
     sub->callback([&opts, &action] {
         action = [&opts] {
             Engine engine;
+            std::string damage;
             try {
                 RecordingReader reader(input);
                 if (!opts.json)
@@ -24,6 +25,7 @@ void register_report(CLI::App& app, Options& opts, Action& action)
                                reader.meta().value("clock", "?"));
                 while (auto ev = reader.next())
                     engine.add(*ev);
+                damage = reader.damage_text();
             } catch (const BadRecording& e) {
                 throw Error(kBadInput, e.what());
             }
@@ -31,6 +33,8 @@ void register_report(CLI::App& app, Options& opts, Action& action)
                 fmt::print("{}\n", dump_line(report_json(engine)));
             else
                 fmt::print("{}", report_text(engine));
+            std::fflush(stdout);
+            report_damage(damage);
             return 0;
         };
     });

@@ -19,7 +19,7 @@ void add_target_options(CLI::App* sub, TargetOptions& t)
     sub->add_option("--vm", t.vms, "Only these VMs: the struct kvm address gmemscope prints (hex)")
         ->delimiter(',')
         ->allow_extra_args(false);
-    sub->add_option("-d,--duration", t.duration_s, "Stop after SECONDS")->check(CLI::PositiveNumber);
+    sub->add_option("-d,--duration", t.duration_s, "Stop after SECONDS")->check(positive_seconds());
     sub->add_option("--ringbuf-size", t.ringbuf_mib, "Ring buffer size in MiB (power of two)")
         ->check(CLI::Range(1, 1024));
     sub->add_option("--hooks", t.hooks,
@@ -55,6 +55,9 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
     }
     for (const auto& v : t.vms) {
         try {
+            // stoull would take "-1" as 0xffffffffffffffff.
+            if (v.empty() || !isxdigit(static_cast<unsigned char>(v[0])))
+                throw std::invalid_argument(v);
             size_t used = 0;
             to.vms.push_back(std::stoull(v, &used, 16));
             if (used != v.size())

@@ -179,11 +179,12 @@ void register_top(CLI::App& app, Options& opts, Action& action)
     static size_t max_rows = 20;
     static uint32_t stack_sample = 0;
     auto* sub = app.add_subcommand("top", "Live view of gmem invalidations and faults, counted in the kernel");
-    sub->add_option("-i,--interval", interval_s, "Seconds between refreshes")->check(CLI::Range(0.1, 3600.0));
+    sub->add_option("-i,--interval", interval_s, "Seconds between refreshes")->check(finite_range(0.1, 3600));
     sub->add_flag("-b,--batch", batch, "Print each frame after the last instead of refreshing in place");
-    sub->add_option("-n,--rows", max_rows, "Rows shown");
+    sub->add_option("-n,--rows", max_rows, "Rows shown")->check(unsigned_number());
     sub->add_option("--stacks", stack_sample,
-                    "Sample the user and kernel stacks of 1 in N gmem page removals; shown at the end");
+                    "Sample the user and kernel stacks of 1 in N gmem page removals; shown at the end")
+        ->check(unsigned_number());
     add_target_options(sub, t);
     sub->callback([&opts, &action] {
         action = [&opts] {

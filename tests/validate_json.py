@@ -12,6 +12,7 @@ Each line is checked against the schema its shape names (schemas/README.md):
   {"type": "explain"}         explain.schema.json
   {"type": "top"|"top_stacks"} top.schema.json
   {"type": "audit"}           audit.schema.json
+  {"type": "version"}         version.schema.json
   {"type": <event or drops>}  event.schema.json
 or, with --schema FILE, every line against FILE.
 
@@ -39,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMAS = os.path.join(HERE, os.pardir, "schemas")
 
 # Document kinds whose "type" names them; any other "type" is an event line.
-TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress", "explain", "top", "audit"}
+TYPED_DOCUMENTS = {"attached", "summary", "recorded", "stress", "explain", "top", "audit", "version"}
 
 
 def load_schemas(directory):

@@ -7,7 +7,7 @@
 
 namespace gms {
 
-// "EINVAL" for -22, "" for a return value >= 0.
+// "EINVAL" for -22, "" for a return value >= 0, "not an errno" below -4095.
 std::string errno_name(int64_t ret);
 
 }  // namespace gms

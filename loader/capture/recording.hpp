@@ -3,12 +3,20 @@
 // records byte for byte as the kernel wrote them, then a final counters
 // record.  Counters are also written every second, so a recording cut
 // short still says what was lost up to then.
+//
+// Format 2 (written now) puts the records in blocks, each with a CRC32C
+// over its header and records, and the metadata's CRC32C in the file
+// header: every byte is covered, so damage is found and named.  A block
+// ends at each counters record (every second) and at 64 KiB, so a
+// recorder killed or stopped by a full disk loses at most its last
+// second or 64 KiB.  Format 1 (records without blocks) is still read.
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -20,55 +28,99 @@
 namespace gms {
 
 inline constexpr char kRecordingMagic[8] = {'G', 'M', 'E', 'M', 'S', 'C', 'P', '\0'};
-inline constexpr uint32_t kRecordingVersion = 1;
+inline constexpr uint32_t kRecordingVersion = 2;
 
+// CRC32C (Castagnoli), as iSCSI and ext4 use it.
+uint32_t crc32c(std::span<const std::byte> data, uint32_t crc = 0);
+
+// The file is not a readable recording at all (header, metadata): nothing to salvage.
 struct BadRecording : std::runtime_error {
     BadRecording(const std::string& path, uint64_t offset, const std::string& why);
     uint64_t offset;
 };
 
+// A stretch of a recording that could not be read: [offset, offset + bytes).
+struct Damage {
+    uint64_t offset = 0;
+    uint64_t bytes = 0;
+    std::string why;
+};
+
 class RecordingWriter {
 public:
-    RecordingWriter(const std::string& path, const nlohmann::json& meta);
+    // An existing `path` is kept as path.old unless `overwrite`; a symlink
+    // at `path` is never followed (O_NOFOLLOW).
+    RecordingWriter(const std::string& path, const nlohmann::json& meta, bool overwrite = false);
     ~RecordingWriter();
     RecordingWriter(const RecordingWriter&) = delete;
     RecordingWriter& operator=(const RecordingWriter&) = delete;
 
+    // A counters record also ends the current block: it reaches the file.
     void write(const Event& ev);
     // Ends the recording: the last counters, flagged final, then fsync.
     void finish(gms_drops_record counters);
     uint64_t records() const { return records_; }
+    // Where the existing file was moved, "" if there was none.
+    const std::string& kept_as() const { return kept_as_; }
 
 private:
+    void append(const void* data, size_t len);
+    void flush_block();
     void put(const void* data, size_t len);
 
-    std::string path_;
-    std::FILE* file_ = nullptr;
+    std::string path_, kept_as_;
+    int fd_ = -1;
+    std::vector<std::byte> block_;
+    uint32_t block_records_ = 0;
     uint64_t records_ = 0;
 };
 
 class RecordingReader {
 public:
-    // Throws BadRecording when the header is not a gmemscope recording.
+    // Throws BadRecording when the file is not a readable recording (not
+    // a regular file, no magic, another format, bad metadata).
     explicit RecordingReader(const std::string& path);
     ~RecordingReader();
     RecordingReader(const RecordingReader&) = delete;
     RecordingReader& operator=(const RecordingReader&) = delete;
 
     const nlohmann::json& meta() const { return meta_; }
-    // The next record; nullopt at a clean end (after the final counters).
-    // Throws BadRecording naming the offset of a truncated or corrupt
-    // record, or of a missing end.
+    // The next record; nullopt at the end.  Damage (a bad checksum, a
+    // truncated or corrupt record, a missing end) does not throw: what
+    // follows it is skipped to the next intact block, and damage() says
+    // what was lost.
     std::optional<Event> next();
     uint64_t offset() const { return offset_; }
+    uint32_t version() const { return version_; }
+    // Everything that could not be read, in file order; empty when the
+    // recording is whole (its final counters record included).
+    const std::vector<Damage>& damage() const { return damage_; }
+    // One line for a user: where, how much, why, and what was read.
+    std::string damage_text() const;
+    uint64_t records_read() const { return records_read_; }
+    // The last counters record read, if any: what had been received and lost by then.
+    const std::optional<gms_drops_record>& last_counters() const { return last_counters_; }
 
 private:
+    std::optional<Event> next_v1();
+    std::optional<Event> next_v2();
+    void lose(uint64_t offset, uint64_t bytes, std::string why);
+    // The offset of the next intact block at or after `from`, or size_.
+    uint64_t resync(uint64_t from) const;
+    bool block_ok(uint64_t at) const;
+
     std::string path_;
     const std::byte* data_ = nullptr;   // the whole file, mapped read-only
     size_t size_ = 0;
+    uint32_t version_ = 0;
     nlohmann::json meta_;
     uint64_t offset_ = 0;
+    uint64_t block_end_ = 0;            // v2: end of the current block's records
     bool ended_ = false;
+    bool final_seen_ = false;
+    std::vector<Damage> damage_;
+    uint64_t records_read_ = 0;
+    std::optional<gms_drops_record> last_counters_;
 };
 
 }  // namespace gms

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -34,10 +35,15 @@ Child::Child(const std::vector<std::string>& argv)
     int go[2], err[2];
     if (pipe2(go, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
         throw std::runtime_error(fmt::format("pipe: {}", strerror(errno)));
+    pid_t parent = getpid();
     pid_ = fork();
     if (pid_ < 0)
         throw std::runtime_error(fmt::format("fork: {}", strerror(errno)));
     if (pid_ == 0) {
+        // The command dies with its tracer, even by SIGKILL: it must not
+        // run on untraced (and unrecorded) as an orphan.
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         close(go[1]);
         close(err[0]);
         // The command gets the signal mask a shell would give it.

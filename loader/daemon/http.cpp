@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -19,29 +20,47 @@ namespace gms {
 namespace {
 
 constexpr size_t kMaxHead = 8192;
-constexpr size_t kMaxClients = 16;
-constexpr auto kClientTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxClients = 64;
+constexpr size_t kAcceptsPerServe = kMaxClients / 2;   // a newcomer is read before it can be the oldest
+constexpr auto kClientTime = std::chrono::seconds(3);
 
 [[noreturn]] void fail(const std::string& what)
 {
     throw std::runtime_error(fmt::format("{}: {}", what, strerror(errno)));
 }
 
-void send_all(int fd, const std::string& data)
-{
-    size_t off = 0;
-    while (off < data.size()) {
-        ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            return;   // the client went away or stalled past SO_SNDTIMEO
-        off += size_t(n);
-    }
-}
-
 std::string response(const char* status, const char* type, const std::string& body, bool head_only)
 {
     return fmt::format("HTTP/1.0 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
                        status, type, body.size(), head_only ? "" : body);
+}
+
+// "METHOD SP TARGET SP HTTP/d.d" (RFC 9112 3): method a token, target
+// from "/", no spaces or controls anywhere.
+bool request_line_ok(const std::string& line, std::string& method, std::string& target)
+{
+    auto sp1 = line.find(' '), sp2 = line.rfind(' ');
+    if (sp1 == std::string::npos || sp1 == 0 || sp2 == sp1)
+        return false;
+    method = line.substr(0, sp1);
+    target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string version = line.substr(sp2 + 1);
+    for (char c : line)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            return false;
+    bool token = std::all_of(method.begin(), method.end(), [](char c) { return isupper(static_cast<unsigned char>(c)); });
+    return token && target.starts_with("/") && target.find(' ') == std::string::npos && version.size() == 8 &&
+           version.starts_with("HTTP/") && isdigit(static_cast<unsigned char>(version[5])) && version[6] == '.' &&
+           isdigit(static_cast<unsigned char>(version[7]));
+}
+
+bool accepts_openmetrics(const std::string& head)
+{
+    std::string lower(head);
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](char c) { return char(tolower(c)); });
+    auto at = lower.find("\naccept:");
+    return at != std::string::npos &&
+           lower.substr(at, lower.find('\n', at + 1) - at).find("application/openmetrics-text") != std::string::npos;
 }
 
 }  // namespace
@@ -77,7 +96,7 @@ MetricsServer::MetricsServer(const std::string& listen)
         errno = e;
         fail(fmt::format("binding {}", listen));
     }
-    if (::listen(listen_fd_, 16) != 0)
+    if (::listen(listen_fd_, SOMAXCONN) != 0)
         fail("listen");
     socklen_t len = sizeof(sa);
     getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
@@ -96,53 +115,100 @@ void MetricsServer::add_pollfds(std::vector<pollfd>& fds) const
 {
     fds.push_back({listen_fd_, POLLIN, 0});
     for (const auto& c : clients_)
-        fds.push_back({c.fd, POLLIN, 0});
+        fds.push_back({c.fd, short(c.state == State::writing ? POLLOUT : POLLIN), 0});
 }
 
-void MetricsServer::answer(Client& c, const std::function<std::string()>& body)
+void MetricsServer::accept_new()
 {
-    std::string line = c.head.substr(0, c.head.find_first_of("\r\n"));
-    bool get = line.starts_with("GET "), head = line.starts_with("HEAD ");
-    std::string path = line.substr(line.find(' ') + 1);
-    path = path.substr(0, path.find_first_of(" ?"));
-    // A client that does not read must not stall the daemon for long.
-    timeval tv{1, 0};
-    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) & ~O_NONBLOCK);
-    if (!get && !head)
-        send_all(c.fd, response("405 Method Not Allowed", "text/plain", "GET /metrics\n", false));
-    else if (path != "/metrics")
-        send_all(c.fd, response("404 Not Found", "text/plain", "gmemscope serves /metrics\n", head));
-    else
-        send_all(c.fd, response("200 OK", kOpenMetricsType, body(), head));
-}
-
-void MetricsServer::serve(const std::function<std::string()>& body)
-{
-    for (;;) {
+    for (size_t n = 0; n < kAcceptsPerServe; n++) {
         int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
-            break;
+            return;
         if (clients_.size() >= kMaxClients) {
-            close(fd);
-            continue;
+            // Room for the newcomer: the oldest that has not asked yet, or
+            // failing that the oldest of all.
+            auto victim = std::find_if(clients_.begin(), clients_.end(),
+                                       [](const Client& c) { return c.state == State::reading; });
+            if (victim == clients_.end())
+                victim = clients_.begin();
+            close(victim->fd);
+            clients_.erase(victim);
         }
-        clients_.push_back({fd, {}, std::chrono::steady_clock::now()});
+        clients_.push_back({fd, State::reading, {}, {}, 0, std::chrono::steady_clock::now()});
     }
+}
+
+void MetricsServer::answer(Client& c, const std::function<std::string(bool)>& body)
+{
+    std::string line = c.in.substr(0, c.in.find_first_of("\r\n")), method, target;
+    if (!request_line_ok(line, method, target)) {
+        c.out = response("400 Bad Request", "text/plain", "a request line is METHOD /PATH HTTP/1.x\n", false);
+    } else if (method != "GET" && method != "HEAD") {
+        c.out = response("405 Method Not Allowed", "text/plain", "GET /metrics\n", false);
+    } else {
+        bool head = method == "HEAD";
+        std::string path = target.substr(0, target.find('?'));
+        if (path != "/metrics") {
+            c.out = response("404 Not Found", "text/plain", "gmemscope serves /metrics\n", head);
+        } else {
+            bool om = accepts_openmetrics(c.in);
+            c.out = response("200 OK", om ? kOpenMetricsType : kPrometheusTextType, body(om), head);
+        }
+    }
+    c.state = State::writing;
+}
+
+bool MetricsServer::step(Client& c, const std::function<std::string(bool)>& body)
+{
+    char buf[4096];
+    if (c.state == State::reading) {
+        ssize_t n = -1;
+        errno = EAGAIN;
+        while (c.in.size() <= kMaxHead && (n = recv(c.fd, buf, sizeof(buf), 0)) > 0)
+            c.in.append(buf, size_t(n));
+        bool complete = c.in.find("\r\n\r\n") != std::string::npos || c.in.find("\n\n") != std::string::npos;
+        if (complete) {
+            answer(c, body);
+        } else if (c.in.size() > kMaxHead) {
+            c.out = response("431 Request Header Fields Too Large", "text/plain",
+                             fmt::format("gmemscope reads request heads of up to {} bytes\n", kMaxHead), false);
+            c.state = State::writing;
+        } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            return true;   // gone before asking
+        } else {
+            return false;
+        }
+    }
+    if (c.state == State::writing) {
+        while (c.sent < c.out.size()) {
+            ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return false;
+            if (n <= 0)
+                return true;
+            c.sent += size_t(n);
+        }
+        // Closing with unread input would reset the connection, and the
+        // client could lose the answer (a 431 to a huge head): stop
+        // writing, and read to its end (within the client's time).
+        shutdown(c.fd, SHUT_WR);
+        c.state = State::draining;
+    }
+    ssize_t n;
+    for (int i = 0; i < 64 && (n = recv(c.fd, buf, sizeof(buf), 0)) > 0; i++) {
+    }
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+void MetricsServer::serve(const std::function<std::string(bool)>& body)
+{
+    accept_new();
     auto now = std::chrono::steady_clock::now();
     std::erase_if(clients_, [&](Client& c) {
-        char buf[2048];
-        ssize_t n;
-        while ((n = recv(c.fd, buf, sizeof(buf), 0)) > 0 && c.head.size() < kMaxHead)
-            c.head.append(buf, size_t(n));
-        bool complete = c.head.find("\r\n\r\n") != std::string::npos || c.head.find("\n\n") != std::string::npos;
-        bool gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-        if (complete)
-            answer(c, body);
-        else if (!gone && c.head.size() < kMaxHead && now - c.since < kClientTimeout)
-            return false;
-        close(c.fd);
-        return true;
+        bool done = step(c, body) || now - c.since >= kClientTime;
+        if (done)
+            close(c.fd);
+        return done;
     });
 }
 

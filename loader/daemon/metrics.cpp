@@ -11,13 +11,18 @@ namespace {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// OpenMetrics text: a family's metadata, then its samples; `# EOF` last.
+// A family's metadata, then its samples.  OpenMetrics names a counter
+// family without its samples' `_total` and ends with `# EOF`; the
+// Prometheus text format names it as its samples are named, so that
+// every sample finds its HELP and TYPE.
 class Exposition {
 public:
+    explicit Exposition(bool openmetrics) : openmetrics_(openmetrics) {}
     void family(const std::string& name, const char* type, const std::string& help)
     {
         name_ = name;
-        out_ += fmt::format("# TYPE {} {}\n# HELP {} {}\n", name, type, name, escape(help, false));
+        std::string named = !openmetrics_ && std::string(type) == "counter" ? name + "_total" : name;
+        out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", named, escape(help, false), named, type);
     }
     // suffix: "_total" for counters, "" for gauges.
     void sample(const char* suffix, const Labels& labels, uint64_t value)
@@ -41,7 +46,7 @@ public:
         family(name, "gauge", help);
         sample("", {}, value);
     }
-    std::string finish() { return std::move(out_) + "# EOF\n"; }
+    std::string finish() { return std::move(out_) + (openmetrics_ ? "# EOF\n" : ""); }
 
 private:
     static std::string escape(const std::string& s, bool quote)
@@ -59,6 +64,7 @@ private:
         }
         return r;
     }
+    bool openmetrics_;
     std::string out_, name_;
 };
 
@@ -139,12 +145,13 @@ void DaemonMetrics::set_audit(const AuditReport& r, double unix_time_s)
 }
 
 std::string DaemonMetrics::render(const gms_drops_record& c,
-                                  const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates) const
+                                  const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates,
+                                  bool openmetrics) const
 {
     gms_agg_val sum = retired_;
     for (const auto& [key, v] : aggregates)
         add_counts(sum, v);
-    Exposition m;
+    Exposition m(openmetrics);
     // A gauge rather than OpenMetrics' info type: the textfile is also
     // read by parsers of the older Prometheus text format.
     m.family("gmemscope_build_info", "gauge", "gmemscope's version");

@@ -1,6 +1,8 @@
 // The daemon's metrics: counters folded from the tracer's records and
-// kernel counters, gauges from the last audit, rendered as OpenMetrics
-// text (https://openmetrics.io, 1.0.0).  Memory is bounded: label sets
+// kernel counters, gauges from the last audit, rendered as Prometheus
+// text (exposition format 0.0.4: node_exporter's textfile collector and
+// promtool read it) or as OpenMetrics text (https://openmetrics.io, 1.0.0)
+// for scrapers that ask for it.  Memory is bounded: label sets
 // are bounded by ioctl ops x errnos, and the VMs remembered are the live
 // ones.
 #pragma once
@@ -18,6 +20,7 @@
 namespace gms {
 
 inline constexpr const char* kOpenMetricsType = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+inline constexpr const char* kPrometheusTextType = "text/plain; version=0.0.4; charset=utf-8";
 
 class DaemonMetrics {
 public:
@@ -28,7 +31,8 @@ public:
     void retire(const gms_agg_val& v);
     // Everything, with the kernel's counters and in-kernel aggregates now.
     std::string render(const gms_drops_record& counters,
-                       const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates) const;
+                       const std::map<std::pair<uint64_t, uint32_t>, gms_agg_val>& aggregates,
+                       bool openmetrics = false) const;
     uint64_t vms_seen() const { return vms_seen_; }
 
 private:

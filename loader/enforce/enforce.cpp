@@ -151,8 +151,14 @@ std::vector<PinEntry> read_pins(int map_fd)
 
 void declare_range(int map_fd, uint32_t tgid, uint64_t first_gfn, uint64_t end_gfn, const std::string& note)
 {
+    if (first_gfn >= end_gfn)
+        throw std::invalid_argument(fmt::format("gfn range [{:#x}, {:#x}) is empty or inverted", first_gfn, end_gfn));
     gms_pin_set set{};
     bpf_map_lookup_elem(map_fd, &tgid, &set);
+    for (uint32_t i = 0; i < set.n && i < GMS_MAX_PINS; i++)
+        if (set.pins[i].vaddr == first_gfn && set.pins[i].end == end_gfn)
+            throw std::invalid_argument(fmt::format("gfn [{:#x}, {:#x}) of pid {} is declared already", first_gfn,
+                                                    end_gfn, tgid));
     if (set.n >= GMS_MAX_PINS)
         throw std::runtime_error(fmt::format("pid {} has {} declared ranges already, the most enforcement checks",
                                              tgid, GMS_MAX_PINS));

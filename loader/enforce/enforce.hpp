@@ -46,7 +46,8 @@ struct PinEntry {
     gms_pin pin;
 };
 std::vector<PinEntry> read_pins(int map_fd);
-// Adds [first_gfn, end_gfn) for tgid; throws when the set is full.
+// Adds [first_gfn, end_gfn) for tgid; std::invalid_argument for an empty
+// range or one declared already, std::runtime_error when the set is full.
 void declare_range(int map_fd, uint32_t tgid, uint64_t first_gfn, uint64_t end_gfn, const std::string& note);
 // Removes the declared ranges of tgid starting at first_gfn; how many.
 int undeclare_range(int map_fd, uint32_t tgid, uint64_t first_gfn);

@@ -458,7 +458,7 @@ std::string ioctl_line(const gms_ioctl_event& e)
                            a.dma_buf.nr_ranges, a.dma_buf.offset, a.dma_buf.length);
         break;
     }
-    std::string ret = e.ret < 0 ? fmt::format("= -{} ({})", -e.ret, errno_name(e.ret))
+    std::string ret = e.ret < 0 ? fmt::format("= {} ({})", e.ret, errno_name(e.ret))
                                 : fmt::format("= {}", e.ret);
     return fmt::format("{}({} fd {}) {} {} [{} us]", ioctl_op_name(e.op), fd_kind_name(e.fd_kind),
                        e.fd, args, ret, e.dur_ns / 1000);
@@ -468,7 +468,7 @@ std::string body_line(const gms_ioctl_event& e) { return ioctl_line(e); }
 
 std::string body_line(const gms_fallocate_event& e)
 {
-    std::string ret = e.ret < 0 ? fmt::format("-{} ({})", -e.ret, errno_name(e.ret))
+    std::string ret = e.ret < 0 ? fmt::format("{} ({})", e.ret, errno_name(e.ret))
                                 : fmt::format("{}", e.ret);
     return fmt::format("fallocate(gmem ino {} fd {}) mode={:#x} offset={:#x} len={:#x} = {} [{} us]",
                        e.gmem_ino, e.fd, e.mode, e.offset, e.len, ret, e.dur_ns / 1000);
@@ -528,7 +528,7 @@ std::string body_line(const gms_call_event& e)
     for (auto it = a.begin(); it != a.end(); ++it)
         args += fmt::format(" {}={}", it.key(), it->is_string() ? it->get<std::string>() : it->dump());
     std::string ino = e.ino ? fmt::format(" ino {}", e.ino) : std::string();
-    std::string ret = e.ret < 0 ? fmt::format(" = -{} ({})", -e.ret, errno_name(e.ret)) : fmt::format(" = {}", e.ret);
+    std::string ret = e.ret < 0 ? fmt::format(" = {} ({})", e.ret, errno_name(e.ret)) : fmt::format(" = {}", e.ret);
     return fmt::format("{}{}{}{}", fn_name(e.fn), ino, args, ret);
 }
 

@@ -47,14 +47,10 @@ std::string render_hist(const Log2Hist& h, const std::string& unit)
     auto label = [&](int k) -> std::string {
         if (k < 0)
             return "0";
+        // k reaches 64: the bucket of values of 2^63 and more ends at 16E.
         static const char* suffix[] = {"", "K", "M", "G", "T", "P", "E"};
-        uint64_t v = 1ull << k;
-        int i = 0;
-        while (v >= 1024 && v % 1024 == 0 && i < 6) {
-            v /= 1024;
-            i++;
-        }
-        return fmt::format("{}{}", v, suffix[i]);
+        int i = std::min(k / 10, 6);
+        return fmt::format("{}{}", 1ull << (k - 10 * i), suffix[i]);
     };
     uint64_t max = *std::max_element(h.buckets.begin(), h.buckets.end());
     std::string out;
@@ -101,12 +97,24 @@ void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t
     timeline_.push_back({ts, vm_id && !watch_vm_ ? fmt::format("[vm {:x}] {}", vm_id, what) : what, inferred});
 }
 
-void Engine::touch_story(Vm& v, uint64_t gfn, auto&& change)
+void Engine::touch_story(Vm& v, uint64_t g0, uint64_t g1, auto&& change)
 {
-    const PageStory* cur = v.story.find(gfn);
-    PageStory s = cur ? *cur : PageStory{};
-    change(s);
-    v.story.assign(gfn, gfn + 1, s);
+    // Range by range, not gfn by gfn: the work is bounded by the story's
+    // segments, whatever size a record claims.
+    std::vector<std::tuple<uint64_t, uint64_t, PageStory>> parts;
+    uint64_t at = g0;
+    v.story.overlaps(g0, g1, [&](uint64_t s, uint64_t e, const PageStory& cur) {
+        if (at < s)
+            parts.emplace_back(at, s, PageStory{});
+        parts.emplace_back(s, e, cur);
+        at = e;
+    });
+    if (at < g1)
+        parts.emplace_back(at, g1, PageStory{});
+    for (auto& [s, e, story] : parts) {
+        change(story);
+        v.story.assign(s, e, story);
+    }
 }
 
 template <typename F>
@@ -288,8 +296,10 @@ void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret,
                            std::optional<std::pair<uint64_t, uint64_t>> error_gfn)
 {
     std::string what = to_private ? "shared->private" : "private->shared";
-    for (auto [id, g0, g1] : ranges) {
-        std::string result = ret < 0 ? fmt::format("failed -{} ({})", -ret, errno_name(ret)) : "done";
+    for (const auto& range : ranges) {
+        // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+        uint64_t id = std::get<0>(range), g0 = std::get<1>(range), g1 = std::get<2>(range);
+        std::string result = ret < 0 ? fmt::format("failed {} ({})", ret, errno_name(ret)) : "done";
         if (g1 > g0)
             note(id, g0, g1, h.ts_ns,
                  [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, op, comm_of(h),
@@ -484,7 +494,7 @@ void Engine::on_fault(const gms_fault_event& e)
         return;
     Vm& v = vm(e.vm, e.hdr);
     storms_[e.vm].faults++;
-    touch_story(v, e.gfn, [&](PageStory& s) { s.faults++; });
+    touch_story(v, e.gfn, e.gfn + 1, [&](PageStory& s) { s.faults++; });
     if (!watching_ || e.gfn != watch_gfn_)
         return;
     auto punched = punched_at_.find(e.vm);
@@ -509,7 +519,10 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
     g.ino = e.ino;
     if (!g.vm)
         g.vm = e.vm;
-    uint64_t pages = 1ull << e.order;
+    // A folio is at most 2^MAX_PAGECACHE_ORDER pages; an order read from a
+    // file may be anything: saturate at the end of the index space.
+    uint64_t room = UINT64_MAX - e.index;
+    uint64_t pages = e.order < 64 ? std::min<uint64_t>(1ull << e.order, room) : room;
     bool add = e.hdr.type == GMS_EV_PAGECACHE_ADD;
     if (add) {
         g.resident.assign(e.index, e.index + pages, PfnRun{e.pfn});
@@ -521,9 +534,8 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
             storms_[g.vm].invalidated_pages += pages;
     }
     gfns_of_index(e.ino, e.index, e.index + pages, [&](uint64_t id, const Memslot&, uint64_t g0, uint64_t g1) {
-        Vm& v = vms_.at(id);
-        for (uint64_t gfn = g0; !add && gfn < g1; gfn++)
-            touch_story(v, gfn, [&](PageStory& s) { s.punches++; });
+        if (!add)
+            touch_story(vms_.at(id), g0, g1, [&](PageStory& s) { s.punches++; });
         note(id, g0, g1, e.hdr.ts_ns,
              [&] { return fmt::format("gmem ino {} index {:#x} {} the page cache (pfn {:#x}) by {}/{}", e.ino, e.index,
                          add ? "added to" : "removed from", e.pfn, comm_of(e.hdr), e.hdr.pid); });
@@ -659,8 +671,8 @@ std::string Engine::describe(const Failure& f) const
                        : f.end_gfn > f.first_gfn ? fmt::format("{} of gfn [{:#x}, {:#x}){}", f.to_private ? "shared->private" : "private->shared",
                                          f.first_gfn, f.end_gfn, vm_s)
                            : fmt::format("{}{}", f.op, vm_s);
-    std::string out = fmt::format("{:.6f} s: {} by {}/{} ({}) failed -{} ({})", at, what, f.caller.comm, f.caller.tgid,
-                                  f.op, -f.ret, errno_name(f.ret));
+    std::string out = fmt::format("{:.6f} s: {} by {}/{} ({}) failed {} ({})", at, what, f.caller.comm, f.caller.tgid,
+                                  f.op, f.ret, errno_name(f.ret));
     if (f.error_gfn)
         out += fmt::format(" at gfn {:#x}", *f.error_gfn);
     if (f.pins.empty()) {

@@ -239,7 +239,7 @@ private:
     // Adds describe() to the timeline if the range holds the watched gfn.
     template <typename F>
     void note(uint64_t vm, uint64_t first_gfn, uint64_t end_gfn, uint64_t ts, F&& describe, bool inferred = false);
-    void touch_story(Vm& v, uint64_t gfn, auto&& change);
+    void touch_story(Vm& v, uint64_t first_gfn, uint64_t end_gfn, auto&& change);
 
     uint64_t t0_ns_ = 0;
     std::map<uint32_t, uint64_t> counts_;

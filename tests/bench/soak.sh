@@ -17,7 +17,9 @@ scrape() {
     /usr/bin/python3 - "$port" <<'PY'
 import sys, urllib.request
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/metrics",
+                             headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+text = urllib.request.urlopen(req, timeout=5).read().decode()
 for fam in text_string_to_metric_families(text):
     if fam.name == "gmemscope_punch_holes":
         print(int(fam.samples[0].value))

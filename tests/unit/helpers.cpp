@@ -22,7 +22,13 @@
 
 namespace gms::test {
 
-std::string binary() { return GMS_BINARY; }
+// GMS_TEST_BINARY runs the tests against another build (an older one, to
+// see a test fail before its fix).
+std::string binary()
+{
+    const char* other = getenv("GMS_TEST_BINARY");
+    return other && *other ? other : GMS_BINARY;
+}
 std::string source_dir() { return GMS_SOURCE_DIR; }
 
 bool in_ci()

@@ -2,6 +2,7 @@
 // kernels: on the host lane the BPF LSM is refused, so enforce refuses
 // and --audit decides on sys_enter_ioctl against declared ranges; in the
 // VM lane lsm/file_ioctl vetoes conversions over VFIO-mapped memslots.
+#include <bpf/bpf.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -263,4 +264,20 @@ TEST_CASE("enforce --persist: SIGKILL of the loader leaves the veto in force, --
     CHECK(stop.exit_code == 0);
     CHECK(status()["active"] == false);
     CHECK(d.convert(DmaVm::kGpa, 2) == EINVAL);
+}
+
+TEST_CASE("a declared range is refused when empty, inverted or declared already", "[enforce]")
+{
+    GMS_REQUIRE_ROOT();
+    // A map of the shape of bpf/common.bpf.h `declared`, made here: no
+    // enforcement has to run for the loader's checks.
+    int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "test_declared", sizeof(__u32), sizeof(gms_pin_set), 4, nullptr);
+    REQUIRE(fd >= 0);
+    gms::declare_range(fd, 42, 0x100, 0x102, "first");
+    CHECK_THROWS_AS(gms::declare_range(fd, 42, 0x100, 0x102, "again"), std::invalid_argument);
+    CHECK_THROWS_AS(gms::declare_range(fd, 42, 0x200, 0x200, "empty"), std::invalid_argument);
+    CHECK_THROWS_AS(gms::declare_range(fd, 42, 0x300, 0x200, "inverted"), std::invalid_argument);
+    gms::declare_range(fd, 42, 0x100, 0x103, "overlap ok");
+    CHECK(gms::read_pins(fd).size() == 2);
+    close(fd);
 }
