@@ -19,6 +19,6 @@ TEST_CASE("the recording fuzzer finds nothing in 60 s", "[fuzz]")
                              src + "/tests/fuzz/regressions"});
     INFO(r.err.substr(r.err.size() > 4000 ? r.err.size() - 4000 : 0));
     CHECK(r.exit_code == 0);
-    CHECK_THAT(r.err, Catch::Contains("stat::number_executed_units"));
+    CHECK_THAT(r.err, Catch::Contains("stat::number_of_executed_units"));
 #endif
 }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
 
@@ -57,6 +58,25 @@ TEST_CASE("ctest lists exactly the test cases Catch2 has, each under its whole n
                                          at != std::string::npos)
             ctest_names.insert(line.substr(at + 2));
     CHECK(ctest_names == catch_names);
+}
+
+TEST_CASE("each CTest entry's command selects exactly its own test case", "[suite]")
+{
+    GMS_SKIP_IF(why_no_ctest());
+    // A name Catch2 reads as something else (a leading '-' is a flag, ','
+    // separates specs) would select no test, or another, and pass.
+    auto props = gms::test::run({"ctest", "--test-dir", build_dir(), "--show-only=json-v1"});
+    REQUIRE(props.exit_code == 0);
+    auto doc = nlohmann::json::parse(props.out);
+    REQUIRE(doc.at("tests").size() > 10);
+    for (const auto& t : doc.at("tests")) {
+        std::string name = t.at("name");
+        INFO(name);
+        std::vector<std::string> argv = t.at("command").get<std::vector<std::string>>();
+        argv.push_back("--list-test-names-only");
+        auto r = gms::test::run(argv);
+        CHECK(r.out == name + "\n");
+    }
 }
 
 TEST_CASE("a skipped test is reported by CTest as skipped, with its reason", "[suite]")
