@@ -33,7 +33,9 @@ void register_record(CLI::App& app, Options& opts, Action& action)
                                    {"command", t.command},
                                    {"pids", t.pids},
                                    {"vms", t.vms},
-                                   {"attached", attached_json(*target.tracer)}};
+                                   {"attached", attached_json(*target.tracer)},
+                                   {"unobserved", unobserved_json(*target.tracer)},
+                                   {"refused", refused_json(*target.tracer)}};
             RecordingWriter writer(output, meta);
             auto sink = [&](const Event& ev) { writer.write(ev); };
             auto on_counters = [&](const gms_drops_record& c) { writer.write(Event{c}); };

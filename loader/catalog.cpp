@@ -28,13 +28,22 @@ Mechanism ioctl(std::string_view what) { return {Mech::syscall, what, kIoctlProg
 // Precise tier: the programs attach to the first of the hook's symbols in BTF.
 Mechanism fentry(std::vector<std::string_view> progs) { return {Mech::fentry, "", std::move(progs)}; }
 Mechanism fexit(std::vector<std::string_view> progs) { return {Mech::fexit, "", std::move(progs)}; }
+// ... or to a function of another signature that serves the same hook.
+Mechanism fentry_on(std::string_view symbol, std::vector<std::string_view> progs)
+{
+    return {Mech::fentry, symbol, std::move(progs)};
+}
 
 // Aliases of one hook share a signature (a rename); functions whose
 // arguments differ are hooks of their own.
 const std::vector<Hook> kCatalog = {
     {"gmem.create", "gmem", {"kvm_gmem_create"},
      {fexit({"gmem_create_exit"}), ioctl("ioctl KVM_CREATE_GUEST_MEMFD")}, "new gmem file: VM, size, flags, inode"},
-    {"gmem.bind", "gmem", {"kvm_gmem_bind"},
+    // v7.3 binds in two steps: kvm_gmem_prepare_memory_region(kvm, slot, fd,
+    // offset), kvm_gmem_bind's signature, sets slot->gmem; then
+    // kvm_gmem_commit_memory_region(kvm, slot) enters the slot in the file's
+    // bindings (-EEXIST on an overlap, seen in the ioctl's result).
+    {"gmem.bind", "gmem", {"kvm_gmem_prepare_memory_region", "kvm_gmem_bind"},
      {fexit({"gmem_bind_exit"}), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2")},
      "memslot bound to a gmem file: slot, gpa, pages, gmem offset, result"},
     {"gmem.unbind", "gmem", {"kvm_gmem_unbind"},
@@ -44,8 +53,11 @@ const std::vector<Hook> kCatalog = {
      "gmem pfn lookup for a guest fault: gfn, gmem inode and index, pfn, result"},
     {"gmem.populate", "gmem", {"kvm_gmem_populate"}, {fexit({"gmem_populate_exit"})},
      "gmem pages populated before launch: gfn range, result"},
+    // v7.3: kvm_gmem_invalidate_start(inode, start, end) is static and
+    // inlined; per gmem file it calls __kvm_gmem_invalidate_start(struct
+    // gmem_file *, start, end, filter), which kvm_gmem_release() calls too.
     {"gmem.invalidate", "gmem", {"kvm_gmem_invalidate_start", "kvm_gmem_invalidate_begin"},
-     {fentry({"gmem_invalidate"}),
+     {fentry({"gmem_invalidate"}), fentry_on("__kvm_gmem_invalidate_start", {"gmem_invalidate_file"}),
       {Mech::tracepoint, "filemap/mm_filemap_delete_from_page_cache", {"gmem_pagecache_delete"}}},
      "gmem range invalidated: inode, index range (portable tier: per folio removed)"},
     {"gmem.pagecache_add", "gmem", {}, {{Mech::tracepoint, "filemap/mm_filemap_add_to_page_cache", {"gmem_pagecache_add"}}},
@@ -70,9 +82,14 @@ const std::vector<Hook> kCatalog = {
      "new VM: struct kvm identity, owning process"},
     {"kvm.set_memory_region", "kvm", {"kvm_set_memory_region", "__kvm_set_memory_region"},
      {ioctl("ioctl KVM_SET_USER_MEMORY_REGION(2)")}, "memslot created, moved or deleted"},
+    // v7.3: kvm_vm_set_mem_attributes() is static (not in BTF) and fires the
+    // tracepoint kvm:kvm_vm_set_mem_attributes(start, end, attr) once the
+    // ioctl's checks passed.
     {"kvm.set_mem_attributes", "kvm", {"kvm_vm_set_mem_attributes"},
-     {fexit({"kvm_set_mem_attributes_exit"}), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
-     "shared/private conversion of a gpa range on a VM fd, result"},
+     {fexit({"kvm_set_mem_attributes_exit"}),
+      {Mech::tracepoint, "kvm/kvm_vm_set_mem_attributes", {"kvm_vm_set_mem_attributes"}},
+      ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
+     "shared/private conversion of a gpa range on a VM fd, result (tracepoint: accepted requests, no result)"},
     {"kvm.mmu_notifier", "kvm", {"kvm_mmu_notifier_invalidate_range_start"},
      {fentry({"kvm_mmu_notifier_invalidate"}), {Mech::tracepoint, "kvm/kvm_unmap_hva_range", {"kvm_unmap_hva_range"}}},
      "user memory of a VM's process invalidated (munmap, MADV_DONTNEED, migration): VM, user address range"},
@@ -122,6 +139,7 @@ const std::vector<Hook> kCatalog = {
      "VFIO dma-buf revoked or restored"},
     {"dmabuf.export", "dmabuf", {"dma_buf_export"}, {fexit({"dmabuf_export_exit"})},
      "dma-buf created: size, exporter, inode"},
+    // dma_buf_move_notify(dmabuf) is dma_buf_invalidate_mappings(dmabuf) in v7.3.
     {"dmabuf.move_notify", "dmabuf", {"dma_buf_invalidate_mappings", "dma_buf_move_notify"},
      {fentry({"dmabuf_move_notify"})}, "importers told to drop their mappings"},
 };
@@ -154,11 +172,13 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
             case Mech::fentry:
             case Mech::fexit: {
                 ProgKind pk = m.kind == Mech::fentry ? ProgKind::fentry : ProgKind::fexit;
-                ms.target = present;
+                ms.target = m.target.empty() ? present : std::string(m.target);
+                bool in_btf = m.target.empty() ? !present.empty() : !f.btf_func_owner(m.target).empty();
                 if (!f.loads(pk))
                     ms.reason = fmt::format("{} programs refused: {}", mech_name(m.kind), f.load(pk).detail);
-                else if (present.empty())
-                    ms.reason = fmt::format("no {} in BTF", fmt::join(h.symbols, " or "));
+                else if (!in_btf)
+                    ms.reason = fmt::format("no {} in BTF", m.target.empty() ? fmt::format("{}", fmt::join(h.symbols, " or "))
+                                                                           : std::string(m.target));
                 break;
             }
             case Mech::tp_btf:

@@ -129,6 +129,10 @@ const std::vector<Trigger>& triggers()
         {"iommu.map", "", "vfio_map"},
         {"iommu.unmap", "", "vfio_unmap"},
         {"dmabuf.export", "udmabuf_create", ""},
+        // VFIO PCI dma-buf of the edu device's BAR0 (v6.19+, CONFIG_VFIO_PCI_DMABUF).
+        {"vfio.dma_buf_export", "vfio_dmabuf_export", "?vfio_dmabuf_export"},
+        {"vfio.dma_buf_move", "vfio_dmabuf_revoke", ""},
+        {"dmabuf.move_notify", "vfio_dmabuf_revoke", ""},
     };
     return t;
 }

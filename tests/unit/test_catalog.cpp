@@ -18,7 +18,7 @@ TEST_CASE("every hook has a mechanism, a unique name and says what it records", 
         CHECK_FALSE(h.area.empty());
         for (const auto& m : h.mechanisms) {
             bool precise = m.kind == gms::Mech::fentry || m.kind == gms::Mech::fexit;
-            // A precise mechanism names its function through the hook's symbols.
+            // A precise mechanism names its function through the hook's symbols, or its own target.
             if (precise)
                 CHECK_FALSE(h.symbols.empty());
             else

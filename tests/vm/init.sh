@@ -31,9 +31,9 @@ echo 3 >/proc/sys/kernel/printk
 TEST_TIMEOUT_S=$(cat /etc/gms/test-timeout)
 # The row of tests/vm/kernels.tsv this guest boots, and what that kernel is
 # known to answer where kernels differ (read by the tests that depend on it).
-GMS_VM_KERNEL=$(cat /etc/gms/kernel-name)
+GMS_KERNEL_ROW=$(cat /etc/gms/kernel-name)
 GMS_KERNEL_FACTS=$(cat /etc/gms/kernel-facts)
-export GMS_VM_KERNEL GMS_KERNEL_FACTS
+export GMS_KERNEL_ROW GMS_KERNEL_FACTS
 NPASS=0 NSKIP=0 NFAIL=0
 
 say() { echo "GMS| $*"; }
@@ -204,7 +204,7 @@ check_kernel_log() {
 
 echo
 echo "=== GMS-VM-LANE BEGIN ==="
-say "kernel $(uname -r) (row $GMS_VM_KERNEL, facts: ${GMS_KERNEL_FACTS:-none}), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
+say "kernel $(uname -r) (row $GMS_KERNEL_ROW, facts: ${GMS_KERNEL_FACTS:-none}), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
 say "lsm: $(cat /sys/kernel/security/lsm)"
 load_modules
 bind_edu
