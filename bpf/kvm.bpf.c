@@ -7,7 +7,7 @@
 
 /* kvm_vm_set_mem_attributes(kvm, start, end, attributes): gfns [start, end). */
 SEC("fexit")
-int BPF_PROG(kvm_set_mem_attributes_exit, struct kvm *kvm, gfn_t start, gfn_t end,
+int BPF_PROG(kvm_set_mem_attributes, struct kvm *kvm, gfn_t start, gfn_t end,
 	     unsigned long attributes, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_SET_MEM_ATTRIBUTES, (__u64)kvm, 0, ret);
@@ -36,7 +36,7 @@ struct trace_event_raw_kvm_vm_set_mem_attributes___local {
 } __attribute__((preserve_access_index));
 
 SEC("tp/kvm/kvm_vm_set_mem_attributes")
-int kvm_vm_set_mem_attributes(struct trace_event_raw_kvm_vm_set_mem_attributes___local *ctx)
+int kvm_set_mem_attributes_tp(struct trace_event_raw_kvm_vm_set_mem_attributes___local *ctx)
 {
 	struct gms_inflight *in = gms_inflight_current();
 	struct gms_call_event *e;
@@ -59,7 +59,7 @@ int kvm_vm_set_mem_attributes(struct trace_event_raw_kvm_vm_set_mem_attributes__
  * into it (their out-of-line copies attach and stay silent).
  */
 SEC("fentry")
-int BPF_PROG(kvm_mmu_notifier_invalidate, struct mmu_notifier *mn, const struct mmu_notifier_range *range)
+int BPF_PROG(kvm_mmu_notifier, struct mmu_notifier *mn, const struct mmu_notifier_range *range)
 {
 	struct kvm *kvm = (void *)mn - bpf_core_field_offset(struct kvm, mmu_notifier);
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_MMU_NOTIFIER, (__u64)kvm, 0, 0);
@@ -93,7 +93,7 @@ int kvm_unmap_hva_range(struct trace_event_raw_kvm_unmap_hva_range *ctx)
  * kvm_mmu_invalidate_end(kvm) it is in mmu_invalidate_range_start/end.
  */
 SEC("fentry")
-int BPF_PROG(kvm_mmu_invalidate_begin, struct kvm *kvm)
+int BPF_PROG(kvm_mmu_invalidate, struct kvm *kvm)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_MMU_INVALIDATE_BEGIN, (__u64)kvm, 0, 0);
 
