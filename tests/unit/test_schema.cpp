@@ -271,7 +271,7 @@ TEST_CASE("a program the kernel refuses costs its hook only: the session runs an
     ScratchDir dir;
     // Test-only: kvm.fault's program moved onto a tracepoint no kernel has,
     // so libbpf cannot find its attach target and the kernel never gets it.
-    const std::string env = "GMS_TEST_ATTACH_TARGET=kvm_mmu_spte_requested=gms_no_such_tracepoint";
+    const std::string env = "GMS_TEST_ATTACH_TARGET=kvm_mmu_fault=gms_no_such_tracepoint";
     auto r = run({"env", env, binary(), "--json", "trace", "--",
                   stress_script(dir.path, "rebind pages=8 punch_pages=2")});
     INFO(r.err);
@@ -282,8 +282,8 @@ TEST_CASE("a program the kernel refuses costs its hook only: the session runs an
     REQUIRE(docs.size() >= 2);
     const json& attached = docs.front();
     REQUIRE(attached.at("type") == "attached");
-    REQUIRE(attached.at("refused").contains("kvm_mmu_spte_requested"));
-    CHECK_THAT(attached["refused"]["kvm_mmu_spte_requested"].get<std::string>(),
+    REQUIRE(attached.at("refused").contains("kvm_mmu_fault"));
+    CHECK_THAT(attached["refused"]["kvm_mmu_fault"].get<std::string>(),
                Catch::Contains("gms_no_such_tracepoint"));
     CHECK(attached.at("refused").size() == 1);
     // kvm.fault is lost with the kernel's reason; any other hook listed is
@@ -294,13 +294,13 @@ TEST_CASE("a program the kernel refuses costs its hook only: the session runs an
         lost.insert(hook);
         INFO(hook << ": " << reason);
         if (hook == "kvm_mmu.fault")
-            CHECK_THAT(reason, Catch::Contains("kvm_mmu_spte_requested: attach target gms_no_such_tracepoint"));
+            CHECK_THAT(reason, Catch::Contains("kvm_mmu_fault: attach target gms_no_such_tracepoint"));
         else
-            CHECK_THAT(reason, !Catch::Contains("kvm_mmu_spte_requested"));
+            CHECK_THAT(reason, !Catch::Contains("kvm_mmu_fault"));
     }
     CHECK(lost.contains("kvm_mmu.fault"));
     for (const auto& p : attached.at("programs"))
-        CHECK(p.at("program") != "kvm_mmu_spte_requested");
+        CHECK(p.at("program") != "kvm_mmu_fault");
     // The other hooks recorded the workload; the lost one nothing.
     std::multiset<std::string> types;
     for (const auto& doc : docs)
@@ -316,7 +316,7 @@ TEST_CASE("a program the kernel refuses costs its hook only: the session runs an
     INFO(text.err);
     CHECK(text.exit_code == 0);
     CHECK_THAT(text.err, Catch::Contains("hooks are not observable on this kernel"));
-    CHECK_THAT(text.err, Catch::Contains("kvm_mmu.fault: tp_btf: kvm_mmu_spte_requested: attach target "
+    CHECK_THAT(text.err, Catch::Contains("kvm_mmu.fault: tp_btf: kvm_mmu_fault: attach target "
                                          "gms_no_such_tracepoint"));
     CHECK_THAT(text.out, Catch::Contains("KVM_CREATE_GUEST_MEMFD"));
 }
