@@ -23,6 +23,7 @@ struct kvm_gmem___old {
 
 struct gmem_file___new {
 	struct kvm *kvm;
+	struct list_head entry;	/* in its gmem_inode's gmem_file_list (v7.3) */
 } __attribute__((preserve_access_index));
 
 static __always_inline struct kvm *gms_gmem_file_kvm(struct file *file)
@@ -47,6 +48,7 @@ static __always_inline struct kvm *gms_gmem_file_kvm(struct file *file)
 struct gmem_inode___new {
 	__u64 flags;
 	struct inode vfs_inode;
+	struct list_head gmem_file_list;	/* its gmem files (v7.3) */
 } __attribute__((preserve_access_index));
 
 static __always_inline __u64 gms_gmem_flags(struct inode *inode)
@@ -58,6 +60,58 @@ static __always_inline __u64 gms_gmem_flags(struct inode *inode)
 		return BPF_CORE_READ(gi, flags);
 	}
 	return (__u64)BPF_CORE_READ(inode, i_private);
+}
+
+/* include/uapi/linux/magic.h: guest_memfd's own filesystem (by v7.3). */
+#define GMS_GUEST_MEMFD_MAGIC 0x474d454d
+
+/*
+ * The inode of a gmem file, v7.3: struct gmem_file has no inode pointer,
+ * but its `entry` is linked into its gmem_inode's gmem_file_list from
+ * creation until kvm_gmem_release() is done with it.  The list head is the
+ * node whose container is a gmem_inode on guest_memfd's filesystem; a few
+ * VMs share an inode at most, so a few steps find it.  0 if not found.
+ */
+static __always_inline __u64 gms_gmem_file_ino(struct gmem_file___new *f)
+{
+	struct list_head *node = BPF_CORE_READ(f, entry.next);
+	struct inode *inode;
+	int i;
+
+	for (i = 0; i < 8 && node; i++) {
+		inode = (void *)node - bpf_core_field_offset(struct gmem_inode___new, gmem_file_list) +
+			bpf_core_field_offset(struct gmem_inode___new, vfs_inode);
+		if (BPF_CORE_READ(inode, i_sb, s_magic) == GMS_GUEST_MEMFD_MAGIC)
+			return BPF_CORE_READ(inode, i_ino);
+		node = BPF_CORE_READ(node, next);
+	}
+	return 0;
+}
+
+/*
+ * Shadow pages a VM uses: struct kvm_arch's n_used_mmu_pages through v6.12
+ * (what its kvm_mmu_zap_all_fast tracepoint prints); by v7.3 the field is
+ * gone and kvm_account_mmu_page() counts kvm->stat.mmu_shadow_pages, which
+ * that tracepoint prints instead.  Neither: the count is unknown (~0).
+ */
+struct kvm_arch___old {
+	unsigned long n_used_mmu_pages;
+} __attribute__((preserve_access_index));
+
+struct kvm_vm_stat___new {
+	__u64 mmu_shadow_pages;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 gms_kvm_used_mmu_pages(struct kvm *kvm)
+{
+	struct kvm_arch___old *arch = (void *)&kvm->arch;
+	struct kvm_vm_stat___new *stat = (void *)&kvm->stat;
+
+	if (bpf_core_field_exists(arch->n_used_mmu_pages))
+		return BPF_CORE_READ(arch, n_used_mmu_pages);
+	if (bpf_core_field_exists(stat->mmu_shadow_pages))
+		return BPF_CORE_READ(stat, mmu_shadow_pages);
+	return ~0ULL;
 }
 
 #endif /* GMS_CORE_FIXES_BPF_H */

@@ -2,9 +2,11 @@
 /*
  * guest_memfd page cache, portable tier: every gmem folio enters and
  * leaves through filemap_add_folio() / __filemap_remove_folio(), whose
- * tracepoints name the inode.  gmem inodes live on anon_inodefs
- * (anon_inode_create_getfile() in kvm_gmem_create()), so filtering on
- * its s_dev keeps the kernel from sending every other file's pages.
+ * tracepoints name the inode.  gmem inodes live on anon_inodefs through
+ * v6.18 (anon_inode_create_getfile() in kvm_gmem_create()) and on
+ * guest_memfd's own pseudo filesystem by v7.3 (kvm_gmem_mnt): filtering on
+ * that filesystem's s_dev (the loader reads it from a gmem file) keeps the
+ * kernel from sending every other file's pages.
  */
 #include "common.bpf.h"
 
@@ -61,7 +63,7 @@ static __always_inline __u64 gms_gmem_vm(__u64 ino)
 
 static __always_inline bool gms_gmem_selected(struct trace_event_raw_mm_filemap_op_page_cache *ctx, __u64 *vm)
 {
-	if (ctx->s_dev != targ_anon_dev || !gms_task_selected())
+	if (ctx->s_dev != targ_gmem_dev || !gms_task_selected())
 		return false;
 	*vm = gms_gmem_vm(ctx->i_ino);
 	return gms_vm_selected(*vm);
@@ -219,6 +221,26 @@ int BPF_PROG(gmem_populate, struct kvm *kvm, gfn_t start_gfn, void *src, long np
 		return 0;
 	e->args.range.start = start_gfn;
 	e->args.range.end = start_gfn + npages;
+	gms_submit(e);
+	return 0;
+}
+
+/*
+ * __kvm_gmem_invalidate_start(f, start, end, attr_filter), v7.3: one call
+ * per gmem file of the inode from kvm_gmem_invalidate_start() (static and
+ * inlined there into punch-hole and memory-failure paths), and one from
+ * kvm_gmem_release() over the whole file; page indexes [start, end).
+ */
+SEC("fentry")
+int BPF_PROG(gmem_invalidate_file, struct gmem_file___new *f, unsigned long start, unsigned long end)
+{
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_GMEM_INVALIDATE, (__u64)BPF_CORE_READ(f, kvm), gms_gmem_file_ino(f), 0);
+	if (!e)
+		return 0;
+	e->args.range.start = start;
+	e->args.range.end = end;
 	gms_submit(e);
 	return 0;
 }

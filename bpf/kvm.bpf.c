@@ -22,6 +22,37 @@ int BPF_PROG(kvm_set_mem_attributes, struct kvm *kvm, gfn_t start, gfn_t end,
 }
 
 /*
+ * trace_kvm_vm_set_mem_attributes(start, end, attr), v7.3 (with
+ * CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES): kvm_vm_set_mem_attributes(), static
+ * there, fires it once KVM_SET_MEMORY_ATTRIBUTES's checks have passed and
+ * before the work; it names no VM (the ioctl in flight does) and has no
+ * result (the ioctl's exit does).
+ */
+struct trace_event_raw_kvm_vm_set_mem_attributes___local {
+	struct trace_entry ent;
+	gfn_t start;
+	gfn_t end;
+	unsigned long attr;
+} __attribute__((preserve_access_index));
+
+SEC("tp/kvm/kvm_vm_set_mem_attributes")
+int kvm_set_mem_attributes_tp(struct trace_event_raw_kvm_vm_set_mem_attributes___local *ctx)
+{
+	struct gms_inflight *in = gms_inflight_current();
+	struct gms_call_event *e;
+
+	e = gms_call_begin(GMS_FN_KVM_SET_MEM_ATTRIBUTES, in ? in->vm : 0, 0, 0);
+	if (!e)
+		return 0;
+	e->hdr.flags = 0;
+	e->args.range.start = ctx->start;
+	e->args.range.end = ctx->end;
+	e->args.range.attributes = ctx->attr;
+	gms_submit(e);
+	return 0;
+}
+
+/*
  * The MMU notifier telling KVM that user memory of the VM's process goes
  * away (munmap, MADV_DONTNEED, migration): an mmu_notifier_ops callback,
  * so never inlined, unlike kvm_mmu_invalidate_begin/end which 6.12 inlines

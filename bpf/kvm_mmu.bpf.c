@@ -138,7 +138,7 @@ int BPF_PROG(kvm_mmu_zap_all_fast, struct kvm *kvm)
 	e->vm = (__u64)kvm;
 	e->gfn = 0;
 	e->role = 0;
-	e->count = kvm->arch.n_used_mmu_pages;
+	e->count = gms_kvm_used_mmu_pages(kvm);
 	e->gen = kvm->arch.mmu_valid_gen;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	gms_submit(e);

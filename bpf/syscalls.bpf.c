@@ -47,7 +47,7 @@ static __always_inline bool gms_gmem_file(struct file *file, __u64 *vm)
 	if (!file)
 		return false;
 	inode = file->f_inode;
-	if (inode->i_sb->s_dev != targ_anon_dev)
+	if (inode->i_sb->s_dev != targ_gmem_dev)
 		return false;
 	ino = inode->i_ino;
 	known = bpf_map_lookup_elem(&gmem_vm, &ino);

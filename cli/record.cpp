@@ -37,7 +37,9 @@ void register_record(CLI::App& app, Options& opts, Action& action)
                                    {"command", t.command},
                                    {"pids", t.pids},
                                    {"vms", t.vms},
-                                   {"attached", attached_json(*target.tracer)}};
+                                   {"attached", attached_json(*target.tracer)},
+                                   {"unobserved", unobserved_json(*target.tracer)},
+                                   {"refused", refused_json(*target.tracer)}};
             std::unique_ptr<RecordingWriter> w;
             try {
                 w = std::make_unique<RecordingWriter>(output, meta, force);

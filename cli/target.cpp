@@ -84,16 +84,15 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
     }
     target.tracer = std::make_unique<Tracer>(target.features, to);
     target.session.duration_s = t.duration_s;
-    std::vector<std::string> missing;
-    auto selected = select_hooks(t.hooks);
-    for (const auto& h : target.tracer->hooks())
-        if (h.chosen < 0 && selected.contains(h.hook->name))
-            missing.emplace_back(h.hook->name);
-    if (missing.size() == selected.size())
+    auto missing = target.tracer->unobserved();
+    if (missing.size() == select_hooks(t.hooks).size())
         throw Error(kUnsupported, "none of the selected hooks can be observed on this kernel (see gmemscope hooks)");
-    if (!missing.empty())
-        log::info("note: {} hooks are not observable on this kernel and are left out: {} (see gmemscope hooks)",
-                  missing.size(), fmt::join(missing, ", "));
+    if (!missing.empty()) {
+        log::info("note: {} hooks are not observable on this kernel and are left out (see gmemscope hooks):",
+                  missing.size());
+        for (const auto& [hook, why] : missing)
+            log::info("  {}: {}", hook, why);
+    }
     return target;
 }
 
@@ -104,6 +103,22 @@ nlohmann::json attached_json(const Tracer& tracer)
         arr.push_back({{"hooks", a.hooks}, {"mechanism", a.mechanism}, {"program", a.program},
                        {"attach", a.attach}});
     return arr;
+}
+
+nlohmann::json unobserved_json(const Tracer& tracer)
+{
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& [hook, why] : tracer.unobserved())
+        arr.push_back({{"hook", hook}, {"reason", why}});
+    return arr;
+}
+
+nlohmann::json refused_json(const Tracer& tracer)
+{
+    nlohmann::json obj = nlohmann::json::object();
+    for (const auto& [prog, why] : tracer.refused())
+        obj[prog] = why;
+    return obj;
 }
 
 std::string lost_line(const gms_drops_record& c)

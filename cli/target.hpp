@@ -41,6 +41,10 @@ struct Target {
 
 Target open_target(const std::string& subcommand, const TargetOptions& t);
 nlohmann::json attached_json(const Tracer& tracer);
+// The selected hooks this kernel cannot observe, [{hook, reason}], and the
+// programs it refused, {program: reason}.
+nlohmann::json unobserved_json(const Tracer& tracer);
+nlohmann::json refused_json(const Tracer& tracer);
 std::string lost_line(const gms_drops_record& c);
 // Exit code of a session: the command's failure or a signal is reported.
 int session_exit(const SessionEnd& end);

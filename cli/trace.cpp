@@ -20,7 +20,10 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
             // a reader of the pipe sees each event as it comes.
             std::setvbuf(stdout, nullptr, _IOLBF, 0);
             if (opts.json)
-                fmt::print("{}\n", dump_line(nlohmann::json{{"type", "attached"}, {"programs", attached_json(*target.tracer)}}
+                fmt::print("{}\n", dump_line(nlohmann::json{{"type", "attached"},
+                                                          {"programs", attached_json(*target.tracer)},
+                                                          {"unobserved", unobserved_json(*target.tracer)},
+                                                          {"refused", refused_json(*target.tracer)}}
                                        ));
             else
                 fmt::print(stderr, "tracing with {} programs; Ctrl-C to stop\n", target.tracer->attached().size());

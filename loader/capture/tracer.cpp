@@ -1,6 +1,9 @@
 #include "loader/capture/tracer.hpp"
 
+#include <fcntl.h>
+#include <linux/kvm.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -9,6 +12,8 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 
 #include <bpf/bpf.h>
@@ -22,13 +27,17 @@
 #pragma GCC diagnostic ignored "-Woverlength-strings"
 #include "gmemscope_bpf.skel.h"
 #pragma GCC diagnostic pop
+#include "ioctls.h"
 #include "loader/base/log.hpp"
 
 namespace gms {
 namespace {
 
-// The kernel's dev_t of anon_inodefs, where gmem inodes live: any
-// anon_inode_getfile() file shows it, eventfd is the cheapest.
+// MKDEV() in include/linux/kdev_t.h: 12 bits major, 20 bits minor.
+uint32_t kernel_dev(dev_t d) { return (major(d) << 20) | minor(d); }
+
+// The kernel's dev_t of anon_inodefs: any anon_inode_getfile() file shows
+// it, eventfd is the cheapest.
 uint32_t anon_inodefs_dev()
 {
     int fd = eventfd(0, EFD_CLOEXEC);
@@ -36,8 +45,30 @@ uint32_t anon_inodefs_dev()
     if (fd < 0 || fstat(fd, &st) != 0)
         throw std::runtime_error(fmt::format("eventfd/fstat: {}", strerror(errno)));
     close(fd);
-    // MKDEV() in include/linux/kdev_t.h: 12 bits major, 20 bits minor.
-    return (major(st.st_dev) << 20) | minor(st.st_dev);
+    return kernel_dev(st.st_dev);
+}
+
+// The kernel's dev_t of the filesystem gmem inodes live on, which the
+// page-cache tracepoints name: anon_inodefs through v6.18
+// (anon_inode_create_getfile() in __kvm_gmem_create()), guest_memfd's own
+// pseudo filesystem by v7.3 (kvm_gmem_mnt, GUEST_MEMFD_MAGIC, one
+// superblock for every gmem inode). Read from a gmem file made for the
+// purpose; where KVM or guest_memfd is missing no gmem page is ever
+// added, and anon_inodefs's is as good as any.
+uint32_t gmem_dev()
+{
+    struct {
+        uint64_t size, flags, reserved[6];
+    } args{4096, 0, {}};   // struct kvm_create_guest_memfd (v6.8)
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int vm = kvm >= 0 ? ioctl(kvm, KVM_CREATE_VM, 0) : -1;
+    int gmem = vm >= 0 ? ioctl(vm, GMS_KVM_CREATE_GUEST_MEMFD, &args) : -1;
+    struct stat st {};
+    bool ok = gmem >= 0 && fstat(gmem, &st) == 0;
+    for (int fd : {gmem, vm, kvm})
+        if (fd >= 0)
+            close(fd);
+    return ok ? kernel_dev(st.st_dev) : anon_inodefs_dev();
 }
 
 }  // namespace
@@ -68,7 +99,47 @@ std::set<std::string, std::less<>> built_programs()
     return out;
 }
 
-std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted)
+namespace {
+
+// The kernel's reason, in one line, for a program libbpf failed to load:
+// the CO-RE relocation it could not resolve, or the verifier's last word
+// (its log ends with the error, then "processed N insns").
+std::string refusal_reason(const std::vector<std::string>& warnings, const std::string& prog, int err)
+{
+    std::string core, verifier;
+    bool in_log = false;
+    for (const auto& w : warnings) {
+        std::stringstream lines(w);
+        for (std::string line; std::getline(lines, line);) {
+            if (line.find("-- BEGIN PROG LOAD LOG --") != std::string::npos && line.find(prog) != std::string::npos) {
+                in_log = true;
+                continue;
+            }
+            if (line.find("-- END PROG LOAD LOG --") != std::string::npos) {
+                in_log = false;
+                continue;
+            }
+            if (core.empty() && line.find("failed to resolve CO-RE relocation") != std::string::npos)
+                core = line;
+            if (in_log && !line.empty() && !line.starts_with("processed ") && !line.starts_with("verification time"))
+                verifier = line;
+        }
+    }
+    auto trim = [](std::string s) {
+        if (auto at = s.find("failed to resolve CO-RE relocation"); at != std::string::npos)
+            s = s.substr(at);
+        return s.size() > 200 ? s.substr(0, 200) + "..." : s;
+    };
+    if (!core.empty())
+        return "CO-RE relocation: " + trim(core);
+    if (!verifier.empty())
+        return fmt::format("verifier: {} ({})", trim(verifier), errno_name(err));
+    return fmt::format("BPF_PROG_LOAD: {}", errno_name(err));
+}
+
+}  // namespace
+
+std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted)
 {
     gmemscope_bpf__destroy(skel_);
     skel_ = gmemscope_bpf__open();
@@ -79,23 +150,37 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
         bpf_program__set_autoload(prog, wanted.contains(bpf_program__name(prog)));
     // Precise-tier sections are bare ("fentry"): the target is the symbol
     // the catalog resolved on this kernel, in vmlinux or a module's BTF.
+    std::map<std::string, std::string, std::less<>> targets;
     for (const auto& h : hooks_) {
         if (h.chosen < 0)
             continue;
         const MechStatus& ms = h.mechs[h.chosen];
         if (ms.mech->kind != Mech::fentry && ms.mech->kind != Mech::fexit)
             continue;
-        for (auto p : ms.mech->programs) {
-            prog = bpf_object__find_program_by_name(skel_->obj, std::string(p).c_str());
-            if (prog && bpf_program__autoload(prog) && bpf_program__set_attach_target(prog, 0, ms.target.c_str()))
-                throw std::runtime_error(fmt::format("{}: attach target {}: {}", p, ms.target, strerror(errno)));
-        }
+        for (auto p : ms.mech->programs)
+            targets[std::string(p)] = ms.target;
+    }
+    // Test-only: GMS_TEST_ATTACH_TARGET=PROGRAM=TARGET moves one program
+    // onto another attach target (one the kernel lacks, to see a hook lost
+    // and the session go on: tests/unit/test_schema.cpp).
+    if (const char* t = getenv("GMS_TEST_ATTACH_TARGET")) {
+        std::string spec = t;
+        if (auto eq = spec.find('='); eq != std::string::npos)
+            targets[spec.substr(0, eq)] = spec.substr(eq + 1);
+    }
+    for (const auto& [name, target] : targets) {
+        prog = bpf_object__find_program_by_name(skel_->obj, name.c_str());
+        if (!prog || !bpf_program__autoload(prog))
+            continue;
+        // libbpf looks the target up in the kernel's BTF here, not at load.
+        if (int err = bpf_program__set_attach_target(prog, 0, target.c_str()))
+            return Refusal{name, fmt::format("attach target {}: {}", target, errno_name(err))};
     }
 
     skel_->rodata->targ_filter_tgid = !opts.tgids.empty();
     skel_->rodata->targ_filter_vm = !opts.vms.empty();
     skel_->rodata->targ_wakeup_bytes = opts.wakeup_bytes;
-    skel_->rodata->targ_anon_dev = anon_inodefs_dev();
+    skel_->rodata->targ_gmem_dev = gmem_dev_;
     skel_->rodata->targ_set_spte = wanted.contains("kvm_mmu_set_spte");
     skel_->rodata->targ_aggregate = opts.aggregate;
     skel_->rodata->targ_stack_sample = opts.stack_sample;
@@ -110,14 +195,16 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
         err = gmemscope_bpf__load(skel_);
     }
     if (!err)
-        return "";
+        return std::nullopt;
+    for (const auto& w : warnings)
+        log::debug("{}", w);
     // libbpf names the program it gave up on: "prog 'NAME': ..."
     for (auto it = warnings.rbegin(); it != warnings.rend(); ++it)
         if (auto at = it->find("prog '"); at != std::string::npos) {
             auto end = it->find('\'', at + 6);
             std::string name = it->substr(at + 6, end - at - 6);
             if (wanted.contains(name))
-                return name;
+                return Refusal{name, refusal_reason(warnings, name, err)};
         }
     for (const auto& w : warnings)
         log::info("{}", w);
@@ -125,50 +212,8 @@ std::string Tracer::load(const TraceOptions& opts, const std::set<std::string, s
                                          strerror(-err)));
 }
 
-Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(opts.refused)
+std::optional<Tracer::Refusal> Tracer::attach(const std::set<std::string, std::less<>>& selected)
 {
-    if (opts.veto_errno < 1 || opts.veto_errno > 4095)
-        throw std::invalid_argument(fmt::format("veto errno {} is not in 1..4095", opts.veto_errno));
-    auto built = built_programs();
-    auto selected = select_hooks(opts.hooks);
-    // A precise-tier program the verifier refuses (a signature this build
-    // does not know, a field CO-RE cannot find) costs its hook that
-    // mechanism only: the load is retried with the hook's next one.
-    for (;;) {
-        hooks_ = resolve(features, built, refused_);
-        auto wanted = opts.veto_only ? std::set<std::string, std::less<>>{} : chosen_programs(hooks_, selected);
-        if (opts.follow_forks)
-            wanted.emplace("task_fork");
-        if (opts.veto_mode != GMS_VETO_OFF) {
-            // The ioctl exit keeps the index of DMA mappings; the LSM decides.
-            wanted.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit"});
-            if (opts.veto_mode != GMS_VETO_AUDIT_SYSCALL)
-                wanted.emplace("lsm_file_ioctl");
-        }
-        std::string failed = load(opts, wanted);
-        if (failed.empty())
-            break;
-        bool precise = false;
-        for (const auto& h : hooks_)
-            if (h.chosen >= 0 && selected.contains(h.hook->name)) {
-                const Mechanism* m = h.mechs[h.chosen].mech;
-                for (auto p : m->programs)
-                    precise |= p == failed && (m->kind == Mech::fentry || m->kind == Mech::fexit);
-            }
-        if (!precise || refused_.contains(failed))
-            throw std::runtime_error(fmt::format("loading BPF program {}: refused by the kernel "
-                                                 "(run with -v for the verifier log)", failed));
-        log::info("{} was refused by this kernel's verifier; its hook falls back to its next mechanism "
-                  "(-v shows the verifier log)", failed);
-        refused_[failed] = "refused by the verifier on this kernel";
-    }
-    for (pid_t t : opts.tgids)
-        add_tgid(t);
-    for (uint64_t vm : opts.vms) {
-        __u8 one = 1;
-        bpf_map__update_elem(skel_->maps.vms, &vm, sizeof(vm), &one, sizeof(one), BPF_ANY);
-    }
-
     // Which hooks each program serves, for the report of what is attached.
     struct Serves {
         std::vector<std::string> hooks;
@@ -191,12 +236,11 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
     bpf_object__for_each_program(prog, skel_->obj) {
         if (!bpf_program__autoload(prog))
             continue;
+        std::string name = bpf_program__name(prog);
         struct bpf_link* link = bpf_program__attach(prog);
         if (!link)
-            throw std::runtime_error(fmt::format("attaching {}: {}", bpf_program__name(prog),
-                                                 strerror(errno)));
+            return Refusal{name, fmt::format("attaching: {}", errno_name(-errno))};
         links_.push_back(link);
-        std::string name = bpf_program__name(prog);
         std::string attach = bpf_program__section_name(prog);
         auto it = serves.find(name);
         if (it == serves.end()) {   // task_fork: the process filter; lsm_file_ioctl: enforcement
@@ -207,6 +251,75 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
         if (s.kind == Mech::fentry || s.kind == Mech::fexit)
             attach += "/" + s.target;   // bare section: the target was set at load
         attached_.push_back({s.hooks, std::string(mech_name(s.kind)), name, attach});
+    }
+    return std::nullopt;
+}
+
+void Tracer::detach()
+{
+    for (auto* l : links_)
+        bpf_link__destroy(l);
+    links_.clear();
+    attached_.clear();
+}
+
+Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(opts.refused)
+{
+    if (opts.veto_errno < 1 || opts.veto_errno > 4095)
+        throw std::invalid_argument(fmt::format("veto errno {} is not in 1..4095", opts.veto_errno));
+    auto built = built_programs();
+    selected_ = select_hooks(opts.hooks);
+    gmem_dev_ = gmem_dev();
+    // What the session cannot do without: enforcement's programs (it must
+    // never report itself active while not) and the fork follower.
+    std::set<std::string, std::less<>> required;
+    if (opts.follow_forks)
+        required.emplace("task_fork");
+    if (opts.veto_mode != GMS_VETO_OFF) {
+        // The ioctl exit keeps the index of DMA mappings; the LSM decides.
+        required.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit"});
+        if (opts.veto_mode != GMS_VETO_AUDIT_SYSCALL)
+            required.emplace("lsm_file_ioctl");
+    }
+    // A program the kernel refuses (the verifier, a CO-RE relocation, an
+    // attach target it lacks) costs the hooks it serves that mechanism
+    // only: they are resolved again without it, falling back to their next
+    // mechanism or becoming unobservable with the kernel's reason.
+    // In-kernel aggregates count removed pages at the page-cache tracepoint
+    // (gmem_pagecache_delete): gmem.invalidate's precise programs see ranges,
+    // not pages, so top leaves them out.
+    Refused excluded;
+    if (opts.aggregate)
+        for (const Hook& h : catalog())
+            if (h.name == "gmem.invalidate")
+                for (const Mechanism& m : h.mechanisms)
+                    if (m.kind == Mech::fentry || m.kind == Mech::fexit)
+                        for (auto p : m.programs)
+                            excluded[std::string(p)] = "aggregates count pages at the page-cache tracepoint";
+    for (;;) {
+        Refused ruled_out = excluded;
+        ruled_out.insert(refused_.begin(), refused_.end());
+        hooks_ = resolve(features, built, ruled_out);
+        auto wanted = opts.veto_only ? std::set<std::string, std::less<>>{} : chosen_programs(hooks_, selected_);
+        wanted.insert(required.begin(), required.end());
+        auto refusal = load(opts, wanted);
+        if (!refusal)
+            refusal = attach(selected_);
+        if (!refusal)
+            break;
+        detach();
+        const auto& [failed, why] = *refusal;
+        if (required.contains(failed) || refused_.contains(failed))
+            throw std::runtime_error(fmt::format("loading BPF program {}: refused by the kernel: {} "
+                                                 "(run with -v for the verifier log)", failed, why));
+        log::info("note: this kernel refuses {} ({}); its hooks fall back to their next mechanism", failed, why);
+        refused_[failed] = why;
+    }
+    for (pid_t t : opts.tgids)
+        add_tgid(t);
+    for (uint64_t vm : opts.vms) {
+        __u8 one = 1;
+        bpf_map__update_elem(skel_->maps.vms, &vm, sizeof(vm), &one, sizeof(one), BPF_ANY);
     }
     if (opts.veto_mode != GMS_VETO_OFF) {
         struct timespec now {};
@@ -219,6 +332,15 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
     rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), on_record, this, nullptr);
     if (!rb_)
         throw std::runtime_error(fmt::format("ring buffer: {}", strerror(errno)));
+}
+
+std::vector<std::pair<std::string, std::string>> Tracer::unobserved() const
+{
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& h : hooks_)
+        if (h.chosen < 0 && selected_.contains(h.hook->name))
+            out.emplace_back(h.hook->name, h.why_none);
+    return out;
 }
 
 int Tracer::map_fd(const char* name) const
@@ -256,8 +378,7 @@ void Tracer::pin_enforcement(const std::string& dir, bool links)
 Tracer::~Tracer()
 {
     ring_buffer__free(rb_);
-    for (auto* l : links_)
-        bpf_link__destroy(l);
+    detach();
     gmemscope_bpf__destroy(skel_);
 }
 

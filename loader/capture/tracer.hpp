@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <cerrno>
 #include <string>
@@ -64,8 +65,10 @@ public:
 
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const std::vector<AttachedProgram>& attached() const { return attached_; }
-    // Programs this kernel's verifier refused, each replaced by its hook's next mechanism.
+    // Programs this kernel refused, and why; their hooks fell back to their next mechanism.
     const Refused& refused() const { return refused_; }
+    // Selected hooks this session cannot observe on this kernel -> why.
+    std::vector<std::pair<std::string, std::string>> unobserved() const;
     // The fd of one of the object's maps ("dma_pins", "declared", ...).
     int map_fd(const char* name) const;
     // The fd of a loaded program, -1 if not loaded (benchmarks read its run time).
@@ -97,10 +100,19 @@ public:
 
 private:
     static int on_record(void* ctx, void* data, size_t size);
-    // Opens, configures and loads; the program libbpf names in a failure, or "".
-    std::string load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted);
+    struct Refusal {
+        std::string program;
+        std::string reason;   // the kernel's, in one line
+    };
+    // Opens, configures and loads; the program the kernel refused, if any.
+    std::optional<Refusal> load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted);
+    // Attaches every loaded program; the one that could not be, if any.
+    std::optional<Refusal> attach(const std::set<std::string, std::less<>>& selected);
+    void detach();
 
     std::vector<HookStatus> hooks_;
+    std::set<std::string, std::less<>> selected_;
+    uint32_t gmem_dev_ = 0;   // the kernel's dev_t of gmem inodes (targ_gmem_dev)
     std::vector<AttachedProgram> attached_;
     Refused refused_;
     struct gmemscope_bpf* skel_ = nullptr;

@@ -30,6 +30,11 @@ Mechanism ioctl(std::string_view what) { return {Mech::syscall, what, kIoctlProg
 // Precise tier: the programs attach to the first of the hook's symbols in BTF.
 Mechanism fentry(std::vector<std::string_view> progs) { return {Mech::fentry, "", std::move(progs)}; }
 Mechanism fexit(std::vector<std::string_view> progs) { return {Mech::fexit, "", std::move(progs)}; }
+// ... or to a function of another signature that serves the same hook.
+Mechanism fentry_on(std::string_view symbol, std::vector<std::string_view> progs)
+{
+    return {Mech::fentry, symbol, std::move(progs)};
+}
 
 bool region_bound(const Event& ev) { return std::get<gms_ioctl_event>(ev.rec).args.region.size != 0; }
 bool region_unbound(const Event& ev) { return !region_bound(ev); }
@@ -44,7 +49,11 @@ const std::vector<Hook> kCatalog = {
     {"gmem.create", "gmem", {"kvm_gmem_create"},
      {fexit({"gmem_create"}), ioctl("ioctl KVM_CREATE_GUEST_MEMFD")}, "new gmem file: VM, size, flags, inode", false,
      GMS_FN_GMEM_CREATE, {on_ioctl(GMS_IOC_CREATE_GUEST_MEMFD)}, {"gmem_create", "gmem_create"}},
-    {"gmem.bind", "gmem", {"kvm_gmem_bind"},
+    // v7.3 binds in two steps: kvm_gmem_prepare_memory_region(kvm, slot, fd,
+    // offset), kvm_gmem_bind's signature, sets slot->gmem; then
+    // kvm_gmem_commit_memory_region(kvm, slot) enters the slot in the file's
+    // bindings (-EEXIST on an overlap, seen in the ioctl's result).
+    {"gmem.bind", "gmem", {"kvm_gmem_prepare_memory_region", "kvm_gmem_bind"},
      {fexit({"gmem_bind"}), ioctl("ioctl KVM_SET_USER_MEMORY_REGION2")},
      "memslot bound to a gmem file: slot, gpa, pages, gmem offset, result", false, GMS_FN_GMEM_BIND,
      {on_ioctl(GMS_IOC_SET_MEMORY_REGION2, region_bound)}, {"gmem_bind", "gmem_bind"}},
@@ -57,8 +66,11 @@ const std::vector<Hook> kCatalog = {
      {"gmem_fault", ""}},
     {"gmem.populate", "gmem", {"kvm_gmem_populate"}, {fexit({"gmem_populate"})},
      "gmem pages populated before launch: gfn range, result", false, GMS_FN_GMEM_POPULATE},
+    // v7.3: kvm_gmem_invalidate_start(inode, start, end) is static and
+    // inlined; per gmem file it calls __kvm_gmem_invalidate_start(struct
+    // gmem_file *, start, end, filter), which kvm_gmem_release() calls too.
     {"gmem.invalidate", "gmem", {"kvm_gmem_invalidate_start", "kvm_gmem_invalidate_begin"},
-     {fentry({"gmem_invalidate"}),
+     {fentry({"gmem_invalidate"}), fentry_on("__kvm_gmem_invalidate_start", {"gmem_invalidate_file"}),
       {Mech::tracepoint, "filemap/mm_filemap_delete_from_page_cache", {"gmem_invalidate_pagecache"}}},
      "gmem range invalidated: inode, index range (portable tier: per folio removed)", false, GMS_FN_GMEM_INVALIDATE,
      {{GMS_EV_PAGECACHE_DEL}}, {"gmem_punch", "gmem_punch_resident"}},
@@ -91,9 +103,15 @@ const std::vector<Hook> kCatalog = {
     {"kvm.set_memory_region", "kvm", {"kvm_set_memory_region", "__kvm_set_memory_region"},
      {ioctl("ioctl KVM_SET_USER_MEMORY_REGION(2)")}, "memslot created, moved or deleted", false, 0,
      {on_ioctl(GMS_IOC_SET_MEMORY_REGION), on_ioctl(GMS_IOC_SET_MEMORY_REGION2)}, {"", "vm_create"}},
+    // v7.3: kvm_vm_set_mem_attributes() is static (not in BTF) and fires the
+    // tracepoint kvm:kvm_vm_set_mem_attributes(start, end, attr) once the
+    // ioctl's checks passed.
     {"kvm.set_mem_attributes", "kvm", {"kvm_vm_set_mem_attributes"},
-     {fexit({"kvm_set_mem_attributes"}), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
-     "shared/private conversion of a gpa range on a VM fd, result", false, GMS_FN_KVM_SET_MEM_ATTRIBUTES,
+     {fexit({"kvm_set_mem_attributes"}),
+      {Mech::tracepoint, "kvm/kvm_vm_set_mem_attributes", {"kvm_set_mem_attributes_tp"}},
+      ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES")},
+     "shared/private conversion of a gpa range on a VM fd, result (tracepoint: accepted requests, no result)", false,
+     GMS_FN_KVM_SET_MEM_ATTRIBUTES,
      {on_ioctl(GMS_IOC_SET_MEMORY_ATTRIBUTES)}, {"vm_attributes", "?vm_attributes"}},
     {"kvm.mmu_notifier", "kvm", {"kvm_mmu_notifier_invalidate_range_start"},
      {fentry({"kvm_mmu_notifier"}), {Mech::tracepoint, "kvm/kvm_unmap_hva_range", {"kvm_unmap_hva_range"}}},
@@ -151,13 +169,17 @@ const std::vector<Hook> kCatalog = {
     {"vfio.dma_buf_export", "vfio", {"vfio_pci_core_feature_dma_buf"},
      {fexit({"vfio_dma_buf_export"}), ioctl("ioctl VFIO_DEVICE_FEATURE(DMA_BUF)")},
      "dma-buf exported from a VFIO PCI BAR: fd's inode, result", false, GMS_FN_VFIO_DMA_BUF_EXPORT,
-     {on_ioctl(GMS_IOC_VFIO_DMA_BUF)}},
+     {on_ioctl(GMS_IOC_VFIO_DMA_BUF)}, {"vfio_dmabuf_export", "?vfio_dmabuf_export"}},
+    // Memory decode cleared (revoke) or set (restore) in the command
+    // register, or a reset (v6.19+, CONFIG_VFIO_PCI_DMABUF).
     {"vfio.dma_buf_move", "vfio", {"vfio_pci_dma_buf_move"}, {fentry({"vfio_dma_buf_move"})},
-     "VFIO dma-buf revoked or restored", false, GMS_FN_VFIO_DMA_BUF_MOVE},
+     "VFIO dma-buf revoked or restored", false, GMS_FN_VFIO_DMA_BUF_MOVE, {}, {"vfio_dmabuf_revoke", ""}},
     {"dmabuf.export", "dmabuf", {"dma_buf_export"}, {fexit({"dmabuf_export"})},
      "dma-buf created: size, exporter, inode", false, GMS_FN_DMA_BUF_EXPORT, {}, {"udmabuf_create", ""}},
+    // dma_buf_move_notify(dmabuf) is dma_buf_invalidate_mappings(dmabuf) in v7.3.
     {"dmabuf.move_notify", "dmabuf", {"dma_buf_invalidate_mappings", "dma_buf_move_notify"},
-     {fentry({"dmabuf_move_notify"})}, "importers told to drop their mappings", false, GMS_FN_DMA_BUF_MOVE_NOTIFY},
+     {fentry({"dmabuf_move_notify"})}, "importers told to drop their mappings", false, GMS_FN_DMA_BUF_MOVE_NOTIFY, {},
+     {"vfio_dmabuf_revoke", ""}},
 };
 
 }  // namespace
@@ -224,11 +246,13 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
             case Mech::fentry:
             case Mech::fexit: {
                 ProgKind pk = m.kind == Mech::fentry ? ProgKind::fentry : ProgKind::fexit;
-                ms.target = present;
+                ms.target = m.target.empty() ? present : std::string(m.target);
+                bool in_btf = m.target.empty() ? !present.empty() : !f.btf_func_owner(m.target).empty();
                 if (!f.loads(pk))
                     ms.reason = fmt::format("{} programs refused: {}", mech_name(m.kind), f.load(pk).detail);
-                else if (present.empty())
-                    ms.reason = fmt::format("no {} in BTF", fmt::join(h.symbols, " or "));
+                else if (!in_btf)
+                    ms.reason = fmt::format("no {} in BTF", m.target.empty() ? fmt::format("{}", fmt::join(h.symbols, " or "))
+                                                                           : std::string(m.target));
                 break;
             }
             case Mech::tp_btf:

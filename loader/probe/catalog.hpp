@@ -27,7 +27,8 @@ std::string_view mech_name(Mech m);
 
 struct Mechanism {
     Mech kind;
-    // fentry/fexit: empty, the hook's first symbol present is used;
+    // fentry/fexit: empty, the hook's first symbol present is used, else
+    // the function it names (one of another signature);
     // tp_btf: tracepoint name; tracepoint: "category/name";
     // syscall: "ioctl KVM_..." etc.
     std::string_view target;

@@ -239,10 +239,14 @@ public:
     int map(const std::byte* vaddr, std::uint64_t iova, std::uint64_t bytes) const;
     int unmap(std::uint64_t iova, std::uint64_t bytes) const;
     int fd() const { return container_.get(); }
+    // VFIO_GROUP_GET_DEVICE_FD of the group's first device (sysfs
+    // iommu_groups/<N>/devices): the fd, or -errno; detail names it.
+    int device_fd(std::string& detail) const;
 
 private:
     Fd container_;
     Fd group_;
+    std::string group_path_;
 };
 
 // The dma scenario (loader/workload_dma.cpp).

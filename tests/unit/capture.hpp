@@ -11,18 +11,30 @@
 
 namespace gms::test {
 
+enum class Tier { best, portable };
+
 struct Capture {
-    explicit Capture(uint64_t ringbuf_bytes = 16u << 20, std::vector<std::string> hooks = {})
-        : features(gms::Features::probe()), tracer(features, options(ringbuf_bytes, std::move(hooks)))
+    // Tier::portable rules out every precise-tier program, as on a kernel
+    // that refuses fentry/fexit: tests of the portable tier's exact events
+    // then hold on kernels that have the precise tier too (the VM lane).
+    explicit Capture(uint64_t ringbuf_bytes = 16u << 20, std::vector<std::string> hooks = {},
+                     Tier tier = Tier::best)
+        : features(gms::Features::probe()), tracer(features, options(ringbuf_bytes, std::move(hooks), tier))
     {
     }
-    static gms::TraceOptions options(uint64_t ringbuf_bytes, std::vector<std::string> hooks)
+    static gms::TraceOptions options(uint64_t ringbuf_bytes, std::vector<std::string> hooks, Tier tier)
     {
         gms::TraceOptions o;
         o.tgids = {getpid()};
         o.hooks = std::move(hooks);
         o.ringbuf_bytes = ringbuf_bytes;
         o.wakeup_bytes = ringbuf_bytes;  // nobody polls: consume at the end
+        if (tier == Tier::portable)
+            for (const gms::Hook& h : gms::catalog())
+                for (const gms::Mechanism& m : h.mechanisms)
+                    if (m.kind == gms::Mech::fentry || m.kind == gms::Mech::fexit)
+                        for (auto p : m.programs)
+                            o.refused[std::string(p)] = "the test asks for the portable tier";
         return o;
     }
     void drain()

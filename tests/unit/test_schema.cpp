@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -261,6 +262,63 @@ TEST_CASE("trace --json: attached, events, drops", "[schema]")
         INFO(t);
         CHECK(std::count(types.begin(), types.end(), t) > 0);
     }
+}
+
+TEST_CASE("a program the kernel refuses costs its hook only: the session runs and says what it lost",
+          "[schema][degrade]")
+{
+    GMS_REQUIRE_LIVE();
+    ScratchDir dir;
+    // Test-only: kvm.fault's program moved onto a tracepoint no kernel has,
+    // so libbpf cannot find its attach target and the kernel never gets it.
+    const std::string env = "GMS_TEST_ATTACH_TARGET=kvm_mmu_fault=gms_no_such_tracepoint";
+    auto r = run({"env", env, binary(), "--json", "trace", "--",
+                  stress_script(dir.path, "rebind pages=8 punch_pages=2")});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    if (why_no_validator().empty())
+        require_valid(r.out, "attached,event");
+    auto docs = parse_lines(r.out);
+    REQUIRE(docs.size() >= 2);
+    const json& attached = docs.front();
+    REQUIRE(attached.at("type") == "attached");
+    REQUIRE(attached.at("refused").contains("kvm_mmu_fault"));
+    CHECK_THAT(attached["refused"]["kvm_mmu_fault"].get<std::string>(),
+               Catch::Contains("gms_no_such_tracepoint"));
+    CHECK(attached.at("refused").size() == 1);
+    // kvm.fault is lost with the kernel's reason; any other hook listed is
+    // one this kernel has no mechanism for (e.g. iommufd without IOMMUFD).
+    std::set<std::string> lost;
+    for (const auto& u : attached.at("unobserved")) {
+        std::string hook = u.at("hook"), reason = u.at("reason");
+        lost.insert(hook);
+        INFO(hook << ": " << reason);
+        if (hook == "kvm_mmu.fault")
+            CHECK_THAT(reason, Catch::Contains("kvm_mmu_fault: attach target gms_no_such_tracepoint"));
+        else
+            CHECK_THAT(reason, !Catch::Contains("kvm_mmu_fault"));
+    }
+    CHECK(lost.contains("kvm_mmu.fault"));
+    for (const auto& p : attached.at("programs"))
+        CHECK(p.at("program") != "kvm_mmu_fault");
+    // The other hooks recorded the workload; the lost one nothing.
+    std::multiset<std::string> types;
+    for (const auto& doc : docs)
+        types.insert(doc.at("type").get<std::string>());
+    CHECK(types.count("fault") == 0);
+    for (auto t : {"ioctl", "zap_all_fast"}) {   // the same on either tier
+        INFO(t);
+        CHECK(types.count(t) > 0);
+    }
+
+    // In text: the loss on stderr, with the kernel's reason.
+    auto text = run({"env", env, binary(), "trace", "--", stress_script(dir.path, "rebind pages=8 punch_pages=2")});
+    INFO(text.err);
+    CHECK(text.exit_code == 0);
+    CHECK_THAT(text.err, Catch::Contains("hooks are not observable on this kernel"));
+    CHECK_THAT(text.err, Catch::Contains("kvm_mmu.fault: tp_btf: kvm_mmu_fault: attach target "
+                                         "gms_no_such_tracepoint"));
+    CHECK_THAT(text.out, Catch::Contains("KVM_CREATE_GUEST_MEMFD"));
 }
 
 TEST_CASE("trace --json of a failing command ends with an error document", "[schema]")

@@ -50,10 +50,8 @@ TEST_CASE("top counts every punch of a storm in the kernel and finds its stacks"
     for (const auto& frame : stacks.at("stacks")[0].at("kernel"))
         punch_path |= frame.get<std::string>().rfind("kvm_gmem_fallocate", 0) == 0;
     CHECK(punch_path);
-    // And every line is a valid top document.
-    std::string cmd = "/usr/bin/python3 " + gms::test::source_dir() + "/tests/validate_json.py --expect top";
-    FILE* p = popen(cmd.c_str(), "w");
-    REQUIRE(p);
-    fputs(r.out.c_str(), p);
-    CHECK(pclose(p) == 0);
+    // And every line is a valid top document (where the validator runs:
+    // the VM lane's guest has no Python, its host checks other documents).
+    if (gms::test::why_no_validator().empty())
+        gms::test::require_valid(r.out, "top");
 }

@@ -29,6 +29,11 @@ mount -t debugfs debugfs /sys/kernel/debug
 echo 3 >/proc/sys/kernel/printk
 
 TEST_TIMEOUT_S=$(cat /etc/gms/test-timeout)
+# The row of tests/vm/kernels.tsv this guest boots, and what that kernel is
+# known to answer where kernels differ (read by the tests that depend on it).
+GMS_KERNEL_ROW=$(cat /etc/gms/kernel-name)
+GMS_KERNEL_FACTS=$(cat /etc/gms/kernel-facts)
+export GMS_KERNEL_ROW GMS_KERNEL_FACTS
 NPASS=0 NSKIP=0 NFAIL=0
 
 say() { echo "GMS| $*"; }
@@ -199,7 +204,7 @@ check_kernel_log() {
 
 echo
 echo "=== GMS-VM-LANE BEGIN ==="
-say "kernel $(uname -r), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
+say "kernel $(uname -r) (row $GMS_KERNEL_ROW, facts: ${GMS_KERNEL_FACTS:-none}), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
 say "lsm: $(cat /sys/kernel/security/lsm)"
 load_modules
 bind_edu

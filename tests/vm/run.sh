@@ -1,37 +1,40 @@
 #!/usr/bin/env bash
-# The VM lane: boots Debian's 6.12 kernel under QEMU (TCG) with an
-# initramfs holding busybox, the static gmemscope and unit tests, and the
-# KVM/VFIO modules, and reports what ran inside (tests/vm/README.md).
+# The VM lane: boots real Debian kernels under QEMU (TCG), one row of
+# tests/vm/kernels.tsv at a time, with an initramfs holding busybox, the
+# static gmemscope and unit tests, and the row's KVM/VFIO modules, and
+# reports what ran inside (tests/vm/README.md).
 #
-#   bash tests/vm/run.sh [TEST-SPEC]    TEST-SPEC: a Catch2 spec, default all
+#   bash tests/vm/run.sh --list                   the kernels' names, one a line
+#   bash tests/vm/run.sh [--kernel NAME] [TEST-SPEC]
+#       TEST-SPEC: a Catch2 spec, default all; without --kernel every row runs
 #
-# Exit: 0 all passed, 1 something failed or the guest did not finish,
-# 77 the lane cannot run on this machine ("SKIPPED: <why>").
+# Exit: 0 all passed, 1 something failed or a guest did not finish,
+# 77 a kernel cannot run on this machine ("SKIPPED: <why>") and none failed.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TEST_SPEC=${1:-}
-CACHE=$ROOT/build/vm-cache       # downloads and the unpacked kernel
+TABLE=$ROOT/tests/vm/kernels.tsv
+# Downloaded and unpacked kernels outlive the clone: keyed by package
+# name and version, shared by every checkout on the machine.
+CACHE=${GMS_CACHE:-/var/cache/gmemscope}
 STATIC=$ROOT/build/vm-static     # the -DGMS_STATIC=ON build
-LANE=$STATIC/lane                # this run: initramfs, console log, results
-SUITE=bookworm-backports
-KERNEL_PKG_RE='^linux-image-6\.12\.[0-9]+\+[^-]+-amd64-unsigned$'
-MODULES=(irqbypass ccp kvm kvm-amd vfio vfio_iommu_type1 vfio-pci-core vfio-pci)
 OPTIONAL_MODULES=(udmabuf)       # built in on Debian's config, a module elsewhere
 PACKAGES=(qemu-system-x86 busybox-static cpio xz-utils zstd)
-VM_TIMEOUT_S=${GMS_VM_TIMEOUT_S:-240}   # the boot and everything inside
+VM_TIMEOUT_S=${GMS_VM_TIMEOUT_S:-900}   # the boot and everything inside
 TEST_TIMEOUT_S=${GMS_VM_TEST_TIMEOUT_S:-90}
 BEGIN_MARK="=== GMS-VM-LANE BEGIN ==="   # printed by init.sh
 END_MARK="=== GMS-VM-LANE END ==="
-LANE_START=$SECONDS
 
 # Name the command that stopped the script (once: with -E the trap also
 # fires in each calling function).
 trap '[[ -n ${ERR_SHOWN:-} ]] || echo "vm-lane: error: line $LINENO: $BASH_COMMAND" >&2; ERR_SHOWN=1' ERR
 
-log() { echo "vm-lane: $*" >&2; }
+log() { echo "vm-lane${KNAME:+[$KNAME]}: $*" >&2; }
 skip() { echo "SKIPPED: $*"; exit 77; }
-die() { echo "vm-lane: error: $*" >&2; exit 1; }
+die() { echo "vm-lane${KNAME:+[$KNAME]}: error: $*" >&2; exit 1; }
+
+# step NAME START: how long a step took, from START (a $SECONDS value).
+step() { log "step $1: $(($SECONDS - $2)) s"; }
 
 # Runs a command silently; shows its output only if it fails.
 quiet() {
@@ -42,6 +45,19 @@ quiet() {
         ERR_SHOWN=1
         return 1
     fi
+}
+
+# The table's rows, as K_NAME[i], K_SOURCE[i], K_SUITE[i], K_MODULES[i],
+# K_FACTS[i]; `-` fields become empty.
+read_table() {
+    K_NAME=() K_SOURCE=() K_SUITE=() K_MODULES=() K_FACTS=()
+    local name source suite modules facts rest
+    while IFS=$'\t' read -r name source suite modules facts rest; do
+        [[ -z $name || $name == \#* ]] && continue
+        [[ -n $source && -z $rest ]] || die "$TABLE: row $name: want 5 tab-separated fields"
+        K_NAME+=("$name"); K_SOURCE+=("$source")
+        K_SUITE+=("${suite/#-/}"); K_MODULES+=("${modules/#-/}"); K_FACTS+=("${facts/#-/}")
+    done <"$TABLE"
 }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -83,65 +99,138 @@ system_mirror() {
     } | head -n 1
 }
 
-# apt with its own sources list, lists and cache under $CACHE/apt: the
-# system's apt configuration and state are only read, never written.
+# apt with its own sources list, lists and cache under $CACHE/apt/SUITE:
+# the system's apt configuration and state are only read, never written.
 # Sandbox::User=root: the _apt user may not be able to write into $CACHE.
 private_apt() {
-    local tool=$1; shift
-    "$tool" -o Dir::Etc::sourcelist="$CACHE/apt/sources.list" -o Dir::Etc::sourceparts=- \
-        -o Dir::State::Lists="$CACHE/apt/lists" -o Dir::Cache="$CACHE/apt/cache" \
+    local tool=$1 dir=$CACHE/apt/$SUITE; shift
+    "$tool" -o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts=- \
+        -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" \
         -o APT::Sandbox::User=root "$@"
 }
 
-# Downloads linux-image-6.12.*-amd64-unsigned once and unpacks it to
-# KERNEL_TREE=$CACHE/kernel/<release>.
-fetch_kernel() {
-    mkdir -p "$CACHE/kernel"
-    KERNEL_TREE=$(find "$CACHE/kernel" -mindepth 2 -maxdepth 2 -name .complete -printf '%h\n' 2>/dev/null |
-        sort -V | tail -n 1)
-    [[ -z $KERNEL_TREE ]] || return 0
-
-    local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg opts=""
+update_lists() {
+    local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg opts="" dir=$CACHE/apt/$SUITE
     mirror=$(system_mirror)
     [[ -n $mirror ]] || skip "no Debian mirror found in /etc/apt/sources.list{,.d}"
     [[ -f $keyring ]] && opts="[signed-by=$keyring] "
-    mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/cache/archives/partial" "$CACHE/debs"
-    echo "deb ${opts}${mirror} $SUITE main" >"$CACHE/apt/sources.list"
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    echo "deb ${opts}${mirror} $SUITE main" >"$dir/sources.list"
     log "fetching the package lists of $SUITE from $mirror"
     quiet private_apt apt-get update || skip "apt-get update of $mirror $SUITE failed"
-
-    local pkg
-    pkg=$(private_apt apt-cache pkgnames linux-image-6.12 | grep -E "$KERNEL_PKG_RE" | sort -V | tail -n 1)
-    [[ -n $pkg ]] || skip "no linux-image-6.12.*-amd64-unsigned in $SUITE"
-    log "downloading $pkg"
-    (cd "$CACHE/debs" && quiet private_apt apt-get download "$pkg") || skip "apt-get download $pkg failed"
-
-    local deb release tree
-    deb=$(ls "$CACHE/debs/${pkg}"_*.deb | tail -n 1)
-    release=${pkg#linux-image-}; release=${release%-unsigned}
-    tree=$CACHE/kernel/$release
-    rm -rf "$tree"; mkdir -p "$tree"
-    log "unpacking $release"
-    dpkg-deb -x "$deb" "$tree"
-    # The package leaves modules.dep to depmod at install time.
-    log "running depmod (once, about 30 s)"
-    quiet busybox depmod -b "$tree" "$release"
-    touch "$tree/.complete"
-    rm -f "$deb"
-    KERNEL_TREE=$tree
 }
 
-# ORDER: the names of MODULES (and of OPTIONAL_MODULES that are modules)
-# with their dependencies first, from modules.dep.
+# The ERE of a package template ("linux-binary-%"): the release, grouped,
+# where the template has `%`.
+template_re() {
+    local prefix=${1%%%*} suffix=${1#*%}
+    echo "^${prefix//./\\.}(${RELEASE_RE})${suffix//./\\.}\$"
+}
+
+# The newest complete unpacked tree of this row's first package, if any.
+cached_tree() {
+    local re d base
+    re=$(template_re "${DEB_PKGS[0]}")
+    [[ -d $CACHE/kernel ]] || return 0
+    find "$CACHE/kernel" -mindepth 2 -maxdepth 2 -name .complete -printf '%h\n' | while read -r d; do
+        base=${d##*/}
+        if [[ ${base%%_*} =~ $re ]]; then echo "$d"; fi
+    done | sort -V | tail -n 1
+}
+
+# KTREE: the row's packages unpacked into one tree, under
+# $CACHE/kernel/<first package>_<version>; fetched only when no tree of
+# the row is cached (or GMS_VM_REFRESH=1 asks for the newest).
+fetch_deb_kernel() {
+    local t0=$SECONDS rest=${SOURCE#deb:}
+    RELEASE_RE=${rest%:*}
+    IFS=, read -r -a DEB_PKGS <<<"${rest##*:}"
+    if [[ -z ${GMS_VM_REFRESH:-} ]]; then
+        KTREE=$(cached_tree)
+        if [[ -n $KTREE ]]; then
+            log "cache: hit, ${KTREE} (GMS_VM_REFRESH=1 asks the mirror for a newer one)"
+            step fetch "$t0"
+            return 0
+        fi
+    fi
+    log "cache: miss for ${DEB_PKGS[*]} in $CACHE/kernel"
+    update_lists
+    local names first_re release="" r p all
+    names=$(private_apt apt-cache pkgnames)
+    first_re=$(template_re "${DEB_PKGS[0]}")
+    for r in $(grep -E "$first_re" <<<"$names" | sed -E "s/$first_re/\\1/" | sort -V -r); do
+        all=1
+        for p in "${DEB_PKGS[@]}"; do grep -qxF "${p//%/$r}" <<<"$names" || all=""; done
+        [[ -n $all ]] && { release=$r; break; }
+    done
+    [[ -n $release ]] || skip "no release matching $RELEASE_RE with all of ${DEB_PKGS[*]} in $SUITE"
+    local pkgs=() version
+    for p in "${DEB_PKGS[@]}"; do pkgs+=("${p//%/$release}"); done
+    version=$(private_apt apt-cache show --no-all-versions "${pkgs[0]}" | awk '/^Version:/ { print $2; exit }')
+    local tree=$CACHE/kernel/${pkgs[0]}_${version//:/%3a}
+    if [[ -f $tree/.complete ]]; then
+        log "cache: hit after asking the mirror, $tree"
+        KTREE=$tree
+        step fetch "$t0"
+        return 0
+    fi
+    mkdir -p "$CACHE/debs"
+    log "downloading ${pkgs[*]} ($version)"
+    (cd "$CACHE/debs" && quiet private_apt apt-get download "${pkgs[@]}") || skip "apt-get download ${pkgs[*]} failed"
+    rm -rf "$tree"; mkdir -p "$tree"
+    log "unpacking $release"
+    for p in "${pkgs[@]}"; do
+        local deb
+        deb=$(ls "$CACHE/debs/${p}"_*.deb | sort -V | tail -n 1)
+        dpkg-deb -x "$deb" "$tree"
+        rm -f "$deb"
+    done
+    local moddir
+    moddir=$(find "$tree" -mindepth 3 -maxdepth 4 -type d -path "*/lib/modules/$release" | head -n 1)
+    if [[ -n $moddir && ! -s $moddir/modules.dep ]]; then
+        # Debian's packages leave modules.dep to depmod at install time.
+        log "running depmod (once, about 30 s)"
+        quiet busybox depmod -b "${moddir%/lib/modules/*}" "$release"
+    fi
+    touch "$tree/.complete"
+    KTREE=$tree
+    step fetch "$t0"
+}
+
+# KTREE from tests/vm/build-kernel.sh NAME, which caches what it builds.
+build_kernel() {
+    local t0=$SECONDS script=$ROOT/tests/vm/build-kernel.sh out
+    [[ -f $script ]] || skip "kernel $KNAME is built by tests/vm/build-kernel.sh, which this tree does not have"
+    log "building or finding kernel ${SOURCE#build:} with tests/vm/build-kernel.sh"
+    out=$(bash "$script" "${SOURCE#build:}" | tail -n 1) || die "tests/vm/build-kernel.sh ${SOURCE#build:} failed"
+    [[ -d $out ]] || die "tests/vm/build-kernel.sh printed '$out', not a directory"
+    KTREE=$out
+    step build-kernel "$t0"
+}
+
+# VMLINUZ and MODDIR (empty when the kernel has no modules) inside KTREE.
+locate_kernel() {
+    VMLINUZ=$(find "$KTREE" -maxdepth 5 \( -name 'vmlinuz*' -o -name bzImage \) -type f | sort | head -n 1)
+    [[ -n $VMLINUZ ]] || die "no vmlinuz in $KTREE"
+    MODDIR=$(find "$KTREE" -mindepth 3 -maxdepth 4 -type d -path '*/lib/modules/*' | head -n 1)
+    RELEASE=${MODDIR##*/}
+    [[ -n $RELEASE ]] || RELEASE=${KTREE##*/}   # a built kernel: its cache key
+}
+
+# ORDER: the row's modules (and OPTIONAL_MODULES that are modules) with
+# their dependencies first, from modules.dep.
 resolve_modules() {
-    local moddir=$1 line path base
+    local line path base m
     declare -gA DEP_PATH=() DEP_DEPS=() SEEN=()
+    ORDER=()
+    if [[ -z $MODDIR ]]; then
+        ((${#MODULES[@]} == 0)) || die "the row names modules but $KTREE has no lib/modules"
+        return 0
+    fi
     while IFS= read -r line; do
         path=${line%%:*}; base=${path##*/}; base=${base%%.ko*}; base=${base//-/_}
         DEP_PATH[$base]=$path; DEP_DEPS[$base]=${line#*:}
-    done <"$moddir/modules.dep"
-    ORDER=()
-    local m
+    done <"$MODDIR/modules.dep"
     for m in "${MODULES[@]}"; do add_module "$m" || die "module $m is not in modules.dep"; done
     for m in "${OPTIONAL_MODULES[@]}"; do add_module "$m" || log "$m: not a module (built in or absent)"; done
 }
@@ -189,21 +278,22 @@ EOF
 
 # The initramfs as an uncompressed cpio: the guest would spend longer
 # decompressing under TCG than the host spends writing the bytes.
+
 build_initramfs() {
-    local moddir=$1 root=$LANE/root m ko
+    local root=$LANE/root m ko
     rm -rf "$root"; mkdir -p "$root"/{bin,modules,etc/gms}
     cp "$(command -v busybox)" "$root/bin/busybox"
     ln -s busybox "$root/bin/sh"
     install -m 0755 "$ROOT/tests/vm/init.sh" "$root/init"
     for m in "${ORDER[@]}"; do
-        ko=$moddir/${DEP_PATH[$m]}
+        ko=$MODDIR/${DEP_PATH[$m]}
         case $ko in
             *.xz) xz -dc "$ko" ;;
             *.zst) zstd -qdc "$ko" ;;
             *) cat "$ko" ;;
         esac >"$root/modules/$m.ko"
     done
-    printf '%s\n' "${ORDER[@]}" >"$root/modules/order"
+    printf '%s\n' ${ORDER[@]+"${ORDER[@]}"} >"$root/modules/order"
     # unit_tests_static runs gmemscope at its build path (GMS_BINARY), so
     # the binary sits at that same path inside the guest.
     mkdir -p "$root$STATIC"
@@ -219,17 +309,22 @@ build_initramfs() {
     done
     add_setpriv "$root"
     printf '%s\n' "$TEST_SPEC" >"$root/etc/gms/test-spec"
+    printf '%s\n' "$KNAME" >"$root/etc/gms/kernel-name"
+    printf '%s\n' "$FACTS" >"$root/etc/gms/kernel-facts"
     echo "$TEST_TIMEOUT_S" >"$root/etc/gms/test-timeout"
     (cd "$root" && find . | cpio -o -H newc --quiet) >"$LANE/initramfs.cpio"
 }
 
+# no_timer_check: on a loaded host the TCG guest's timer can miss the
+# kernel's early check through the remapped IO-APIC, which panics the boot
+# ("timer doesn't work through Interrupt-remapped IO-APIC", seen with 7.3).
 boot() {
-    local vmlinuz=$1 rc=0
+    local rc=0
     timeout -k 5 "$VM_TIMEOUT_S" qemu-system-x86_64 \
         -accel tcg,thread=single -cpu max -smp 2 -m 2G -machine q35 \
         -device intel-iommu,intremap=on,caching-mode=on -device edu -nic none \
-        -kernel "$vmlinuz" -initrd "$LANE/initramfs.cpio" \
-        -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4" \
+        -kernel "$VMLINUZ" -initrd "$LANE/initramfs.cpio" \
+        -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 no_timer_check" \
         -nographic -no-reboot </dev/null >"$LANE/console.log" 2>&1 || rc=$?
     # Without the CRs and SeaBIOS's terminal resets and escapes.
     tr -d '\r' <"$LANE/console.log" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' >"$LANE/console.txt"
@@ -244,13 +339,15 @@ boot() {
 
 # Prints the guest's results; fails unless both markers are there and no
 # line says FAIL. The markers are not anchored: SeaBIOS leaves terminal
-# escapes at the start of the first line. The hooks document goes to
-# hooks.json, checked against schemas/ where the host has the validator.
+# escapes at the start of the first line. The hooks documents go to
+# hooks.json and selftest.json, checked against schemas/ where the host has
+# the validator, and the self-test against tests/vm/expect/NAME.
 report() {
     local console=$LANE/console.txt
     if ! grep -q "$BEGIN_MARK" "$console" || ! grep -q "$END_MARK" "$console"; then
-        echo "vm-lane: FAILED: the result markers are missing (boot failure?); last 40 console lines:"
+        echo "FAIL guest printed its results -- the result markers are missing (boot failure?); last 40 console lines:"
         tail -n 40 "$console"
+        echo "FAIL guest printed its results" >"$LANE/results.txt"
         return 1
     fi
     sed -n "/$BEGIN_MARK/,/$END_MARK/p" "$console" | grep '^GMS| ' | sed 's/^GMS| //' >"$LANE/results.txt"
@@ -261,7 +358,14 @@ report() {
         skip { skip = 0; next } { print }' "$LANE/results.txt"
     validate_json_doc hooks
     validate_json_doc selftest
+    check_expected
     ! grep -q '^FAIL ' "$LANE/results.txt"
+}
+
+# host_result STATUS WHAT [DETAIL]: a check made on the host, printed and
+# counted with the guest's.
+host_result() {
+    echo "$1 $2${3:+ -- $3}" | tee -a "$LANE/results.txt"
 }
 
 # validate_json_doc KIND: LANE/KIND.json against schemas/KIND.schema.json.
@@ -270,35 +374,125 @@ validate_json_doc() {
     if ! /usr/bin/python3 -c 'import jsonschema' 2>/dev/null; then
         echo "NOTE $kind.json not validated: no python3-jsonschema on the host"
     elif out=$(/usr/bin/python3 "$ROOT/tests/validate_json.py" --expect "$kind" <"$LANE/$kind.json" 2>&1); then
-        echo "PASS $kind --json from the guest is a $kind document (schemas/$kind.schema.json)"
+        host_result PASS "$kind --json from the guest is a $kind document (schemas/$kind.schema.json)"
     else
-        echo "FAIL $kind --json from the guest is a $kind document -- $out" | tee -a "$LANE/results.txt"
+        host_result FAIL "$kind --json from the guest is a $kind document" "$out"
     fi
 }
 
-main() {
-    mkdir -p "$CACHE" "$LANE"
-    ensure_packages
-    command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
-    fetch_kernel
-    local tree=$KERNEL_TREE release=${KERNEL_TREE##*/}
-    resolve_modules "$tree/lib/modules/$release"
-    log "kernel $release; modules in load order: ${ORDER[*]}"
+# The self-test's verdicts against tests/vm/expect/NAME, exactly.
+check_expected() {
+    local expect=$ROOT/tests/vm/expect/$KNAME out
+    if [[ ! -f $expect ]]; then
+        host_result FAIL "self-test matches tests/vm/expect/$KNAME" "no such file"
+    elif out=$(/usr/bin/python3 "$ROOT/tests/vm/expect.py" "$expect" "$LANE/selftest.json" 2>&1); then
+        host_result PASS "self-test matches tests/vm/expect/$KNAME" "$out"
+    else
+        host_result FAIL "self-test matches tests/vm/expect/$KNAME"
+        printf '%s\n' "$out" | sed 's/^/    /'
+    fi
+}
 
+# counts FILE: "N passed, N failed, N skipped" of a results file.
+counts() {
+    local p f s
+    p=$(grep -c '^PASS ' "$1" || true); f=$(grep -c '^FAIL ' "$1" || true); s=$(grep -c '^SKIP ' "$1" || true)
+    echo "$p passed, $f failed, $s skipped"
+}
+
+# One row, in its own process (run.sh --kernel NAME): fetch or build the
+# kernel, its initramfs, boot, report.
+run_kernel() {
+    local i
+    for i in "${!K_NAME[@]}"; do [[ ${K_NAME[i]} == "$KNAME" ]] && break; done
+    [[ ${K_NAME[i]} == "$KNAME" ]] || die "no kernel $KNAME in ${TABLE#"$ROOT"/} (--list names them)"
+    SOURCE=${K_SOURCE[i]} SUITE=${K_SUITE[i]} FACTS=${K_FACTS[i]}
+    IFS=, read -r -a MODULES <<<"${K_MODULES[i]}"
+    LANE=$STATIC/lane/$KNAME
+    rm -rf "$LANE"; mkdir -p "$LANE"
+    echo "SKIP guest printed its results -- did not run" >"$LANE/results.txt"
+
+    case $SOURCE in
+        deb:*) fetch_deb_kernel ;;
+        build:*) build_kernel ;;
+        *) die "row $KNAME: source $SOURCE is neither deb: nor build:" ;;
+    esac
+    locate_kernel
+    resolve_modules
+    log "kernel $RELEASE (${VMLINUZ#"$KTREE"/}); modules in load order: ${ORDER[*]:-none, all built in}"
+
+    if [[ -z ${GMS_VM_NO_BUILD:-} ]]; then
+        local t0=$SECONDS
+        build_static
+        step static-build "$t0"
+    fi
     local t0=$SECONDS
-    build_static
-    log "static build: $((SECONDS - t0)) s"
-    build_initramfs "$tree/lib/modules/$release"
+    build_initramfs
     log "initramfs: $(du -h "$LANE/initramfs.cpio" | cut -f1)"
+    step initramfs "$t0"
 
     t0=$SECONDS
-    boot "$tree/boot/vmlinuz-$release"
-    local vm_s=$((SECONDS - t0)) rc=0
+    boot
+    step vm-run "$t0"
+    local rc=0
     report || rc=$?
-    log "VM run (boot, tests, power-off): ${vm_s} s; whole lane: $((SECONDS - LANE_START)) s"
     log "console log: ${LANE#"$ROOT"/}/console.txt"
-    ((rc == 0)) && log "PASSED" || log "FAILED"
+    echo "vm-lane[$KNAME]: $(counts "$LANE/results.txt")"
+    log "whole lane: $((SECONDS - LANE_START)) s; $( ((rc == 0)) && echo PASSED || echo FAILED)"
     exit "$rc"
 }
 
-main
+main() {
+    local list="" args=()
+    KNAME=""
+    while (($#)); do
+        case $1 in
+            --list) list=1 ;;
+            --kernel) KNAME=${2:?--kernel needs a name}; shift ;;
+            --kernel=*) KNAME=${1#--kernel=} ;;
+            -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+            -*) die "unknown option $1 (--list, --kernel NAME)" ;;
+            *) args+=("$1") ;;
+        esac
+        shift
+    done
+    ((${#args[@]} <= 1)) || die "one TEST-SPEC at most"
+    TEST_SPEC=${args[0]:-}
+    read_table
+    if [[ -n $list ]]; then
+        printf '%s\n' "${K_NAME[@]}"
+        exit 0
+    fi
+    LANE_START=$SECONDS
+    mkdir -p "$CACHE" "$STATIC"
+    ensure_packages
+    command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
+    [[ -z $KNAME ]] || run_kernel
+
+    # Every row, each in its own process, the static build once.
+    local t0=$SECONDS name rc worst=0 p f s tp=0 tf=0 ts=0 line summary=()
+    build_static
+    step static-build "$t0"
+    for name in "${K_NAME[@]}"; do
+        echo "=== kernel $name ==="
+        set +e
+        GMS_VM_NO_BUILD=1 bash "$0" --kernel "$name" ${TEST_SPEC:+"$TEST_SPEC"}
+        rc=$?
+        set -e
+        if [[ -f $STATIC/lane/$name/results.txt ]] && ((rc != 77)); then
+            line=$(counts "$STATIC/lane/$name/results.txt")
+        else
+            line="0 passed, 0 failed, 1 skipped"
+        fi
+        read -r p _ f _ s _ <<<"$line"
+        tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
+        summary+=("vm-lane[$name]: $line (exit $rc)")
+        if ((rc == 1 || (rc != 0 && rc != 77))); then worst=1
+        elif ((rc == 77 && worst == 0)); then worst=77; fi
+    done
+    printf '%s\n' "${summary[@]}"
+    echo "vm-lane: $tp passed, $tf failed, $ts skipped; $((SECONDS - LANE_START)) s"
+    exit "$worst"
+}
+
+main "$@"
