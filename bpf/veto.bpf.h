@@ -46,7 +46,7 @@
 #include "files.bpf.h"
 #include "ioctls.h"
 
-#define GMS_ATTR_PRIVATE (1ull << 3)	/* KVM_MEMORY_ATTRIBUTE_PRIVATE */
+#define GMS_ATTR_PRIVATE GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE
 #define GMS_RB_DEPTH 48			/* an rbtree of 2^24 memslots is shallower */
 
 /* A scalar, not a BTF pointer: the index's global functions take it as a key. */

@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/enforce.hpp"
-#include "loader/workload.h"
+#include "loader/enforce/enforce.hpp"
+#include "loader/base/fd.hpp"
 
 namespace gms::cli {
 namespace {
@@ -63,7 +63,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 uint64_t start = parse_bytes("--gpa", gpa);
                 if (start % 4096)
                     throw Error(kUsage, fmt::format("--gpa {:#x} is not page aligned", start));
-                workload::Fd prog(open_pinned("enforce_index_op"));
+                Fd prog(open_pinned("enforce_index_op"));
                 if (which->get_name() == "add") {
                     uint64_t bytes = parse_bytes("--size", size);
                     if (!bytes || bytes % 4096)
@@ -76,7 +76,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 }
                 return 0;
             }
-            workload::Fd maps(open_pinned("idx_maps"));
+            Fd maps(open_pinned("idx_maps"));
             auto pins = read_pins(maps.get());
             // declared ranges first, then mappings, each in address order
             std::sort(pins.begin(), pins.end(), [](const PinEntry& a, const PinEntry& b) {
