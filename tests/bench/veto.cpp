@@ -133,12 +133,12 @@ void run_case(const gms::Features& features, const Case& c)
 
     // Decision off: what sys_enter_ioctl costs without it.
     double untraced_ns = convert_ns(vm.vm_fd(), gpa_miss, c.iterations);
-    double off_ns = 0;
+    double off_ns = 0, off_wall_ns = 0;
     {
         gms::Tracer t(features, options(GMS_VETO_OFF));
         int fd = t.prog_fd("syscalls_ioctl_enter");
         Stats before = prog_stats(fd);
-        convert_ns(vm.vm_fd(), gpa_miss, c.iterations);
+        off_wall_ns = convert_ns(vm.vm_fd(), gpa_miss, c.iterations);
         Stats after = prog_stats(fd);
         t.consume([](const gms::Event&) {});
         off_ns = double(after.run_ns - before.run_ns) / double(after.runs - before.runs);
@@ -185,6 +185,7 @@ void run_case(const gms::Features& features, const Case& c)
                                           {"program_off_ns", off_ns},
                                           {"decision_ns", prog_ns - off_ns},
                                           {"ioctl_ns", wall},
+                                          {"ioctl_decision_off_ns", off_wall_ns},
                                           {"untraced_ioctl_ns", untraced_ns},
                                           {"ioctl_ratio", wall / untraced_ns},
                                           {"index_map_ns", map_ns - noop_ns},
