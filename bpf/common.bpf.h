@@ -36,6 +36,9 @@ GMS_SETTING(bool, targ_aggregate);	/* hot events go to `agg`, not the ring buffe
 GMS_SETTING(__u32, targ_stack_sample);	/* aggregate: 1 in N page removals records its stacks; 0: none */
 GMS_SETTING(__u32, targ_veto_mode);	/* enum gms_veto_mode */
 GMS_SETTING(__s32, targ_veto_ret);	/* what a vetoed ioctl returns: -errno */
+GMS_SETTING(bool, targ_fail_open);	/* mappings not indexed do not refuse conversions */
+GMS_SETTING(__u32, targ_idx_max_mappings);	/* DMA mappings indexed per process */
+GMS_SETTING(__u32, targ_idx_max_declared);	/* declared ranges per process */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
@@ -63,6 +66,7 @@ struct gms_inflight {
 	__u64 alloc_pfn;	/* 0: none waiting */
 	__u32 alloc_order;
 	__u32 pad;
+	__u64 asked_bytes;	/* DMA unmap: the size asked for, before the kernel writes back what it unmapped */
 	union {
 		struct gms_ioctl_event ioctl;
 		struct gms_fallocate_event falloc;
@@ -128,29 +132,63 @@ GMS_SHARED struct {
 	__type(value, __u64);
 } gmem_vm SEC(".maps");
 
-/* Enforcement's index: struct mm_struct * -> its DMA mappings. */
+/*
+ * Enforcement's index (bpf/veto.bpf.h): segment-tree nodes of every
+ * owner's trees, allocated as used (an idle index costs nothing). Its
+ * size bounds all owners together; targ_idx_max_* bound each one.
+ */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 22);
+	__type(key, struct gms_idx_key);
+	__type(value, struct gms_idx_node);
+} idx_nodes SEC(".maps");
+
+/*
+ * The mappings counted at each node, by place (key.pad), and each
+ * mapping's place (key: mapping id as owner, tree, level, prefix).
+ */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 22);
+	__type(key, struct gms_idx_key);
+	__type(value, __u64);
+} idx_named SEC(".maps");
+
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 22);
+	__type(key, struct gms_idx_key);
+	__type(value, __u32);
+} idx_named_slot SEC(".maps");
+
+/* Indexed mappings and declared ranges by id, the ids idx_named holds. */
+GMS_SHARED struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
 	__type(key, __u64);
-	__type(value, struct gms_pin_set);
-} dma_pins SEC(".maps");
+	__type(value, struct gms_pin);
+} idx_maps SEC(".maps");
 
-/* Ranges an operator declares, tgid -> gfn ranges (gms_pin, kind DECLARED). */
+/* Per owner (mm, or tgid for declared ranges): counts, and what was not indexed. */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct gms_pin_set);
-} declared SEC(".maps");
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct gms_idx_state);
+} idx_state SEC(".maps");
 
-/* An empty set to create entries from: too large for the stack. */
+/* The last id given to a mapping. */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct gms_pin_set);
-} pin_set_zero SEC(".maps");
+	__type(value, __u64);
+} idx_next_id SEC(".maps");
 
 /* Written by the loader only, read by `enforce --status`. */
 GMS_SHARED struct {

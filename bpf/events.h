@@ -44,7 +44,7 @@ enum gms_event_type {
 enum gms_drop_cause {
 	GMS_DROP_RINGBUF_FULL = 0,	/* bpf_ringbuf_reserve() failed */
 	GMS_DROP_INFLIGHT_FULL = 1,	/* no task storage to pair a syscall's enter and exit */
-	GMS_DROP_PIN_INDEX_FULL = 2,	/* a DMA mapping not indexed: GMS_MAX_PINS per process */
+	GMS_DROP_PIN_INDEX_FULL = 2,	/* a DMA mapping not indexed (limit, memory): see gms_idx_state */
 	GMS_DROP_AGG_FULL = 3,		/* an event not counted: `agg` has no room for its key */
 	GMS_DROP_MAX,
 };
@@ -320,14 +320,75 @@ struct gms_call_event {
 };
 
 /*
- * Enforcement (`gmemscope enforce`, bpf/lsm.bpf.c): the DMA mappings of
- * each process, kept by the VFIO and iommufd map/unmap ioctls, and the
- * ranges an operator declares (`gmemscope pin add`), per process in gfns.
- * Bounded so that one decision costs the same for any range size.
+ * Enforcement (`gmemscope enforce`, bpf/lsm.bpf.c, bpf/veto.bpf.h): an
+ * index of the DMA mappings of each process (struct mm_struct *), kept
+ * by the VFIO and iommufd map/unmap ioctls, and of the ranges an
+ * operator declares (`gmemscope pin add`), per process in gfns.
+ *
+ * Each is a segment tree over page numbers, stored sparsely in one hash
+ * map (idx_nodes) keyed by (owner, tree, level, prefix): a mapping is
+ * counted at its canonical nodes, and every node above those keeps a
+ * count of the mappings below it. Insert, delete and the overlap query
+ * cost O(tree bits) map operations, whatever the number of mappings.
  */
-#define GMS_MAX_PINS 64
-#define GMS_MAX_DECLARED 64
-#define GMS_MAX_SLOTS_WALKED 64	/* memslots one decision looks at */
+#define GMS_IDX_MAX_MAPPINGS 65536	/* per process, default of targ_idx_max_mappings */
+#define GMS_IDX_MAX_DECLARED 4096	/* per process, default of targ_idx_max_declared */
+#define GMS_IDX_VADDR_BITS 36		/* user addresses below 2^48 */
+#define GMS_IDX_GFN_BITS 40		/* guest physical addresses below 2^52 */
+#define GMS_IDX_IOVA_BITS 52		/* any 64-bit iova */
+#define GMS_MAX_SLOTS_WALKED 32768	/* memslots one decision may look at: x86 KVM_USER_MEM_SLOTS is 32767 */
+
+/* idx_nodes key: the trees of one owner */
+enum gms_idx_tree {
+	GMS_TREE_VADDR = 1,		/* owner mm: the user pages its DMA mappings cover */
+	GMS_TREE_DECLARED = 2,		/* owner tgid: declared gfns */
+};
+/* GMS_TREE_IOVA | kind << 56 | ioas_id << 24 | fd: the page each mapping starts at, for unmap */
+#define GMS_TREE_IOVA (3ull << 60)
+
+struct gms_idx_key {
+	__u64 owner;
+	__u64 tree;
+	__u64 prefix;		/* page >> level */
+	__u32 level;
+	__u32 pad;		/* idx_nodes: 0; idx_named: the place among the node's `here` */
+};
+
+struct gms_idx_node {
+	__u64 here;		/* mappings with this node among their canonical nodes (named in idx_named) */
+	__u64 sub;		/* mappings with a canonical node at or below it */
+};
+
+/* Per owner (mm or tgid): what its index holds and what it could not. */
+struct gms_idx_state {
+	__u32 mappings;		/* indexed now */
+	__u32 tgid;		/* the last process that mapped or declared */
+	__u64 not_indexed;	/* mappings the index could not hold, since enforcement started */
+	__u64 unindexed_bytes;	/* of those, bytes not unmapped yet: while > 0, conversions fail closed */
+	char comm[GMS_COMM_LEN];
+};
+
+
+/* The index's own entry point (SEC("syscall") enforce_index_op): pin add/del, tests, bench. */
+enum gms_index_op_kind {
+	GMS_INDEX_MAP = 1,		/* a DMA mapping of the calling process, as the map ioctl's exit adds it */
+	GMS_INDEX_UNMAP = 2,		/* as the unmap ioctl's exit removes them */
+	GMS_INDEX_DECLARE = 3,		/* gfns [vaddr, vaddr + bytes) of process tgid */
+	GMS_INDEX_UNDECLARE = 4,	/* the declared ranges of tgid starting at gfn vaddr */
+};
+
+struct gms_index_op {
+	__u32 op;		/* enum gms_index_op_kind */
+	__u32 kind;		/* enum gms_pin_kind */
+	__u32 fd;
+	__u32 tgid;		/* declare/undeclare */
+	__u64 vaddr;		/* declared: first gfn */
+	__u64 bytes;		/* declared: pages */
+	__u64 iova;
+	__u64 flags;		/* unmap: VFIO_DMA_UNMAP_FLAG_ALL */
+	char note[GMS_COMM_LEN];
+	__s64 ret;		/* out: 0, or -errno (-ENOSPC: not indexed) */
+};
 
 enum gms_pin_kind {
 	GMS_PIN_VFIO = 1,	/* VFIO_IOMMU_MAP_DMA: type1 pins the pages at map time */
@@ -343,15 +404,10 @@ struct gms_pin {
 	__u32 tgid;		/* who mapped or declared it */
 	__u32 fd;		/* the container or iommufd fd in that process */
 	__u32 kind;		/* enum gms_pin_kind */
-	__u32 pad;
+	__u32 ioas_id;		/* iommufd: the IOAS */
 	char comm[GMS_COMM_LEN];	/* declared: the operator's note */
 };
 
-struct gms_pin_set {
-	__u32 n;
-	__u32 pad;
-	struct gms_pin pins[GMS_MAX_PINS];
-};
 
 /* targ_veto_mode */
 enum gms_veto_mode {
@@ -373,7 +429,16 @@ struct gms_veto_event {
 	__u32 cmd;
 	__s32 err;		/* errno the ioctl got; 0 in audit modes */
 	__u8 mode;		/* enum gms_veto_mode */
-	__u8 pad[7];
+	__u8 why;		/* enum gms_veto_why */
+	__u16 pad;
+	__u32 not_indexed;	/* mappings of the VM's process the index could not hold */
+};
+
+/* gms_veto_event.why */
+enum gms_veto_why {
+	GMS_VETO_OVERLAP = 0,		/* the range is over `pin` */
+	GMS_VETO_UNINDEXED = 1,		/* fail closed: the VM's process has mappings the index could not hold */
+	GMS_VETO_TOO_MANY_SLOTS = 2,	/* fail closed: more memslots in the range than one decision walks */
 };
 
 /* What the loader says of the enforcement it set up, for --status; the counts are the kernel's. */
@@ -385,6 +450,9 @@ struct gms_veto_state {
 	__u32 persist;
 	__u64 vetoes;		/* conversions refused */
 	__u64 would_veto;	/* audit modes: conversions that would have been */
+	__u32 fail_open;	/* --fail-open: mappings not indexed do not refuse conversions */
+	__u32 max_mappings;	/* the index's limit per process */
+	__u64 passed_unindexed;	/* fail-open: conversions let through while mappings were not indexed */
 };
 
 /* Userspace-only record: the kernel's counters as the loader read them. */

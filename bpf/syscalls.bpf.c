@@ -262,7 +262,13 @@ static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
 		break;
 	case GMS_IOC_VFIO_UNMAP_DMA:
 		/* the kernel writes back the size it unmapped */
+		in->asked_bytes = e->args.vfio_dma.size;
 		bpf_probe_read_user(&e->args.vfio_dma.size, 8, uarg + 16);
+		break;
+	case GMS_IOC_IOAS_UNMAP:
+		/* iommufd writes back the length it unmapped (iommufd_ioas_unmap) */
+		in->asked_bytes = e->args.ioas.length;
+		bpf_probe_read_user(&e->args.ioas.length, 8, uarg + 16);
 		break;
 	case GMS_IOC_IOAS_MAP:
 	case GMS_IOC_IOAS_MAP_FILE:
@@ -288,7 +294,7 @@ int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 		if (selected || targ_veto_mode)
 			gms_ioctl_result(in, ctx->ret);
 		if (targ_veto_mode)
-			gms_pin_index_ioctl(&in->ioctl);
+			gms_pin_index_ioctl(&in->ioctl, in->asked_bytes);
 		e = selected ? GMS_RESERVE(GMS_EV_IOCTL, struct gms_ioctl_event) : NULL;
 		if (e) {
 			__builtin_memcpy(e, &in->ioctl, sizeof(*e));

@@ -1,20 +1,43 @@
-/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Enforcement's decision, shared by lsm/file_ioctl (bpf/lsm.bpf.c) and,
  * where the BPF LSM cannot run, the observe-only sys_enter_ioctl path
  * (bpf/syscalls.bpf.c): is a conversion to private over memory a device
  * has mapped for DMA, or over a range an operator declared?
  *
- * The index: per process (struct mm_struct *), the user address ranges
- * of its VFIO and iommufd DMA mappings, kept by the map/unmap ioctls
- * (VFIO type1 pins the pages at map time and unpins them at unmap).
- * A conversion names gfns (VM fd) or gmem offsets (gmem fd); the VM's
- * memslots, walked in the kernel, turn them into user addresses.
+ * The index: per process (struct mm_struct *), the user pages of its
+ * VFIO and iommufd DMA mappings, kept by the map/unmap ioctls (VFIO type1
+ * pins the pages at map time and unpins them at unmap); per process
+ * (tgid), the gfns an operator declared. Each is a segment tree over page
+ * numbers, stored sparsely in the hash map idx_nodes under (owner, tree,
+ * level, prefix = page >> level):
+ *  - a range [lo, hi) is counted (`here`) at its canonical nodes, at most
+ *    two per level; the nodes above those, the ones holding lo or hi - 1
+ *    that [lo, hi) only partly covers, count it in `sub`;
+ *  - a query [a, b) meets a stored range if and only if one of the
+ *    range's canonical nodes holds a or b - 1 (found on the two paths from
+ *    the root to a and to b - 1) or lies inside a canonical node of
+ *    [a, b) (found by descending from one with `sub`).
+ * Insert, delete and query are O(bits) map operations (bits: 36 for user
+ * addresses, 40 for gfns, 52 for iovas), whatever the number of mappings;
+ * every loop is a bpf_loop() bounded by the bits.
  *
- * Cost of one decision: at most GMS_MAX_SLOTS_WALKED memslots, each
- * compared with at most GMS_MAX_PINS mappings and GMS_MAX_DECLARED
- * declared ranges. It does not depend on the size of the range: 1 GiB
- * and 1 TiB cost the same (tests/bench/veto.cpp measures it).
+ * Why this and not bpf_rbtree or an arena: bpf_rbtree has no augmented
+ * maximum, so an overlap query over intervals is a linear scan of the
+ * ones starting before b; arenas need 6.9 and their verifier support
+ * moved through 6.12-6.13, and their pages are mapped at load time. A
+ * hash map and bpf_loop() load on 6.12's verifier (the VM lane) and on
+ * this machine's 6.18 alike, in LSM, tracepoint and syscall programs.
+ *
+ * A decision finds the memslots of the converted gfns by descending
+ * KVM's gfn_tree (as search_memslots() does) and walks only those in the
+ * range, querying the index once for each: its cost depends on the
+ * memslots in the range and the tree bits, not on how many memslots the
+ * VM has or how many mappings the process has.
+ *
+ * Never silently uncovered: a mapping the index cannot hold (the limit
+ * per process, a full map) is counted in the owner's gms_idx_state, and
+ * while its bytes are mapped every conversion to private of that
+ * process's VMs is refused (GMS_VETO_UNINDEXED), unless targ_fail_open.
  */
 #ifndef GMS_VETO_BPF_H
 #define GMS_VETO_BPF_H
@@ -26,128 +49,96 @@
 #define GMS_ATTR_PRIVATE GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE
 #define GMS_RB_DEPTH 48			/* an rbtree of 2^24 memslots is shallower */
 
-static __always_inline struct gms_pin_set *gms_pin_set_of(void *map, void *key, bool create)
-{
-	struct gms_pin_set *set = bpf_map_lookup_elem(map, key);
-	__u32 zero = 0;
-
-	if (set || !create)
-		return set;
-	set = bpf_map_lookup_elem(&pin_set_zero, &zero);
-	if (!set)
-		return NULL;
-	bpf_map_update_elem(map, key, set, BPF_NOEXIST);
-	return bpf_map_lookup_elem(map, key);
-}
-
+/* A scalar, not a BTF pointer: the index's global functions take it as a key. */
 static __always_inline __u64 gms_current_mm(void)
 {
-	return (__u64)bpf_get_current_task_btf()->mm;
-}
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 mm = 0;
 
-/* A DMA mapping made by the current process; counted when the index is full. */
-static __always_inline void gms_pin_add(__u32 kind, __u32 fd, __u64 vaddr, __u64 bytes, __u64 iova)
-{
-	__u64 mm = gms_current_mm();
-	struct gms_pin_set *set = gms_pin_set_of(&dma_pins, &mm, true);
-	struct gms_pin *p;
-	__u32 n;
-
-	if (!set)
-		return;
-	n = set->n;
-	if (n >= GMS_MAX_PINS) {
-		gms_count_drop(GMS_DROP_PIN_INDEX_FULL);
-		return;
-	}
-	p = &set->pins[n & (GMS_MAX_PINS - 1)];
-	p->vaddr = vaddr;
-	p->end = vaddr + bytes;
-	p->iova = iova;
-	p->since_ns = bpf_ktime_get_ns();
-	p->tgid = bpf_get_current_pid_tgid() >> 32;
-	p->fd = fd;
-	p->kind = kind;
-	bpf_get_current_comm(p->comm, sizeof(p->comm));
-	set->n = n + 1;
-}
-
-struct gms_pin_del_walk {
-	struct gms_pin_set *set;
-	__u32 kind, fd, i;
-	__u64 iova, iova_end;
-	bool all;
-};
-
-/* Entry w->i goes if it is one of the unmapped; the last entry fills its place. */
-static long gms_pin_del_one(__u64 step, void *data)
-{
-	struct gms_pin_del_walk *w = data;
-	struct gms_pin_set *set = w->set;
-	struct gms_pin *p;
-
-	if (w->i >= set->n)
-		return 1;
-	p = &set->pins[w->i & (GMS_MAX_PINS - 1)];
-	if (p->kind == w->kind && p->fd == w->fd &&
-	    (w->all || (p->iova >= w->iova && p->iova + (p->end - p->vaddr) <= w->iova_end))) {
-		*p = set->pins[(set->n - 1) & (GMS_MAX_PINS - 1)];
-		set->n--;
-	} else {
-		w->i++;
-	}
-	return 0;
+	bpf_probe_read_kernel(&mm, sizeof(mm), &task->mm);
+	return mm;
 }
 
 /*
- * The mappings of (kind, fd) inside iova [iova, iova + bytes) go; all of
- * the fd's with `all` (VFIO_DMA_UNMAP_FLAG_ALL).
+ * The index (bpf/veto.bpf.c). Global functions: the verifier checks each
+ * once, on its own, instead of once per call site and state, which the
+ * decision's nested loops would not fit in (1M instructions).
  */
-static __always_inline void gms_pin_del(__u32 kind, __u32 fd, __u64 iova, __u64 bytes, bool all)
+struct gms_idx_range {
+	__u64 owner, tree;
+	__u64 lo, hi;		/* pages [lo, hi) (gfns in GMS_TREE_DECLARED) */
+	__u64 id;		/* update: the mapping; find: out, the one found (0: unnamed) */
+	__u32 bits;		/* of the tree's page numbers */
+	__u32 pad;
+};
+/* Is anything stored over r's [lo, hi)? 1 with r->id, or 0. */
+int gms_idx_find(struct gms_idx_range *r);
+/* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
+int gms_idx_update(struct gms_idx_range *r, int delta);
+/* Indexes a DMA mapping (owner mm) or declared range (owner tgid): 0, or -ENOSPC, counted as not indexed. */
+int gms_idx_add(__u64 owner, struct gms_pin *p);
+/* Removes key's (kind, fd, ioas) mappings starting in iova [iova, iova + bytes), or all: how many. */
+int gms_idx_remove(__u64 owner, struct gms_pin *key, __u64 bytes, int all, __u64 unmapped);
+
+/*
+ * Keeps the index from a VFIO or iommufd map/unmap ioctl that succeeded;
+ * an unmap's args hold what the kernel wrote back, asked_bytes what was asked.
+ */
+static __always_inline void gms_pin_index_ioctl(const struct gms_ioctl_event *e, __u64 asked_bytes)
 {
 	__u64 mm = gms_current_mm();
-	struct gms_pin_del_walk w = {.kind = kind, .fd = fd, .iova = iova, .iova_end = iova + bytes, .all = all};
+	struct gms_pin p = {.tgid = e->hdr.tgid, .fd = e->fd, .since_ns = bpf_ktime_get_ns()};
 
-	w.set = gms_pin_set_of(&dma_pins, &mm, false);
-	if (w.set)
-		bpf_loop(GMS_MAX_PINS, gms_pin_del_one, &w, 0);
-}
-
-/* Keeps the index from a VFIO or iommufd map/unmap ioctl that succeeded. */
-static __always_inline void gms_pin_index_ioctl(const struct gms_ioctl_event *e)
-{
 	if (e->ret != 0)
 		return;
+	__builtin_memcpy(p.comm, e->hdr.comm, sizeof(p.comm));
 	switch (e->op) {
 	case GMS_IOC_VFIO_MAP_DMA:
-		gms_pin_add(GMS_PIN_VFIO, e->fd, e->args.vfio_dma.vaddr, e->args.vfio_dma.size, e->args.vfio_dma.iova);
+		p.kind = GMS_PIN_VFIO;
+		p.vaddr = e->args.vfio_dma.vaddr;
+		p.end = p.vaddr + e->args.vfio_dma.size;
+		p.iova = e->args.vfio_dma.iova;
+		gms_idx_add(mm, &p);
 		break;
 	case GMS_IOC_VFIO_UNMAP_DMA:
-		gms_pin_del(GMS_PIN_VFIO, e->fd, e->args.vfio_dma.iova, e->args.vfio_dma.size,
-			    e->args.vfio_dma.flags & GMS_VFIO_DMA_UNMAP_FLAG_ALL);
+		p.kind = GMS_PIN_VFIO;
+		p.iova = e->args.vfio_dma.iova;
+		gms_idx_remove(mm, &p, asked_bytes, e->args.vfio_dma.flags & GMS_VFIO_DMA_UNMAP_FLAG_ALL,
+			       e->args.vfio_dma.size);
 		break;
 	case GMS_IOC_IOAS_MAP:
-		gms_pin_add(GMS_PIN_IOMMUFD, e->fd, e->args.ioas.start, e->args.ioas.length, e->args.ioas.iova);
+		p.kind = GMS_PIN_IOMMUFD;
+		p.ioas_id = e->args.ioas.ioas_id;
+		p.vaddr = e->args.ioas.start;
+		p.end = p.vaddr + e->args.ioas.length;
+		p.iova = e->args.ioas.iova;
+		gms_idx_add(mm, &p);
 		break;
 	case GMS_IOC_IOAS_UNMAP:
-		gms_pin_del(GMS_PIN_IOMMUFD, e->fd, e->args.ioas.iova, e->args.ioas.length, e->args.ioas.length == 0);
+		p.kind = GMS_PIN_IOMMUFD;
+		p.ioas_id = e->args.ioas.ioas_id;
+		p.iova = e->args.ioas.iova;
+		/* iova 0 and length 0 unmap the whole IOAS (iommufd's iopt_unmap_all) */
+		gms_idx_remove(mm, &p, asked_bytes, e->args.ioas.iova == 0 && asked_bytes == 0, e->args.ioas.length);
 		break;
 	}
 }
+
+/* ---- the decision ---- */
 
 struct gms_veto_walk {
 	struct file *gmem;	/* gmem-fd conversion: its file; NULL: VM fd, in gfns */
 	__u64 first, end;	/* gfns or gmem indexes */
-	struct gms_pin_set *pins;	/* of the VM's process */
-	struct gms_pin_set *declared;	/* of the converting process */
+	__u64 mm;		/* of the VM's process: owner of its DMA mappings */
+	__u64 tgid;		/* the converting process: owner of declared ranges */
 	struct rb_node *node;	/* next memslot in gfn order */
 	__u64 node_off;		/* offsetof(struct kvm_memory_slot, gfn_node[idx]) */
-	/* the memslot being looked at: gfns [g0, g1) at user addresses [v0, v1) */
-	__u64 base, uaddr, g0, g1, v0, v1;
+	__u64 slots;		/* memslots looked at */
+	bool done;		/* no memslot left in the range */
 	/* the first overlap found */
 	bool hit;
 	__u64 hit_first_gfn, hit_end_gfn;
-	struct gms_pin pin;
+	__u64 id;
 };
 
 /* Overlap of [a0, a1) and [b0, b1), as [*lo, *hi); false if empty. */
@@ -162,6 +153,7 @@ static __always_inline bool gms_overlap(__u64 a0, __u64 a1, __u64 b0, __u64 b1, 
 struct gms_rb_walk {
 	struct rb_node *n;
 	struct rb_node *found;
+	__u64 node_off, gfn;
 };
 
 /* Down the left edge from w->n. */
@@ -192,6 +184,33 @@ static long gms_rb_up(__u64 i, void *data)
 	return 0;
 }
 
+/*
+ * One step down gfn_tree towards the first memslot that ends after
+ * w->gfn, as search_memslots() descends (the slots do not overlap, so
+ * they are in the same order by base_gfn and by end).
+ */
+static long gms_rb_lower_bound(__u64 i, void *data)
+{
+	struct gms_rb_walk *w = data;
+	struct rb_node *n = w->n;
+	struct kvm_memory_slot *slot;
+	__u64 base;
+
+	if (!n)
+		return 1;
+	slot = (void *)n - w->node_off;
+	base = BPF_CORE_READ(slot, base_gfn);
+	if (w->gfn < base + BPF_CORE_READ(slot, npages)) {
+		w->found = n;
+		if (w->gfn >= base)
+			return 1;
+		w->n = BPF_CORE_READ(n, rb_left);
+	} else {
+		w->n = BPF_CORE_READ(n, rb_right);
+	}
+	return 0;
+}
+
 static __always_inline struct rb_node *gms_rb_leftmost(struct rb_node *n)
 {
 	struct gms_rb_walk w = {.n = n};
@@ -214,62 +233,26 @@ static __always_inline struct rb_node *gms_rb_next(struct rb_node *node)
 }
 
 /*
- * bpf_loop() callbacks, so that the verifier checks each body once
- * instead of every path through nested loops.
+ * bpf_loop() callback, so that the verifier checks the body once: one
+ * memslot, the gfns of the conversion in it, against the DMA mappings of
+ * the VM's process (through the slot's user addresses) and, for a gmem
+ * fd, the declared ranges.
  */
-
-/* DMA mapping i of the VM's process against the slot's user addresses. */
-static long gms_veto_pin(__u64 i, void *data)
-{
-	struct gms_veto_walk *w = data;
-	struct gms_pin_set *set = w->pins;
-	struct gms_pin *p;
-	__u64 lo, hi;
-
-	if (!set || i >= set->n)
-		return 1;
-	p = &set->pins[i & (GMS_MAX_PINS - 1)];
-	if (!gms_overlap(w->v0, w->v1, p->vaddr, p->end, &lo, &hi))
-		return 0;
-	w->hit = true;
-	w->hit_first_gfn = w->base + ((lo - w->uaddr) >> 12);
-	w->hit_end_gfn = w->base + ((hi - w->uaddr + 4095) >> 12);
-	w->pin = *p;
-	return 1;
-}
-
-/* Declared range i of the converting process against gfns [g0, g1). */
-static long gms_veto_declared(__u64 i, void *data)
-{
-	struct gms_veto_walk *w = data;
-	struct gms_pin_set *set = w->declared;
-	struct gms_pin *p;
-	__u64 lo, hi;
-
-	if (!set || i >= set->n)
-		return 1;
-	p = &set->pins[i & (GMS_MAX_PINS - 1)];
-	if (!gms_overlap(w->g0, w->g1, p->vaddr, p->end, &lo, &hi))
-		return 0;
-	w->hit = true;
-	w->hit_first_gfn = lo;
-	w->hit_end_gfn = hi;
-	w->pin = *p;
-	return 1;
-}
-
-/* One memslot: the gfns of the conversion in it, against pins and declared ranges. */
 static long gms_veto_slot(__u64 index, void *data)
 {
 	struct gms_veto_walk *w = data;
+	struct gms_idx_range r = {};
 	struct kvm_memory_slot *slot;
-	__u64 npages, lo, hi;
+	__u64 base, npages, uaddr, lo, hi, g0, g1, v0, v1;
 
-	if (!w->node || w->hit)
+	if (!w->node) {
+		w->done = true;
 		return 1;
+	}
+	w->slots++;
 	slot = (void *)w->node - w->node_off;
 	w->node = gms_rb_next(w->node);
-	w->base = BPF_CORE_READ(slot, base_gfn);
+	base = BPF_CORE_READ(slot, base_gfn);
 	npages = BPF_CORE_READ(slot, npages);
 	if (w->gmem) {
 		__u64 pgoff = BPF_CORE_READ(slot, gmem.pgoff);
@@ -277,27 +260,68 @@ static long gms_veto_slot(__u64 index, void *data)
 		if (BPF_CORE_READ(slot, gmem.file) != w->gmem ||
 		    !gms_overlap(w->first, w->end, pgoff, pgoff + npages, &lo, &hi))
 			return 0;
-		w->g0 = w->base + lo - pgoff;
-		w->g1 = w->base + hi - pgoff;
+		g0 = base + lo - pgoff;
+		g1 = base + hi - pgoff;
+		r.owner = w->tgid;
+		r.tree = GMS_TREE_DECLARED;
+		r.bits = GMS_IDX_GFN_BITS;
+		r.lo = g0;
+		r.hi = g1;
+		if (gms_idx_find(&r)) {
+			struct gms_pin *m = r.id ? bpf_map_lookup_elem(&idx_maps, &r.id) : NULL;
+
+			w->id = r.id;
+			w->hit = true;
+			w->hit_first_gfn = g0;
+			w->hit_end_gfn = g1;
+			if (m)
+				gms_overlap(g0, g1, m->vaddr, m->end, &w->hit_first_gfn, &w->hit_end_gfn);
+			return 1;
+		}
 	} else {
-		if (w->base >= w->end)
+		if (base >= w->end) {
+			w->done = true;
 			return 1;	/* gfn order: no later slot overlaps */
-		if (!gms_overlap(w->first, w->end, w->base, w->base + npages, &w->g0, &w->g1))
+		}
+		if (!gms_overlap(w->first, w->end, base, base + npages, &g0, &g1))
 			return 0;
 	}
-	w->uaddr = BPF_CORE_READ(slot, userspace_addr);
-	w->v0 = w->uaddr + ((w->g0 - w->base) << 12);
-	w->v1 = w->uaddr + ((w->g1 - w->base) << 12);
-	bpf_loop(GMS_MAX_PINS, gms_veto_pin, w, 0);
-	if (!w->hit && w->gmem)
-		bpf_loop(GMS_MAX_DECLARED, gms_veto_declared, w, 0);
-	return w->hit;
+	uaddr = BPF_CORE_READ(slot, userspace_addr);
+	v0 = uaddr + ((g0 - base) << 12);
+	v1 = uaddr + ((g1 - base) << 12);
+	r.owner = w->mm;
+	r.tree = GMS_TREE_VADDR;
+	r.bits = GMS_IDX_VADDR_BITS;
+	r.lo = v0 >> 12;
+	r.hi = v1 >> 12;
+	if (!w->mm || !gms_idx_find(&r))
+		return 0;
+	w->id = r.id;
+	/* the gfns of the slot that the mapping found covers */
+	w->hit = true;
+	w->hit_first_gfn = g0;
+	w->hit_end_gfn = g1;
+	{
+		struct gms_pin *m = w->id ? bpf_map_lookup_elem(&idx_maps, &w->id) : NULL;
+
+		if (m && gms_overlap(v0, v1, m->vaddr, m->end, &lo, &hi)) {
+			w->hit_first_gfn = base + ((lo - uaddr) >> 12);
+			w->hit_end_gfn = base + ((hi - uaddr + 4095) >> 12);
+		}
+	}
+	return 1;
 }
 
-/* The leftmost memslot of the VM's address space 0 (struct kvm_memslots.gfn_tree). */
+/*
+ * The first memslot to look at, in address space 0 (struct
+ * kvm_memslots.gfn_tree): for a VM fd the first one ending after the
+ * first gfn, found by descent; for a gmem fd (offsets, not gfns) the
+ * leftmost.
+ */
 static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct kvm *kvm)
 {
 	struct kvm_memslots *slots = BPF_CORE_READ(kvm, memslots[0]);
+	struct gms_rb_walk rb = {};
 	int idx;
 
 	w->node = NULL;
@@ -306,7 +330,15 @@ static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct 
 	idx = BPF_CORE_READ(slots, node_idx) & 1;
 	w->node_off = bpf_core_field_offset(struct kvm_memory_slot, gfn_node) +
 		      idx * bpf_core_type_size(struct rb_node);
-	w->node = gms_rb_leftmost(BPF_CORE_READ(slots, gfn_tree.rb_node));
+	if (w->gmem) {
+		w->node = gms_rb_leftmost(BPF_CORE_READ(slots, gfn_tree.rb_node));
+		return;
+	}
+	rb.n = BPF_CORE_READ(slots, gfn_tree.rb_node);
+	rb.node_off = w->node_off;
+	rb.gfn = w->first;
+	bpf_loop(GMS_RB_DEPTH, gms_rb_lower_bound, &rb, 0);
+	w->node = rb.found;
 }
 
 /* The user's argument of a conversion ioctl (offsets of the UAPI structs). */
@@ -323,13 +355,15 @@ struct gms_conversion {
 static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
+	struct gms_idx_range r = {};
 	struct gms_conversion c = {};
 	struct gms_veto_state *state;
+	struct gms_idx_state *st;
 	struct gms_veto_event *e;
+	struct gms_pin *m;
 	struct kvm *kvm;
-	__u32 zero = 0;
-	__u64 mm;
-	__u32 tgid;
+	__u32 zero = 0, not_indexed = 0;
+	__u8 why = GMS_VETO_OVERLAP;
 	__u16 kind;
 
 	if (cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES && cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES2 &&
@@ -355,23 +389,45 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 		return 0;
 	w.first = c.start >> 12;
 	w.end = (c.start + c.size + 4095) >> 12;
-	mm = (__u64)BPF_CORE_READ(kvm, mm);
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	w.pins = bpf_map_lookup_elem(&dma_pins, &mm);
-	w.declared = bpf_map_lookup_elem(&declared, &tgid);
-	if (!w.gmem) {
-		/* a VM fd names gfns: declared ranges need no memslot */
-		w.g0 = w.first;
-		w.g1 = w.end;
-		bpf_loop(GMS_MAX_DECLARED, gms_veto_declared, &w, 0);
+	w.mm = (__u64)BPF_CORE_READ(kvm, mm);
+	w.tgid = bpf_get_current_pid_tgid() >> 32;
+	state = bpf_map_lookup_elem(&veto_state, &zero);
+	st = w.mm ? bpf_map_lookup_elem(&idx_state, &w.mm) : NULL;
+	if (st && st->unindexed_bytes) {
+		not_indexed = st->not_indexed > 0xffffffff ? 0xffffffff : st->not_indexed;
+		if (!targ_fail_open) {
+			why = GMS_VETO_UNINDEXED;
+			goto veto;
+		}
+		if (state)
+			__sync_fetch_and_add(&state->passed_unindexed, 1);
+	}
+	/* a VM fd names gfns: declared ranges need no memslot */
+	r.owner = w.tgid;
+	r.tree = GMS_TREE_DECLARED;
+	r.bits = GMS_IDX_GFN_BITS;
+	r.lo = w.first;
+	r.hi = w.end;
+	if (!w.gmem && gms_idx_find(&r)) {
+		w.id = r.id;
+		w.hit = true;
+		w.hit_first_gfn = w.first;
+		w.hit_end_gfn = w.end;
+		m = w.id ? bpf_map_lookup_elem(&idx_maps, &w.id) : NULL;
+		if (m)
+			gms_overlap(w.first, w.end, m->vaddr, m->end, &w.hit_first_gfn, &w.hit_end_gfn);
 	}
 	if (!w.hit) {
 		gms_veto_first_slot(&w, kvm);
 		bpf_loop(GMS_MAX_SLOTS_WALKED, gms_veto_slot, &w, 0);
+		if (!w.hit && !w.done) {
+			why = GMS_VETO_TOO_MANY_SLOTS;
+			goto veto;
+		}
 	}
 	if (!w.hit)
 		return 0;
-	state = bpf_map_lookup_elem(&veto_state, &zero);
+veto:
 	if (state && targ_veto_mode == GMS_VETO_ENFORCE)
 		__sync_fetch_and_add(&state->vetoes, 1);
 	else if (state)
@@ -385,11 +441,17 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 		e->end = w.end;
 		e->hit_first_gfn = w.hit_first_gfn;
 		e->hit_end_gfn = w.hit_end_gfn;
-		e->pin = w.pin;
+		m = w.id ? bpf_map_lookup_elem(&idx_maps, &w.id) : NULL;
+		if (m)
+			e->pin = *m;
+		else
+			__builtin_memset(&e->pin, 0, sizeof(e->pin));
 		e->cmd = cmd;
 		e->err = targ_veto_mode == GMS_VETO_ENFORCE ? -targ_veto_ret : 0;
 		e->mode = targ_veto_mode;
-		__builtin_memset(e->pad, 0, sizeof(e->pad));
+		e->why = why;
+		e->pad = 0;
+		e->not_indexed = not_indexed;
 		/* a veto is worth waking the reader for */
 		bpf_ringbuf_submit(e, 0);
 	}

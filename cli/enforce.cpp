@@ -3,10 +3,12 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
@@ -46,16 +48,33 @@ std::string describe(const EnforceStatus& s)
                            ? fmt::format("enforcing: conversions to private of DMA-pinned ranges fail with {}",
                                          errno_name(-s.state->err))
                            : std::string("auditing: conversions are only reported");
-    return fmt::format("{} since {} (lsm_file_ioctl, link {}); set up by pid {} ({}){}", what, when, s.link_id,
+    IndexTotals t = index_totals(s.index);
+    std::string index = fmt::format("; index: {} DMA mappings (at most {} per process)", t.mappings,
+                                    s.state->max_mappings);
+    if (t.not_indexed)
+        index += fmt::format("; {} mappings NOT indexed ({} bytes still mapped, in {} processes): {}", t.not_indexed,
+                             t.unindexed_bytes, t.processes_failing_closed,
+                             s.state->fail_open
+                                 ? fmt::format("fail-open, so conversions over them pass ({} passed so far)",
+                                               s.state->passed_unindexed)
+                                 : std::string("conversions to private of those processes' VMs are refused "
+                                               "(fail closed)"));
+    for (const auto& o : s.index)
+        if (o.state.not_indexed && o.key > UINT32_MAX)
+            index += fmt::format("\n  pid {} ({}): {} indexed, {} not indexed", o.state.tgid,
+                                 std::string(o.state.comm, strnlen(o.state.comm, sizeof(o.state.comm))),
+                                 o.state.mappings, o.state.not_indexed);
+    return fmt::format("{} since {} (lsm_file_ioctl, link {}); set up by pid {} ({}){}{}{}", what, when, s.link_id,
                        s.state->loader_pid, s.loader_running ? "running" : "gone",
-                       s.state->persist ? fmt::format("; persisted in {}", kEnforceDir) : "");
+                       s.state->persist ? fmt::format("; persisted in {}", kEnforceDir) : "",
+                       s.state->fail_open ? "; fail-open for mappings not indexed" : "", index);
 }
 
 }  // namespace
 
 void register_enforce(CLI::App& app, Options& opts, Action& action)
 {
-    static bool audit = false, persist = false, status = false, stop = false;
+    static bool audit = false, persist = false, status = false, stop = false, fail_open = false;
     static std::string err_name = "EBUSY";
     static double duration_s = 0;
     auto* sub = app.add_subcommand(
@@ -65,13 +84,17 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
     auto* persist_o = sub->add_flag("--persist", persist,
                                     "Keep enforcing after this process ends (programs, links and maps pinned in " +
                                         std::string(kEnforceDir) + "); --stop removes it");
+    auto* fail_open_o = sub->add_flag(
+        "--fail-open", fail_open,
+        "Let conversions pass when the index could not hold some of a process's DMA mappings "
+        "(default: refuse every conversion to private of that process's VMs while they are mapped)");
     auto* status_o = sub->add_flag("--status", status, "Say what is enforced now, by which program, since when");
     auto* stop_o = sub->add_flag("--stop", stop, "Remove persisted enforcement");
     auto* duration_o = sub->add_option("-d,--duration", duration_s, "Stop after SECONDS")->check(positive_seconds());
     // --status and --stop each do one thing and end: nothing to combine them with.
     status_o->excludes(stop_o);
     for (auto* o : {status_o, stop_o})
-        for (auto* other : {audit_o, errno_o, persist_o, duration_o})
+        for (auto* other : {audit_o, errno_o, persist_o, fail_open_o, duration_o})
             o->excludes(other);
     sub->callback([&opts, &action] {
         action = [&opts] {
@@ -119,6 +142,7 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
             o.veto_errno = veto_errno;
             o.veto_only = true;
             o.veto_persist = persist;
+            o.veto_fail_open = fail_open;
             Tracer tracer(f, o);
             if (mkdir(kEnforceDir, 0700) != 0 && errno != EEXIST)
                 throw Error(kFailed, fmt::format("mkdir {}: {}", kEnforceDir, strerror(errno)));
@@ -128,7 +152,12 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
             std::setvbuf(stdout, nullptr, _IOLBF, 0);
             std::string scope = "KVM_SET_MEMORY_ATTRIBUTES (VM fd), KVM_SET_MEMORY_ATTRIBUTES2 and "
                                 "KVM_GMEM_CONVERT_PRIVATE (gmem fd) to private, over ranges DMA-mapped through "
-                                "VFIO or iommufd since now or declared with `gmemscope pin add`";
+                                "VFIO or iommufd since now or declared with `gmemscope pin add`; a process whose mappings the "
+                                "index cannot all hold (" + std::to_string(o.index_max_mappings) +
+                                " per process) has " +
+                                (fail_open ? std::string("them unchecked (--fail-open)")
+                                           : std::string("every conversion to private of its VMs ") +
+                                                 (audit ? "reported" : "refused"));
             if (o.veto_mode == GMS_VETO_ENFORCE)
                 fmt::print(stderr, "enforcing (lsm/file_ioctl): {} fail with {}. {}\n", scope,
                            errno_name(-veto_errno),
@@ -140,6 +169,14 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
                            o.veto_mode == GMS_VETO_AUDIT ? "lsm/file_ioctl"
                                                          : "sys_enter_ioctl, the BPF LSM being unavailable: " + why_not,
                            scope);
+            // The index starts empty: mappings made before now are only known where declared.
+            for (const auto& h : dma_holders())
+                fmt::print(stderr,
+                           "warning: pid {} ({}) holds {}, opened before enforcement started: DMA mappings it made "
+                           "before now are not in the index (this version cannot read VFIO type1 or iommufd "
+                           "mapping lists from the kernel); declare the guest ranges they cover with `gmemscope "
+                           "pin add -p {} --gpa GPA --size BYTES`\n",
+                           h.pid, h.comm, fmt::join(h.fds, ", "), h.pid);
             uint64_t t0 = 0;
             auto sink = [&](const Event& ev) {
                 if (ev.type() != GMS_EV_VETO)

@@ -3,9 +3,11 @@
 // the index enforcement checks conversions against.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -82,27 +84,32 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
             throw Error(kUsage, fmt::format("-p {}: no such process", pid));
         try {
             if (which != nullptr) {
-                Fd map(open_pinned_map("declared"));
+                Fd prog(open_pinned("enforce_index_op"));
                 if (which->get_name() == "add") {
-                    declare_range(map.get(), uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
+                    declare_range(prog.get(), uint32_t(pid), start >> 12, (start + bytes) >> 12, note);
                     fmt::print(stderr, "declared gfn [{:#x}, {:#x}) pinned for pid {}\n", start >> 12,
                                (start + bytes) >> 12, pid);
-                } else if (!undeclare_range(map.get(), uint32_t(pid), start >> 12)) {
+                } else if (!undeclare_range(prog.get(), uint32_t(pid), start >> 12)) {
                     throw Error(kFailed, fmt::format("pid {} has no declared range at gpa {:#x}", pid, start));
                 }
                 return 0;
             }
-            Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
-            for (const char* what : {"declared", "dma_pins"})
-                for (const auto& e : read_pins(std::string(what) == "declared" ? declared.get() : dma.get())) {
-                    if (opts.json) {
-                        nlohmann::json j = pin_json(e.pin);
-                        j["type"] = "pin";
-                        fmt::print("{}\n", dump_line(j));
-                    } else {
-                        fmt::print("{}\n", describe_pin(e.pin));
-                    }
+            Fd maps(open_pinned("idx_maps"));
+            auto pins = read_pins(maps.get());
+            // declared ranges first, then mappings, each in address order
+            std::sort(pins.begin(), pins.end(), [](const PinEntry& a, const PinEntry& b) {
+                return std::tuple(a.pin.kind != GMS_PIN_DECLARED, a.pin.tgid, a.pin.vaddr) <
+                       std::tuple(b.pin.kind != GMS_PIN_DECLARED, b.pin.tgid, b.pin.vaddr);
+            });
+            for (const auto& e : pins) {
+                if (opts.json) {
+                    nlohmann::json j = pin_json(e.pin);
+                    j["type"] = "pin";
+                    fmt::print("{}\n", dump_line(j));
+                } else {
+                    fmt::print("{}\n", describe_pin(e.pin));
                 }
+            }
         } catch (const std::invalid_argument& e) {
             throw Error(kUsage, e.what());
         } catch (const std::runtime_error& e) {

@@ -186,6 +186,9 @@ std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std:
     skel_->rodata->targ_stack_sample = opts.stack_sample;
     skel_->rodata->targ_veto_mode = opts.veto_mode;
     skel_->rodata->targ_veto_ret = -opts.veto_errno;
+    skel_->rodata->targ_fail_open = opts.veto_fail_open;
+    skel_->rodata->targ_idx_max_mappings = opts.index_max_mappings;
+    skel_->rodata->targ_idx_max_declared = opts.index_max_declared;
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     std::vector<std::string> warnings;
@@ -234,8 +237,8 @@ std::optional<Tracer::Refusal> Tracer::attach(const std::set<std::string, std::l
     }
     struct bpf_program* prog;
     bpf_object__for_each_program(prog, skel_->obj) {
-        if (!bpf_program__autoload(prog))
-            continue;
+        if (!bpf_program__autoload(prog) || bpf_program__type(prog) == BPF_PROG_TYPE_SYSCALL)
+            continue;   // a syscall program is run (BPF_PROG_TEST_RUN), not attached
         std::string name = bpf_program__name(prog);
         struct bpf_link* link = bpf_program__attach(prog);
         if (!link)
@@ -276,8 +279,9 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
     if (opts.follow_forks)
         required.emplace("task_fork");
     if (opts.veto_mode != GMS_VETO_OFF) {
-        // The ioctl exit keeps the index of DMA mappings; the LSM decides.
-        required.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit"});
+        // The ioctl exit keeps the index of DMA mappings; the LSM decides;
+        // `pin add|del` runs the index's own entry point.
+        required.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit", "enforce_index_op"});
         if (opts.veto_mode != GMS_VETO_AUDIT_SYSCALL)
             required.emplace("lsm_file_ioctl");
     }
@@ -324,8 +328,14 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
     if (opts.veto_mode != GMS_VETO_OFF) {
         struct timespec now {};
         clock_gettime(CLOCK_REALTIME, &now);
-        gms_veto_state st{uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec), opts.veto_mode,
-                          opts.veto_errno, uint32_t(getpid()), opts.veto_persist, 0, 0};
+        gms_veto_state st{};
+        st.since_unix_ns = uint64_t(now.tv_sec) * 1000000000ull + uint64_t(now.tv_nsec);
+        st.mode = opts.veto_mode;
+        st.err = opts.veto_errno;
+        st.loader_pid = uint32_t(getpid());
+        st.persist = opts.veto_persist;
+        st.fail_open = opts.veto_fail_open;
+        st.max_mappings = opts.index_max_mappings;
         __u32 zero = 0;
         bpf_map__update_elem(skel_->maps.veto_state, &zero, sizeof(zero), &st, sizeof(st), BPF_ANY);
     }
@@ -361,8 +371,11 @@ void Tracer::pin_enforcement(const std::string& dir, bool links)
         if (err)
             throw std::runtime_error(fmt::format("pinning {}: {}", what, strerror(-err)));
     };
-    for (struct bpf_map* m : {skel_->maps.dma_pins, skel_->maps.declared, skel_->maps.veto_state})
+    for (struct bpf_map* m : {skel_->maps.idx_nodes, skel_->maps.idx_maps, skel_->maps.idx_state,
+                              skel_->maps.idx_next_id, skel_->maps.veto_state})
         pin(bpf_map__pin(m, (dir + "/" + bpf_map__name(m)).c_str()), bpf_map__name(m));
+    // `gmemscope pin add|del` runs it on the pinned maps.
+    pin(bpf_program__pin(skel_->progs.enforce_index_op, (dir + "/enforce_index_op").c_str()), "enforce_index_op");
     if (!links)
         return;
     // links_ and attached_ are filled together, one entry per program.

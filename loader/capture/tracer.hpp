@@ -39,6 +39,9 @@ struct TraceOptions {
     int veto_errno = EBUSY;
     bool veto_only = false;            // only what enforcement needs: no tracing hooks
     bool veto_persist = false;         // recorded in veto_state for --status
+    bool veto_fail_open = false;       // mappings the index cannot hold do not refuse conversions
+    uint32_t index_max_mappings = GMS_IDX_MAX_MAPPINGS;   // per process; tests lower it
+    uint32_t index_max_declared = GMS_IDX_MAX_DECLARED;
 };
 
 struct AttachedProgram {
@@ -69,7 +72,7 @@ public:
     const Refused& refused() const { return refused_; }
     // Selected hooks this session cannot observe on this kernel -> why.
     std::vector<std::pair<std::string, std::string>> unobserved() const;
-    // The fd of one of the object's maps ("dma_pins", "declared", ...).
+    // The fd of one of the object's maps ("idx_maps", "idx_state", ...).
     int map_fd(const char* name) const;
     // The fd of a loaded program, -1 if not loaded (benchmarks read its run time).
     int prog_fd(const char* name) const;

@@ -192,6 +192,16 @@ std::string DaemonMetrics::render(const gms_drops_record& c,
              "enforcement");
     m.sample("_total", {{"mode", "enforce"}}, veto ? veto->vetoes : 0);
     m.sample("_total", {{"mode", "audit"}}, veto ? veto->would_veto : 0);
+    auto index = pinned_index_totals();
+    m.gauge("gmemscope_enforce_indexed_mappings", "DMA mappings in enforcement's index; 0 without enforcement",
+            index ? index->mappings : 0);
+    m.counter("gmemscope_enforce_not_indexed_mappings",
+              "DMA mappings enforcement's index could not hold (their processes' conversions fail closed unless "
+              "--fail-open); 0 without enforcement",
+              index ? index->not_indexed : 0);
+    m.gauge("gmemscope_enforce_processes_failing_closed",
+            "Processes with DMA mappings not indexed and still mapped; 0 without enforcement",
+            index ? index->processes_failing_closed : 0);
     m.counter("gmemscope_vms_seen", "Distinct VMs seen (created while tracing, or found by an audit)", vms_seen_);
     m.family("gmemscope_events", "counter", "Records the BPF programs tried to send, by type");
     for (uint32_t t = 1; t < GMS_EV_MAX; t++)

@@ -395,7 +395,12 @@ json body_json(const gms_veto_event& e)
 {
     json j = {{"vm", hex(e.vm)},     {"mode", veto_mode_name(e.mode)},  {"cmd", hex(e.cmd)},
               {"first", hex(e.first)}, {"end", hex(e.end)},            {"hit_first_gfn", hex(e.hit_first_gfn)},
-              {"hit_end_gfn", hex(e.hit_end_gfn)}, {"pin", pin_body(e.pin)}, {"vetoed", e.err != 0}};
+              {"hit_end_gfn", hex(e.hit_end_gfn)}, {"pin", pin_body(e.pin)}, {"vetoed", e.err != 0},
+              {"why", e.why == GMS_VETO_UNINDEXED       ? "not_indexed"
+                      : e.why == GMS_VETO_TOO_MANY_SLOTS ? "too_many_memslots"
+                                                         : "overlap"}};
+    if (e.not_indexed)
+        j["not_indexed"] = e.not_indexed;
     if (e.gmem_ino)
         j["gmem_ino"] = e.gmem_ino;
     if (e.err)
@@ -537,6 +542,17 @@ std::string body_line(const gms_veto_event& e)
     std::string range = e.gmem_ino ? fmt::format("gmem ino {} index [{:#x}, {:#x})", e.gmem_ino, e.first, e.end)
                                    : fmt::format("gfn [{:#x}, {:#x})", e.first, e.end);
     std::string verdict = e.err ? fmt::format("VETOED with {}", errno_name(-e.err)) : std::string("would be vetoed (audit)");
+    if (e.why == GMS_VETO_UNINDEXED)
+        return fmt::format("conversion to private of {} {}: fail closed, the VM's process has {} DMA mappings the "
+                           "index could not hold (enforce --fail-open lets these pass)",
+                           range, verdict, e.not_indexed);
+    if (e.why == GMS_VETO_TOO_MANY_SLOTS)
+        return fmt::format("conversion to private of {} {}: fail closed, more than {} memslots in the range", range,
+                           verdict, GMS_MAX_SLOTS_WALKED);
+    if (!e.pin.kind)
+        return fmt::format("conversion to private of {} {}: gfn [{:#x}, {:#x}) is under a DMA mapping the index "
+                           "counts but cannot name",
+                           range, verdict, e.hit_first_gfn, e.hit_end_gfn);
     return fmt::format("conversion to private of {} {}: gfn [{:#x}, {:#x}) is under the {}", range, verdict,
                        e.hit_first_gfn, e.hit_end_gfn, describe_pin(e.pin));
 }

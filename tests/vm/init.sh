@@ -187,6 +187,8 @@ run_unit_tests() {
             result SKIP "test: $name" "$(skip_reason /tmp/one.out)"
         else
             result PASS "test: $name" "$took"
+            # what a test measured, for the report
+            grep '^MEASURED ' /tmp/one.out | sed 's/^/GMS|     /'
         fi
     done </tmp/tests
 }
