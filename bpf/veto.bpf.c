@@ -22,6 +22,8 @@ struct gms_idx_update {
 	__u32 stop_level;	/* rollback: stop before op stop_op of this level */
 	__u32 stop_op;
 	bool failed;
+	/* idx_named keys, here rather than on the callback's stack: 6.12 sums frames rounded to 32 bytes */
+	struct gms_idx_key tmp;
 };
 
 /*
@@ -30,25 +32,32 @@ struct gms_idx_update {
  * into its place), and idx_named_slot finds a mapping's place: a query
  * names one in one lookup, an update costs two more per canonical node.
  */
-static __always_inline struct gms_idx_key gms_idx_slot_key(const struct gms_idx_update *u)
+/* u->tmp = the key of the mapping's place at this node in idx_named_slot: (mapping, tree, level, prefix). */
+static __always_inline void gms_idx_slot_key(struct gms_idx_update *u, __u64 id)
 {
-	struct gms_idx_key k = u->key;
+	u->tmp = u->key;
+	u->tmp.owner = id;
+	u->tmp.pad = 0;
+}
 
-	k.owner = u->id;	/* (mapping, tree, level, prefix) */
-	k.pad = 0;
-	return k;
+/* u->tmp = the key of place k at this node in idx_named. */
+static __always_inline void gms_idx_named_key(struct gms_idx_update *u, __u32 k)
+{
+	u->tmp = u->key;
+	u->tmp.pad = k;
 }
 
 static __always_inline bool gms_idx_name_add(struct gms_idx_update *u, struct gms_idx_node *n)
 {
-	struct gms_idx_key named = u->key, slot = gms_idx_slot_key(u);
 	__u32 k = n->here;
 
-	named.pad = k;
-	if (bpf_map_update_elem(&idx_named, &named, &u->id, BPF_ANY))
+	gms_idx_named_key(u, k);
+	if (bpf_map_update_elem(&idx_named, &u->tmp, &u->id, BPF_ANY))
 		return false;
-	if (bpf_map_update_elem(&idx_named_slot, &slot, &k, BPF_ANY)) {
-		bpf_map_delete_elem(&idx_named, &named);
+	gms_idx_slot_key(u, u->id);
+	if (bpf_map_update_elem(&idx_named_slot, &u->tmp, &k, BPF_ANY)) {
+		gms_idx_named_key(u, k);
+		bpf_map_delete_elem(&idx_named, &u->tmp);
 		return false;
 	}
 	return true;
@@ -56,29 +65,28 @@ static __always_inline bool gms_idx_name_add(struct gms_idx_update *u, struct gm
 
 static __always_inline void gms_idx_name_del(struct gms_idx_update *u, struct gms_idx_node *n)
 {
-	struct gms_idx_key key = gms_idx_slot_key(u);
-	__u32 *k = bpf_map_lookup_elem(&idx_named_slot, &key), last = n->here, at;
+	__u32 *k, last = n->here, at;
 	__u64 *moved, moved_id;
 
+	gms_idx_slot_key(u, u->id);
+	k = bpf_map_lookup_elem(&idx_named_slot, &u->tmp);
 	if (!k)
 		return;
 	at = *k;
-	bpf_map_delete_elem(&idx_named_slot, &key);
+	bpf_map_delete_elem(&idx_named_slot, &u->tmp);
 	/* n->here was decremented: it is the last place */
-	key = u->key;
-	key.pad = last;
-	moved = bpf_map_lookup_elem(&idx_named, &key);
+	gms_idx_named_key(u, last);
+	moved = bpf_map_lookup_elem(&idx_named, &u->tmp);
 	if (moved && at != last) {
 		moved_id = *moved;
-		bpf_map_delete_elem(&idx_named, &key);
-		key.pad = at;
-		bpf_map_update_elem(&idx_named, &key, &moved_id, BPF_ANY);
-		key.owner = moved_id;	/* its place */
-		key.pad = 0;
-		bpf_map_update_elem(&idx_named_slot, &key, &at, BPF_ANY);
+		bpf_map_delete_elem(&idx_named, &u->tmp);
+		gms_idx_named_key(u, at);
+		bpf_map_update_elem(&idx_named, &u->tmp, &moved_id, BPF_ANY);
+		gms_idx_slot_key(u, moved_id);
+		bpf_map_update_elem(&idx_named_slot, &u->tmp, &at, BPF_ANY);
 		return;
 	}
-	bpf_map_delete_elem(&idx_named, &key);
+	bpf_map_delete_elem(&idx_named, &u->tmp);
 }
 
 /*

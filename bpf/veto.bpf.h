@@ -139,6 +139,8 @@ struct gms_veto_walk {
 	bool hit;
 	__u64 hit_first_gfn, hit_end_gfn;
 	__u64 id;
+	/* a query, here rather than on a callback's stack: 6.12 sums frames (rounded to 32 bytes) to 512 */
+	struct gms_idx_range r;
 };
 
 /* Overlap of [a0, a1) and [b0, b1), as [*lo, *hi); false if empty. */
@@ -240,10 +242,16 @@ static __always_inline struct rb_node *gms_rb_next(struct rb_node *node)
  */
 static long gms_veto_slot(__u64 index, void *data)
 {
+	/*
+	 * Intermediate values live in w (its hit_* and r fields), not on this
+	 * frame: 6.12 sums the frames of lsm_file_ioctl, this callback and
+	 * gms_idx_find, each rounded up to 32 bytes, against 512.
+	 */
 	struct gms_veto_walk *w = data;
-	struct gms_idx_range r = {};
+	struct gms_idx_range *r = &w->r;
 	struct kvm_memory_slot *slot;
-	__u64 base, npages, uaddr, lo, hi, g0, g1, v0, v1;
+	struct gms_pin *m;
+	__u64 base, npages, uaddr;
 
 	if (!w->node) {
 		w->done = true;
@@ -258,24 +266,23 @@ static long gms_veto_slot(__u64 index, void *data)
 		__u64 pgoff = BPF_CORE_READ(slot, gmem.pgoff);
 
 		if (BPF_CORE_READ(slot, gmem.file) != w->gmem ||
-		    !gms_overlap(w->first, w->end, pgoff, pgoff + npages, &lo, &hi))
+		    !gms_overlap(w->first, w->end, pgoff, pgoff + npages, &r->lo, &r->hi))
 			return 0;
-		g0 = base + lo - pgoff;
-		g1 = base + hi - pgoff;
-		r.owner = w->tgid;
-		r.tree = GMS_TREE_DECLARED;
-		r.bits = GMS_IDX_GFN_BITS;
-		r.lo = g0;
-		r.hi = g1;
-		if (gms_idx_find(&r)) {
-			struct gms_pin *m = r.id ? bpf_map_lookup_elem(&idx_maps, &r.id) : NULL;
-
-			w->id = r.id;
+		/* the slot's gfns in the conversion */
+		w->hit_first_gfn = base + r->lo - pgoff;
+		w->hit_end_gfn = base + r->hi - pgoff;
+		r->owner = w->tgid;
+		r->tree = GMS_TREE_DECLARED;
+		r->bits = GMS_IDX_GFN_BITS;
+		r->lo = w->hit_first_gfn;
+		r->hi = w->hit_end_gfn;
+		if (gms_idx_find(r)) {
+			m = r->id ? bpf_map_lookup_elem(&idx_maps, &r->id) : NULL;
+			w->id = r->id;
 			w->hit = true;
-			w->hit_first_gfn = g0;
-			w->hit_end_gfn = g1;
 			if (m)
-				gms_overlap(g0, g1, m->vaddr, m->end, &w->hit_first_gfn, &w->hit_end_gfn);
+				gms_overlap(w->hit_first_gfn, w->hit_end_gfn, m->vaddr, m->end, &w->hit_first_gfn,
+					    &w->hit_end_gfn);
 			return 1;
 		}
 	} else {
@@ -283,31 +290,25 @@ static long gms_veto_slot(__u64 index, void *data)
 			w->done = true;
 			return 1;	/* gfn order: no later slot overlaps */
 		}
-		if (!gms_overlap(w->first, w->end, base, base + npages, &g0, &g1))
+		if (!gms_overlap(w->first, w->end, base, base + npages, &w->hit_first_gfn, &w->hit_end_gfn))
 			return 0;
 	}
+	/* KVM keeps userspace_addr page aligned: user pages are uaddr >> 12 + (gfn - base) */
 	uaddr = BPF_CORE_READ(slot, userspace_addr);
-	v0 = uaddr + ((g0 - base) << 12);
-	v1 = uaddr + ((g1 - base) << 12);
-	r.owner = w->mm;
-	r.tree = GMS_TREE_VADDR;
-	r.bits = GMS_IDX_VADDR_BITS;
-	r.lo = v0 >> 12;
-	r.hi = v1 >> 12;
-	if (!w->mm || !gms_idx_find(&r))
+	r->owner = w->mm;
+	r->tree = GMS_TREE_VADDR;
+	r->bits = GMS_IDX_VADDR_BITS;
+	r->lo = (uaddr >> 12) + (w->hit_first_gfn - base);
+	r->hi = (uaddr >> 12) + (w->hit_end_gfn - base);
+	if (!w->mm || !gms_idx_find(r))
 		return 0;
-	w->id = r.id;
-	/* the gfns of the slot that the mapping found covers */
+	w->id = r->id;
 	w->hit = true;
-	w->hit_first_gfn = g0;
-	w->hit_end_gfn = g1;
-	{
-		struct gms_pin *m = w->id ? bpf_map_lookup_elem(&idx_maps, &w->id) : NULL;
-
-		if (m && gms_overlap(v0, v1, m->vaddr, m->end, &lo, &hi)) {
-			w->hit_first_gfn = base + ((lo - uaddr) >> 12);
-			w->hit_end_gfn = base + ((hi - uaddr + 4095) >> 12);
-		}
+	/* the gfns of the slot that the mapping found covers */
+	m = r->id ? bpf_map_lookup_elem(&idx_maps, &r->id) : NULL;
+	if (m && gms_overlap(r->lo << 12, r->hi << 12, m->vaddr, m->end, &r->lo, &r->hi)) {
+		w->hit_first_gfn = base + ((r->lo - uaddr) >> 12);
+		w->hit_end_gfn = base + ((r->hi - uaddr + 4095) >> 12);
 	}
 	return 1;
 }
@@ -355,7 +356,6 @@ struct gms_conversion {
 static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
-	struct gms_idx_range r = {};
 	struct gms_conversion c = {};
 	struct gms_veto_state *state;
 	struct gms_idx_state *st;
@@ -403,13 +403,13 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 			__sync_fetch_and_add(&state->passed_unindexed, 1);
 	}
 	/* a VM fd names gfns: declared ranges need no memslot */
-	r.owner = w.tgid;
-	r.tree = GMS_TREE_DECLARED;
-	r.bits = GMS_IDX_GFN_BITS;
-	r.lo = w.first;
-	r.hi = w.end;
-	if (!w.gmem && gms_idx_find(&r)) {
-		w.id = r.id;
+	w.r.owner = w.tgid;
+	w.r.tree = GMS_TREE_DECLARED;
+	w.r.bits = GMS_IDX_GFN_BITS;
+	w.r.lo = w.first;
+	w.r.hi = w.end;
+	if (!w.gmem && gms_idx_find(&w.r)) {
+		w.id = w.r.id;
 		w.hit = true;
 		w.hit_first_gfn = w.first;
 		w.hit_end_gfn = w.end;
