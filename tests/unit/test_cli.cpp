@@ -160,7 +160,7 @@ TEST_CASE("conflicting options are refused with exit 2", "[cli]")
     check_usage({"enforce", "--stop", "--audit"}, "excludes");
 }
 
-TEST_CASE("--version follows --json", "[cli]")
+TEST_CASE("version: --version follows --json", "[cli]")
 {
     auto r = run({binary(), "--json", "--version"});
     CHECK(r.exit_code == 0);
