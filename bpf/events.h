@@ -266,6 +266,7 @@ enum gms_fn {
 	GMS_FN_DMA_BUF_EXPORT,		/* dma_buf_export */
 	GMS_FN_DMA_BUF_MOVE_NOTIFY,	/* dma_buf_move_notify / dma_buf_invalidate_mappings */
 	GMS_FN_KVM_MMU_NOTIFIER,	/* kvm_mmu_notifier_invalidate_range_start, or kvm:kvm_unmap_hva_range */
+	GMS_FN_KVM_DESTROY_VM,		/* kvm_destroy_vm, or the close() that drops a VM's last reference */
 	GMS_FN_MAX,
 };
 
@@ -303,6 +304,7 @@ union gms_call_args {
 	} pin;
 	struct { __u64 iova; __u64 start; __u64 length; __u32 flags; __u32 pad; } map;	/* iommufd */
 	struct { __u64 size; __u64 flags; char exp_name[16]; } dma_buf;
+	struct { __u32 fd; __u32 fd_kind; } vm_end;	/* portable tier: the fd whose close ends the VM */
 	__u64 raw[5];
 };
 

@@ -76,7 +76,7 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
         throw Error(kUnsupported, "tracefs is not mounted and could not be mounted at /sys/kernel/tracing: "
                                   "mount it (mount -t tracefs tracefs /sys/kernel/tracing) and retry");
     if (!t.command.empty()) {
-        target.child = std::make_unique<Child>(t.command);
+        target.child = std::make_unique<Child>(t.command, t.command_stdout_to_stderr);
         to.tgids.push_back(target.child->pid());
     }
     target.tracer = std::make_unique<Tracer>(target.features, to);
