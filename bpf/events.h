@@ -416,9 +416,9 @@ struct gms_agg_key {
 
 struct gms_agg_val {
 	__u64 vm;			/* struct kvm *, as last seen */
-	__u64 punches;			/* fallocate calls on the gmem file */
+	__u64 punches;			/* successful punch-holes on the gmem file */
 	__u64 punched_bytes;
-	__u64 punch_errors;
+	__u64 punch_errors;		/* punch-holes that failed */
 	__u64 invalidated_pages;	/* page-cache removals */
 	__u64 faults;
 	__u64 allocated_pages;		/* page-cache adds */

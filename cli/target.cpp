@@ -105,9 +105,7 @@ nlohmann::json attached_json(const Tracer& tracer)
 
 std::string lost_line(const gms_drops_record& c)
 {
-    uint64_t tried = 0, lost = 0;
-    for (auto n : c.tried)
-        tried += n;
+    uint64_t lost = 0;
     for (auto n : c.dropped)
         lost += n;
     std::string causes;

@@ -7,8 +7,6 @@
 namespace gms {
 namespace {
 
-constexpr uint64_t kPageShift = 12;
-
 struct Range {
     uint64_t first_gfn, pages;
     PageStory story;

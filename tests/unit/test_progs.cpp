@@ -165,6 +165,26 @@ TEST_CASE("fallocate of every mode and failing calls: report, export and explain
             CHECK(e.contains("tid"));
         }
 
+    // top counts in the kernel: punch-holes and failed punch-holes, not allocations.
+    auto top = run({binary(), "--json", "top", "-b", "-i", "0.5", "--", kCalls, "fallocate", dir.path + "/log2"});
+    INFO(top.err);
+    REQUIRE(top.exit_code == 0);
+    uint64_t failed_punches = 0;
+    for (const auto& l : log)
+        failed_punches += l.at("call") == "fallocate" && ret_of(l) < 0 && (num(l, "mode") & 2);
+    std::vector<json> frames;
+    std::istringstream top_lines(top.out);
+    for (std::string line; std::getline(top_lines, line);)
+        frames.push_back(json::parse(line));
+    REQUIRE_FALSE(frames.empty());
+    uint64_t top_punches = 0, top_errors = 0;
+    for (const auto& row : frames.back().at("rows")) {
+        top_punches += row.at("punches").get<uint64_t>();
+        top_errors += row.at("punch_errors").get<uint64_t>();
+    }
+    CHECK(top_punches == punches);
+    CHECK(top_errors == failed_punches);
+
     // explain of the slot's first gfn (gmem index 0): what each call did to it.
     auto exp = run({binary(), "explain", "-i", dir.path + "/rec", "--gfn", hex((1ull << 30) >> 12)});
     REQUIRE(exp.exit_code == 0);
