@@ -365,8 +365,6 @@ static __always_inline void gms_flush_alloc(struct gms_inflight *in)
  * record.  Its start is in in->falloc, from the syscall tracepoint or
  * from fentry on kvm_gmem_fallocate (flags GMS_F_KFUNC).
  */
-#define GMS_FALLOC_FL_PUNCH_HOLE 0x02	/* include/uapi/linux/falloc.h */
-
 static __always_inline void gms_fallocate_done(struct gms_inflight *in, __s64 ret, __u8 flags)
 {
 	struct gms_fallocate_event *e;

@@ -4,10 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/audit.hpp"
-#include "loader/events.hpp"
-#include "loader/log.hpp"
-#include "loader/recording.hpp"
+#include "loader/audit/audit.hpp"
+#include "loader/events/events.hpp"
+#include "loader/base/log.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 

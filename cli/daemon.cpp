@@ -17,10 +17,10 @@
 #include <fmt/format.h>
 
 #include "cli/target.hpp"
-#include "loader/audit.hpp"
-#include "loader/http.hpp"
-#include "loader/log.hpp"
-#include "loader/metrics.hpp"
+#include "loader/audit/audit.hpp"
+#include "loader/daemon/http.hpp"
+#include "loader/base/log.hpp"
+#include "loader/daemon/metrics.hpp"
 
 namespace gms::cli {
 namespace {

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
-#include "loader/enforce.hpp"
+#include "loader/enforce/enforce.hpp"
 
 namespace gms::cli {
 namespace {

@@ -5,8 +5,8 @@
 #include <fmt/format.h>
 
 #include "cli/cli.hpp"
-#include "loader/perfetto.hpp"
-#include "loader/recording.hpp"
+#include "loader/report/perfetto.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 

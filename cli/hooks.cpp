@@ -4,10 +4,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/catalog.hpp"
-#include "loader/features.hpp"
-#include "loader/selftest.hpp"
-#include "loader/tracer.hpp"
+#include "loader/probe/catalog.hpp"
+#include "loader/probe/features.hpp"
+#include "loader/selftest/selftest.hpp"
+#include "loader/capture/tracer.hpp"
 
 namespace gms::cli {
 namespace {

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/events.hpp"
-#include "loader/features.hpp"
-#include "loader/log.hpp"
+#include "loader/events/events.hpp"
+#include "loader/probe/features.hpp"
+#include "loader/base/log.hpp"
 
 namespace gms::cli {
 

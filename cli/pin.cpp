@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/enforce.hpp"
-#include "loader/workload.h"
+#include "loader/enforce/enforce.hpp"
+#include "loader/base/fd.hpp"
 
 namespace gms::cli {
 namespace {
@@ -61,7 +61,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 uint64_t start = parse_bytes("--gpa", gpa);
                 if (start % 4096)
                     throw Error(kUsage, fmt::format("--gpa {:#x} is not page aligned", start));
-                workload::Fd map(open_pinned_map("declared"));
+                Fd map(open_pinned_map("declared"));
                 if (which->get_name() == "add") {
                     uint64_t bytes = parse_bytes("--size", size);
                     if (!bytes || bytes % 4096)
@@ -74,7 +74,7 @@ void register_pin(CLI::App& app, Options& opts, Action& action)
                 }
                 return 0;
             }
-            workload::Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
+            Fd declared(open_pinned_map("declared")), dma(open_pinned_map("dma_pins"));
             for (const char* what : {"declared", "dma_pins"})
                 for (const auto& e : read_pins(std::string(what) == "declared" ? declared.get() : dma.get())) {
                     if (opts.json) {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
-#include "loader/recording.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace gms::cli {
 

@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/recording.hpp"
-#include "loader/engine.hpp"
-#include "loader/report.hpp"
+#include "loader/capture/recording.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/report/report.hpp"
 
 namespace gms::cli {
 

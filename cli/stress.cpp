@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/events.hpp"
-#include "loader/workload.h"
+#include "loader/events/events.hpp"
+#include "loader/workload/workload.hpp"
 
 namespace gms::cli {
 

@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "loader/log.hpp"
+#include "loader/base/log.hpp"
 
 namespace gms::cli {
 

@@ -11,9 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
-#include "loader/features.hpp"
-#include "loader/session.hpp"
-#include "loader/tracer.hpp"
+#include "loader/probe/features.hpp"
+#include "loader/capture/session.hpp"
+#include "loader/capture/tracer.hpp"
 
 namespace gms::cli {
 

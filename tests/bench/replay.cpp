@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
-#include "loader/engine.hpp"
-#include "loader/recording.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/capture/recording.hpp"
 
 namespace {
 

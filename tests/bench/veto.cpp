@@ -24,9 +24,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "loader/enforce.hpp"
-#include "loader/tracer.hpp"
-#include "loader/workload.h"
+#include "loader/enforce/enforce.hpp"
+#include "loader/capture/tracer.hpp"
+#include "loader/workload/workload.hpp"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include <cstring>
 #include <string>
 
-#include "loader/kvm_uapi.h"
+#include "loader/workload/kvm_uapi.h"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "loader/tracer.hpp"
+#include "loader/capture/tracer.hpp"
 
 namespace gms::test {
 

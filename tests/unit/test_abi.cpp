@@ -9,7 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "ioctls.h"
-#include "loader/events.hpp"
+#include "loader/events/events.hpp"
 
 namespace {
 

@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
-#include "loader/workload.h"
+#include "loader/workload/workload.hpp"
 
 namespace {
 

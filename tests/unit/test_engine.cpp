@@ -9,7 +9,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "loader/engine.hpp"
+#include "loader/model/engine.hpp"
 
 namespace {
 

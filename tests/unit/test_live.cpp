@@ -11,8 +11,8 @@
 
 #include "capture.hpp"
 #include "helpers.hpp"
-#include "loader/tracer.hpp"
-#include "loader/workload.h"
+#include "loader/capture/tracer.hpp"
+#include "loader/workload/workload.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
-#include "loader/perfetto.hpp"
+#include "loader/report/perfetto.hpp"
 
 namespace {
 

@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
-#include "loader/audit.hpp"
+#include "loader/audit/audit.hpp"
 
 namespace {
 

@@ -1,0 +1,60 @@
+// The stack symbolizer, directly: kernel addresses through /proc/kallsyms,
+// user addresses of a live process through its maps and ELF symbols.
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+#include "helpers.hpp"
+#include "loader/report/symbols.hpp"
+
+// A function of this binary with a symbol of its own (not inlined, not static).
+extern "C" __attribute__((noinline, used)) int gms_test_symbol_target(int x) { return x * 3 + 1; }
+
+namespace {
+
+// The address and name of the first text symbol /proc/kallsyms shows with an address.
+std::pair<uint64_t, std::string> some_kernel_text_symbol()
+{
+    std::ifstream in("/proc/kallsyms");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string addr, kind, name;
+        ls >> addr >> kind >> name;
+        uint64_t a = std::stoull(addr, nullptr, 16);
+        if (a && (kind == "T" || kind == "t") && name.find('.') == std::string::npos)
+            return {a, name};
+    }
+    return {0, ""};
+}
+
+}  // namespace
+
+TEST_CASE("kernel addresses are named function+offset, unknown ones stay hex", "[symbols]")
+{
+    GMS_SKIP_IF(gms::test::why_no_root());   // kallsyms shows addresses to root only
+    auto [addr, name] = some_kernel_text_symbol();
+    REQUIRE(addr != 0);
+    gms::KernelSymbols ks;
+    // Another symbol may share the address (aliases): the offset is what must hold.
+    CHECK_THAT(ks.name(addr), Catch::EndsWith("+0x0"));
+    CHECK_THAT(ks.name(addr + 4), Catch::EndsWith("+0x4"));
+    CHECK(ks.name(0) == "0x0");
+    CHECK(ks.name(1) == "0x1");   // below every symbol
+}
+
+TEST_CASE("user addresses of a live process are named from its ELF symbols", "[symbols]")
+{
+    gms::UserSymbols us;
+    auto ip = reinterpret_cast<uint64_t>(&gms_test_symbol_target);
+    CHECK(gms_test_symbol_target(1) == 4);
+    std::string name = us.name(getpid(), ip + 2);
+    CHECK_THAT(name, Catch::StartsWith("gms_test_symbol_target+0x2"));
+    CHECK_THAT(name, Catch::Contains("unit_tests"));
+    // Not in any executable mapping: the bare address.
+    CHECK(us.name(getpid(), 0x10) == "0x10");
+}
