@@ -17,15 +17,32 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* kvm_memslots.id_hash has 1 << 7 buckets (include/linux/kvm_host.h). */
 #define GMS_ID_HASH_BUCKETS 128
-/* Memslots walked per bucket: QEMU's ids are small and spread evenly. */
-#define GMS_BUCKET_DEPTH 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, GMS_AUDIT_RINGBUF_BYTES);
+} audit_slots SEC(".maps");
+
+/* VMs whose memslots this pass sent already: a VM is reached from each of its fds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);	/* struct kvm * */
+	__type(value, __u64);	/* audit_pass */
+} audit_walked SEC(".maps");
+
+/* Set by the loader before each pass. */
+__u64 audit_pass;
 
 struct gms_slot_walk {
-	struct seq_file *seq;
 	struct kvm_memslots *slots;
+	struct hlist_node *node;	/* next memslot in the bucket, or NULL */
 	struct gms_audit_hdr hdr;
 	__u64 vm;
 	__u64 id_node_off;	/* offset of the id_node the hash links */
+	__u32 bucket;		/* next bucket to start */
+	__u32 sent;
+	__u32 lost;
 	__u16 as_id;
 };
 
@@ -41,54 +58,59 @@ static __always_inline void gms_fill_audit_hdr(struct gms_audit_hdr *h, __u16 ki
 }
 
 /*
- * One id_hash bucket: an hlist of memslots linked by id_node[node_idx]
- * (kvm_memslots alternate between two node sets, commit a54d806688fe
- * "KVM: Keep memslots in tree-based structures instead of array-based ones").
+ * One step of the walk over the id_hash buckets, each an hlist of
+ * memslots linked by id_node[node_idx] (kvm_memslots alternate between
+ * two node sets, commit a54d806688fe "KVM: Keep memslots in tree-based
+ * structures instead of array-based ones"): start the next bucket, or
+ * send one memslot.
  */
-static long gms_walk_bucket(__u32 bucket, struct gms_slot_walk *w)
+static long gms_walk_step(__u32 i, struct gms_slot_walk *w)
 {
 	struct gms_audit_memslot m = {};
-	struct hlist_node *node;
-	struct kvm_memory_slot *slot;
+	struct hlist_node *node = w->node;
+	/* a local: CO-RE must not relocate gms_slot_walk's own fields */
 	struct kvm_memslots *slots = w->slots;
+	__u32 bucket = w->bucket;
+	struct kvm_memory_slot *slot;
 	struct file *gmem;
 
-	node = BPF_CORE_READ(slots, id_hash[bucket & (GMS_ID_HASH_BUCKETS - 1)].first);
-	for (int i = 0; i < GMS_BUCKET_DEPTH && node; i++) {
-		slot = (void *)node - w->id_node_off;
-		m.hdr = w->hdr;
-		m.hdr.kind = GMS_AUDIT_MEMSLOT;
-		m.hdr.size = sizeof(m);
-		m.vm = w->vm;
-		m.base_gfn = BPF_CORE_READ(slot, base_gfn);
-		m.npages = BPF_CORE_READ(slot, npages);
-		m.userspace_addr = BPF_CORE_READ(slot, userspace_addr);
-		m.flags = BPF_CORE_READ(slot, flags);
-		m.id = BPF_CORE_READ(slot, id);
-		m.as_id = w->as_id;
-		gmem = BPF_CORE_READ(slot, gmem.file);
-		if (gmem) {
-			struct inode *inode = BPF_CORE_READ(gmem, f_inode);
-
-			m.gmem_ino = BPF_CORE_READ(inode, i_ino);
-			m.gmem_pgoff = BPF_CORE_READ(slot, gmem.pgoff);
-			m.gmem_size_bytes = BPF_CORE_READ(inode, i_size);
-			m.gmem_resident_pages = BPF_CORE_READ(inode, i_mapping, nrpages);
-			m.gmem_flags = gms_gmem_flags(inode);
-		} else {
-			m.gmem_ino = m.gmem_pgoff = m.gmem_size_bytes = 0;
-			m.gmem_resident_pages = m.gmem_flags = 0;
-		}
-		bpf_seq_write(w->seq, &m, sizeof(m));
-		node = BPF_CORE_READ(node, next);
+	if (!node) {
+		if (bucket >= GMS_ID_HASH_BUCKETS)
+			return 1;
+		w->node = BPF_CORE_READ(slots, id_hash[bucket & (GMS_ID_HASH_BUCKETS - 1)].first);
+		w->bucket++;
+		return 0;
 	}
-	if (node) {
-		struct gms_audit_truncated t = {.hdr = w->hdr, .vm = w->vm, .bucket = bucket};
+	slot = (void *)node - w->id_node_off;
+	m.hdr = w->hdr;
+	m.hdr.kind = GMS_AUDIT_MEMSLOT;
+	m.hdr.size = sizeof(m);
+	m.vm = w->vm;
+	m.base_gfn = BPF_CORE_READ(slot, base_gfn);
+	m.npages = BPF_CORE_READ(slot, npages);
+	m.userspace_addr = BPF_CORE_READ(slot, userspace_addr);
+	m.flags = BPF_CORE_READ(slot, flags);
+	m.id = BPF_CORE_READ(slot, id);
+	m.as_id = w->as_id;
+	gmem = BPF_CORE_READ(slot, gmem.file);
+	if (gmem) {
+		struct inode *inode = BPF_CORE_READ(gmem, f_inode);
 
-		t.hdr.kind = GMS_AUDIT_SLOTS_TRUNCATED;
-		t.hdr.size = sizeof(t);
-		bpf_seq_write(w->seq, &t, sizeof(t));
+		m.gmem_ino = BPF_CORE_READ(inode, i_ino);
+		m.gmem_pgoff = BPF_CORE_READ(slot, gmem.pgoff);
+		m.gmem_size_bytes = BPF_CORE_READ(inode, i_size);
+		m.gmem_resident_pages = BPF_CORE_READ(inode, i_mapping, nrpages);
+		m.gmem_flags = gms_gmem_flags(inode);
+	} else {
+		m.gmem_ino = m.gmem_pgoff = m.gmem_size_bytes = 0;
+		m.gmem_resident_pages = m.gmem_flags = 0;
 	}
+	/* the loader wakes up on its own: it reads after each chunk of the seq_file */
+	if (bpf_ringbuf_output(&audit_slots, &m, sizeof(m), BPF_RB_NO_WAKEUP))
+		w->lost++;
+	else
+		w->sent++;
+	w->node = BPF_CORE_READ(node, next);
 	return 0;
 }
 
@@ -100,21 +122,36 @@ static long gms_walk_bucket(__u32 bucket, struct gms_slot_walk *w)
 static __always_inline void gms_walk_memslots(struct seq_file *seq, struct kvm *kvm,
 					      const struct gms_audit_hdr *h)
 {
-	struct gms_slot_walk w = {.seq = seq, .hdr = *h, .vm = (__u64)kvm};
+	struct gms_slot_walk w = {.hdr = *h, .vm = (__u64)kvm};
 	__u32 spaces = bpf_core_field_size(kvm->memslots) / sizeof(void *);
+	struct gms_audit_slot_walk done = {.hdr = *h, .vm = (__u64)kvm};
 	struct kvm_memslots *slots;
+	__u64 key = (__u64)kvm, pass = audit_pass, *seen;
 	int node_idx;
 
+	seen = bpf_map_lookup_elem(&audit_walked, &key);
+	if (seen && *seen == pass)
+		return;
+	bpf_map_update_elem(&audit_walked, &key, &pass, BPF_ANY);
+	done.hdr.kind = GMS_AUDIT_SLOT_WALK;
+	done.hdr.size = sizeof(done);
 	for (__u16 as = 0; as < 2 && as < spaces; as++) {
 		slots = BPF_CORE_READ(kvm, memslots[as]);
 		if (!slots)
 			continue;
 		w.slots = slots;
+		w.node = NULL;
+		w.bucket = w.sent = w.lost = 0;
 		node_idx = BPF_CORE_READ(slots, node_idx) & 1;
 		w.id_node_off = bpf_core_field_offset(struct kvm_memory_slot, id_node) +
 				node_idx * bpf_core_type_size(struct hlist_node);
 		w.as_id = as;
-		bpf_loop(GMS_ID_HASH_BUCKETS, gms_walk_bucket, &w, 0);
+		bpf_loop(GMS_AUDIT_WALK_STEPS, gms_walk_step, &w, 0);
+		done.as_id = as;
+		done.sent = w.sent;
+		done.lost = w.lost;
+		done.complete = !w.node && w.bucket >= GMS_ID_HASH_BUCKETS;
+		bpf_seq_write(seq, &done, sizeof(done));
 	}
 }
 

@@ -13,10 +13,20 @@ enum gms_audit_kind {
 	GMS_AUDIT_VM = 1,	/* a VM, from its kvm-vm fd or a gmem fd */
 	GMS_AUDIT_VCPU = 2,	/* a kvm-vcpu:N fd */
 	GMS_AUDIT_GMEM = 3,	/* a [kvm-gmem] fd */
-	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of that VM */
+	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of that VM, sent through the audit_slots ring buffer */
 	GMS_AUDIT_DEVICE = 5,	/* a VFIO or iommufd fd, by its dentry names */
-	GMS_AUDIT_SLOTS_TRUNCATED = 6,	/* a memslot walk stopped at its bound */
+	GMS_AUDIT_SLOT_WALK = 6,	/* what one memslot walk read, sent and lost */
 };
+
+/*
+ * Memslots go through a ring buffer, not the seq_file: one call of the
+ * iterator program must fit its output in the seq_file's buffer (8
+ * pages; more is -E2BIG for the whole read), which holds 292 memslot
+ * records, and KVM allows 32764 memslots per address space.
+ */
+#define GMS_AUDIT_RINGBUF_BYTES (8u << 20)
+/* Steps of one walk: every id_hash bucket and KVM_USER_MEM_SLOTS (32764) memslots, with room. */
+#define GMS_AUDIT_WALK_STEPS (128 + 65536)
 
 #define GMS_AUDIT_NAME_LEN 16
 
@@ -72,10 +82,13 @@ struct gms_audit_memslot {
 	__u16 as_id;
 };
 
-struct gms_audit_truncated {
+struct gms_audit_slot_walk {
 	struct gms_audit_hdr hdr;
 	__u64 vm;
-	__u32 bucket;		/* the id_hash bucket with more memslots than walked */
+	__u32 sent;		/* memslot records in the ring buffer */
+	__u32 lost;		/* memslots read and not sent: the ring buffer was full */
+	__u16 as_id;
+	__u16 complete;		/* 0: the walk stopped at GMS_AUDIT_WALK_STEPS */
 	__u32 pad;
 };
 

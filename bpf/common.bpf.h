@@ -414,10 +414,17 @@ static __always_inline void gms_fallocate_done(struct gms_inflight *in, __s64 re
 	if (targ_aggregate) {
 		struct gms_agg_val *a = gms_agg(in->falloc.gmem_ino, in->vm);
 
-		if (a) {
+		/*
+		 * Punch-holes only (FALLOC_FL_PUNCH_HOLE): kvm_gmem_fallocate()
+		 * allocates with KEEP_SIZE alone, whose pages count as adds.
+		 */
+		if (a && (in->falloc.mode & GMS_FALLOC_FL_PUNCH_HOLE)) {
+			if (ret < 0) {
+				a->punch_errors++;
+				return;
+			}
 			a->punches++;
 			a->punched_bytes += in->falloc.len;
-			a->punch_errors += ret < 0;
 			a->size_hist[gms_hist_slot(in->falloc.len)]++;
 			a->lat_hist[gms_hist_slot(now - in->falloc.hdr.ts_ns)]++;
 		}

@@ -114,4 +114,20 @@ static __always_inline __u64 gms_kvm_used_mmu_pages(struct kvm *kvm)
 	return ~0ULL;
 }
 
+/*
+ * Whether the fdtable's reference is a file's last one.  6.13 made
+ * f_count a file_ref_t whose counter holds references - 1 (commit
+ * 90ee6ed776c0 "fs: port files to file_ref"); before, an atomic_long_t.
+ */
+struct file___old {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool gms_file_last_ref(struct file *file)
+{
+	if (bpf_core_field_exists(file->f_ref))
+		return BPF_CORE_READ(file, f_ref.refcnt.counter) == 0;
+	return BPF_CORE_READ((struct file___old *)file, f_count.counter) == 1;
+}
+
 #endif /* GMS_CORE_FIXES_BPF_H */

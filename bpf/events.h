@@ -268,6 +268,7 @@ enum gms_fn {
 	GMS_FN_DMA_BUF_EXPORT,		/* dma_buf_export */
 	GMS_FN_DMA_BUF_MOVE_NOTIFY,	/* dma_buf_move_notify / dma_buf_invalidate_mappings */
 	GMS_FN_KVM_MMU_NOTIFIER,	/* kvm_mmu_notifier_invalidate_range_start, or kvm:kvm_unmap_hva_range */
+	GMS_FN_KVM_DESTROY_VM,		/* kvm_destroy_vm, or the close() that drops a VM's last reference */
 	GMS_FN_MAX,
 };
 
@@ -305,6 +306,7 @@ union gms_call_args {
 	} pin;
 	struct { __u64 iova; __u64 start; __u64 length; __u32 flags; __u32 pad; } map;	/* iommufd */
 	struct { __u64 size; __u64 flags; char exp_name[16]; } dma_buf;
+	struct { __u32 fd; __u32 fd_kind; } vm_end;	/* portable tier: the fd whose close ends the VM */
 	__u64 raw[5];
 };
 
@@ -484,9 +486,9 @@ struct gms_agg_key {
 
 struct gms_agg_val {
 	__u64 vm;			/* struct kvm *, as last seen */
-	__u64 punches;			/* fallocate calls on the gmem file */
+	__u64 punches;			/* successful punch-holes on the gmem file */
 	__u64 punched_bytes;
-	__u64 punch_errors;
+	__u64 punch_errors;		/* punch-holes that failed */
 	__u64 invalidated_pages;	/* page-cache removals */
 	__u64 faults;
 	__u64 allocated_pages;		/* page-cache adds */

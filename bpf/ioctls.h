@@ -33,6 +33,9 @@
 #define GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE	(1ull << 3)	/* 6.8 */
 #define GMS_GUEST_MEMFD_FLAG_MMAP		(1ull << 0)	/* 6.17 */
 #define GMS_GUEST_MEMFD_FLAG_INIT_SHARED	(1ull << 1)	/* 6.17 */
+/* fallocate() modes kvm_gmem_fallocate() takes (include/uapi/linux/falloc.h) */
+#define GMS_FALLOC_FL_KEEP_SIZE			0x01u
+#define GMS_FALLOC_FL_PUNCH_HOLE		0x02u
 
 #define GMS_VFIO_DEVICE_FEATURE_MASK		0xffffu
 #define GMS_VFIO_DEVICE_FEATURE_GET		(1u << 16)

@@ -115,3 +115,18 @@ int BPF_PROG(kvm_mmu_invalidate_end, struct kvm *kvm)
 	gms_submit(e);
 	return 0;
 }
+
+/*
+ * kvm_destroy_vm(kvm): the end of a VM's lifetime; the kernel may hand
+ * its struct kvm address to a later VM.  Static in kvm_main.c, called
+ * from kvm_put_kvm() when users_count drops to zero.
+ */
+SEC("fentry")
+int BPF_PROG(kvm_destroy_vm, struct kvm *kvm)
+{
+	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_DESTROY_VM, (__u64)kvm, 0, 0);
+
+	if (e)
+		gms_submit(e);
+	return 0;
+}

@@ -347,27 +347,66 @@ int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/*
+ * The portable tier's view of a VM's end: VM, vCPU and gmem files each
+ * hold a reference on their struct kvm (kvm_get_kvm() at creation), and
+ * the release of the last one calls kvm_destroy_vm() before close()
+ * returns (__fput runs as task work).  A close of a file's last
+ * reference while the VM has no other user is that close.  A reference
+ * dropped elsewhere (munmap of a gmem mapping, process exit) is not seen
+ * here; a later KVM_CREATE_VM at the same address shows it in the engine.
+ */
+static __always_inline void gms_vm_end_on_close(struct file *file, __u16 kind, __u64 vm, int fd)
+{
+	struct gms_call_event *e;
+
+	if (!vm || !gms_file_last_ref(file) ||
+	    BPF_CORE_READ((struct kvm *)vm, users_count.refs.counter) != 1)
+		return;
+	e = gms_call_begin(GMS_FN_KVM_DESTROY_VM, vm, 0, 0);
+	if (!e)
+		return;
+	e->hdr.flags = 0;
+	e->args.vm_end.fd = fd;
+	e->args.vm_end.fd_kind = kind;
+	gms_submit(e);
+}
+
 SEC("tp/syscalls/sys_enter_close")
 int syscalls_close_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	int fd = (int)ctx->args[0];
 	struct gms_gmem_close_event *e;
 	struct file *file;
+	__u16 kind;
 	__u64 vm = 0;
 
 	if (!gms_task_selected())
 		return 0;
 	file = gms_fd_file(fd);
-	if (!gms_gmem_file(file, &vm) || !gms_vm_selected(vm))
+	if (!gms_gmem_file(file, &vm)) {
+		/* VM and vCPU files live on anon_inodefs too */
+		if (!file || file->f_inode->i_sb->s_dev != targ_anon_dev)
+			return 0;
+		kind = gms_fd_kind(file);
+		if (kind != GMS_FD_VM && kind != GMS_FD_VCPU)
+			return 0;
+		vm = gms_file_vm(file, kind, NULL);
+		if (gms_vm_selected(vm))
+			gms_vm_end_on_close(file, kind, vm, fd);
+		return 0;
+	}
+	if (!gms_vm_selected(vm))
 		return 0;
 	e = GMS_RESERVE(GMS_EV_GMEM_CLOSE, struct gms_gmem_close_event);
-	if (!e)
-		return 0;
-	gms_fill_hdr(&e->hdr, GMS_EV_GMEM_CLOSE, sizeof(*e));
-	e->vm = vm;
-	e->gmem_ino = gms_file_ino(file);
-	e->fd = fd;
-	e->pad = 0;
-	gms_submit(e);
+	if (e) {
+		gms_fill_hdr(&e->hdr, GMS_EV_GMEM_CLOSE, sizeof(*e));
+		e->vm = vm;
+		e->gmem_ino = gms_file_ino(file);
+		e->fd = fd;
+		e->pad = 0;
+		gms_submit(e);
+	}
+	gms_vm_end_on_close(file, GMS_FD_GMEM, vm, fd);
 	return 0;
 }

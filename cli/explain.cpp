@@ -20,18 +20,35 @@ struct Query {
     TargetOptions live;
 };
 
-uint64_t parse_vm(const std::string& s)
+// A VM as gmemscope prints it: its struct kvm address in hex, and
+// "#N" for the N-th VM the kernel placed at that address (0: not given).
+struct VmRef {
+    uint64_t kvm = 0;
+    uint32_t lifetime = 0;
+};
+
+VmRef parse_vm(const std::string& s)
 {
     try {
         if (s.empty() || !isxdigit(static_cast<unsigned char>(s[0])))
             throw std::invalid_argument(s);
         size_t used = 0;
-        uint64_t v = std::stoull(s, &used, 16);
+        VmRef r{std::stoull(s, &used, 16), 0};
+        if (used < s.size() && s[used] == '#') {
+            size_t n_used = 0;
+            std::string n = s.substr(used + 1);
+            unsigned long life = std::stoul(n, &n_used, 10);
+            if (n_used == n.size() && life >= 1 && life <= UINT32_MAX && n.find_first_not_of("0123456789") == std::string::npos) {
+                r.lifetime = uint32_t(life);
+                used = s.size();
+            }
+        }
         if (used == s.size())
-            return v;
+            return r;
     } catch (const std::exception&) {
     }
-    throw Error(kUsage, fmt::format("--vm {}: expected the VM's kernel address in hex, as gmemscope prints it", s));
+    throw Error(kUsage, fmt::format("--vm {}: expected the VM's kernel address in hex, as gmemscope prints it, "
+                                    "with #N for the N-th VM at that address (ffff8881...#2)", s));
 }
 
 // (vm, gfn) the query names, once the engine knows enough to translate it.
@@ -87,6 +104,7 @@ std::string now_text(const GfnInfo& i)
     return s;
 }
 
+// vm: the engine's key of the VM (0: every VM).
 int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
 {
     GfnInfo info = e.gfn_info(vm, gfn);
@@ -98,8 +116,9 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
         for (const auto& t : timeline)
             tl.push_back({{"ts_ns", t.ts_ns}, {"what", t.what}, {"inferred", t.inferred}});
         nlohmann::json j = {{"type", "explain"}, {"gfn", fmt::format("{:#x}", gfn)}, {"timeline", tl}};
-        if (vm) {
-            j["vm"] = fmt::format("{:#x}", vm);
+        if (auto v = e.vms().find(vm); vm && v != e.vms().end()) {
+            j["vm"] = fmt::format("{:#x}", v->second.id);
+            j["vm_lifetime"] = v->second.lifetime;
             j["now"] = now_json(info);
         }
         fmt::print("{}\n", dump_line(j));
@@ -108,7 +127,7 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
     std::string who;
     if (auto v = e.vms().find(vm); v != e.vms().end())
         who = fmt::format(" (pid {} {})", v->second.owner.tgid, v->second.owner.comm);
-    fmt::print("gfn {:#x} of {}{}\n", gfn, vm ? fmt::format("VM {:x}", vm) : std::string("every VM"), who);
+    fmt::print("gfn {:#x} of {}{}\n", gfn, vm ? fmt::format("VM {}", e.vm_name(vm)) : std::string("every VM"), who);
     if (vm)
         fmt::print("  now: {}\n", now_text(info));
     if (timeline.empty())
@@ -122,7 +141,8 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
 
 int from_recording(const Options& opts, const Query& q)
 {
-    uint64_t vm = q.vm.empty() ? 0 : parse_vm(q.vm);
+    VmRef ref = q.vm.empty() ? VmRef{} : parse_vm(q.vm);
+    uint64_t vm = 0;   // the engine's key, from a translated address
     std::optional<std::pair<uint64_t, uint64_t>> target;
     try {
         if (!q.gfn && !q.gpa) {
@@ -140,16 +160,25 @@ int from_recording(const Options& opts, const Query& q)
             if (!target)
                 throw Error(kFailed, "the address is not mapped to any gfn at any point of the recording");
             vm = target->first;
+            // the same recording gives the same VM keys: watch that lifetime
+            const Vm& v = scan.vms().at(vm);
+            ref = {v.id, v.lifetime};
         } else {
-            target = resolve(Engine{}, q, vm);
+            target = resolve(Engine{}, q, 0);
         }
         Engine engine;
-        engine.watch(vm, target->second);
+        engine.watch(ref.kvm, ref.lifetime, target->second);
         std::string damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
-        print(opts, engine, vm, target->second);
+        if (ref.kvm) {
+            auto key = engine.find_vm(ref.kvm, ref.lifetime);
+            if (!key)
+                throw Error(kFailed, fmt::format("no VM {} in the recording", q.vm));
+            vm = *key;
+        }
+        int rc = print(opts, engine, vm, target->second);
         std::fflush(stdout);
         report_damage(damage);
-        return 0;
+        return rc;
     } catch (const BadRecording& e) {
         throw Error(kBadInput, e.what());
     }
@@ -159,13 +188,16 @@ int live(const Options& opts, const Query& q)
 {
     if (!q.gfn && !q.gpa)
         throw Error(kUsage, "live, explain takes --gfn or --gpa (other addresses: explain a recording with -i)");
-    uint64_t vm = q.vm.empty() ? 0 : parse_vm(q.vm);
+    VmRef ref = q.vm.empty() ? VmRef{} : parse_vm(q.vm);
     uint64_t gfn = q.gfn ? *q.gfn : *q.gpa >> 12;
-    Target target = open_target("explain", q.live);
+    TargetOptions live = q.live;
+    live.command_stdout_to_stderr = opts.json;
+    Target target = open_target("explain", live);
     Engine engine;
-    engine.watch(vm, gfn);
+    engine.watch(ref.kvm, ref.lifetime, gfn);
     run_session(*target.tracer, target.child.get(), target.session, [&](const Event& ev) { engine.add(ev); },
                 [&](const gms_drops_record& c) { engine.add(Event{c}); });
+    uint64_t vm = ref.kvm ? engine.find_vm(ref.kvm, ref.lifetime).value_or(0) : 0;
     return print(opts, engine, vm, gfn);
 }
 
@@ -176,7 +208,9 @@ void register_explain(CLI::App& app, Options& opts, Action& action)
     static Query q;
     auto* sub = app.add_subcommand("explain", "The causal chain of one guest page, from a recording or live");
     auto* input = sub->add_option("-i,--input", q.input, "Recording to read (else trace live)");
-    sub->add_option("--vm", q.vm, "The VM (its kernel address, hex, as gmemscope prints it)");
+    sub->add_option("--vm", q.vm,
+                    "The VM as gmemscope prints it: its kernel address in hex, #N for the N-th VM at that "
+                    "address (the kernel reuses a destroyed VM's address); without #N every VM at it");
     auto* by = sub->add_option_group("page", "Which page (one of)");
     by->add_option("--gfn", q.gfn, "Guest frame number")->check(unsigned_number());
     by->add_option("--gpa", q.gpa, "Guest physical address")->check(unsigned_number());

@@ -24,6 +24,7 @@ void register_record(CLI::App& app, Options& opts, Action& action)
     add_target_options(sub, t);
     sub->callback([&opts, &action] {
         action = [&opts] {
+            t.command_stdout_to_stderr = opts.json;
             Target target = open_target("record", t);
             struct timespec mono {}, real {};
             clock_gettime(CLOCK_MONOTONIC, &mono);

@@ -79,7 +79,7 @@ Target open_target(const std::string& subcommand, const TargetOptions& t)
         throw Error(kUnsupported, "tracefs is not mounted and could not be mounted at /sys/kernel/tracing: "
                                   "mount it (mount -t tracefs tracefs /sys/kernel/tracing) and retry");
     if (!t.command.empty()) {
-        target.child = std::make_unique<Child>(t.command);
+        target.child = std::make_unique<Child>(t.command, t.command_stdout_to_stderr);
         to.tgids.push_back(target.child->pid());
     }
     target.tracer = std::make_unique<Tracer>(target.features, to);
@@ -123,9 +123,7 @@ nlohmann::json refused_json(const Tracer& tracer)
 
 std::string lost_line(const gms_drops_record& c)
 {
-    uint64_t tried = 0, lost = 0;
-    for (auto n : c.tried)
-        tried += n;
+    uint64_t lost = 0;
     for (auto n : c.dropped)
         lost += n;
     std::string causes;

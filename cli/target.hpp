@@ -25,6 +25,7 @@ struct TargetOptions {
     std::vector<std::string> hooks;
     std::vector<std::string> command;
     bool aggregate = false;   // set by top, not a flag
+    bool command_stdout_to_stderr = false;   // set under --json: our stdout holds only JSON
     uint32_t stack_sample = 0;
 };
 

@@ -190,6 +190,7 @@ void register_top(CLI::App& app, Options& opts, Action& action)
         action = [&opts] {
             t.aggregate = true;
             t.stack_sample = stack_sample;
+            t.command_stdout_to_stderr = opts.json;
             Target target = open_target("top", t);
             target.session.counters_every_s = interval_s;
             bool in_place = !batch && !opts.json && isatty(STDOUT_FILENO);

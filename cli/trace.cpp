@@ -15,9 +15,11 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
     add_target_options(sub, t);
     sub->callback([&opts, &action] {
         action = [&opts] {
+            t.command_stdout_to_stderr = opts.json;
             Target target = open_target("trace", t);
-            // Line-buffered: a traced command may share this stdout, and
-            // a reader of the pipe sees each event as it comes.
+            // Line-buffered: a reader of the pipe sees each event as it
+            // comes, and a traced command sharing this stdout (text mode;
+            // under --json it writes to our stderr) never splits a line.
             std::setvbuf(stdout, nullptr, _IOLBF, 0);
             if (opts.json)
                 fmt::print("{}\n", dump_line(nlohmann::json{{"type", "attached"},

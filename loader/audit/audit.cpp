@@ -35,7 +35,7 @@ static_assert(sizeof(gms_audit_vm) == 64);
 static_assert(sizeof(gms_audit_vcpu) == 48);
 static_assert(sizeof(gms_audit_gmem) == 72);
 static_assert(sizeof(gms_audit_memslot) == 112);
-static_assert(sizeof(gms_audit_truncated) == 48);
+static_assert(sizeof(gms_audit_slot_walk) == 56);
 static_assert(sizeof(gms_audit_device) == 80);
 
 namespace {
@@ -43,6 +43,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr uint64_t kAttrPrivate = GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
+constexpr uint32_t kUserMemslotFlags = 0xffff;  // KVM_MEM_*: the low half; the kernel's own flags above
 
 std::string cstr(const char* s, size_t n) { return {s, strnlen(s, n)}; }
 
@@ -96,8 +97,10 @@ struct Builder {
         v.id = m.vm;
         if (!slots_seen.emplace(m.vm, m.as_id, m.id).second)
             return;
-        AuditSlot s{m.vm, m.as_id, {m.id, m.base_gfn, m.npages, m.flags, m.userspace_addr, m.gmem_ino,
-                                     m.gmem_pgoff, 0}};
+        // KVM_MEMSLOT_INVALID (1 << 16) and KVM_MEMSLOT_GMEM_ONLY (1 << 17) are
+        // kernel-internal (include/linux/kvm_host.h): show the KVM_MEM_* the ioctl passed.
+        AuditSlot s{m.vm, m.as_id, {m.id, m.base_gfn, m.npages, m.flags & kUserMemslotFlags, m.userspace_addr,
+                                     m.gmem_ino, m.gmem_pgoff, 0}};
         v.memslots.push_back(s);
         if (!m.gmem_ino)
             return;
@@ -247,7 +250,7 @@ uint64_t AuditReport::resident_pages() const
     return n;
 }
 
-Auditor::Auditor(const Features* features, bool force_procfs)
+Auditor::Auditor(const Features* features, bool force_procfs, uint32_t slot_ringbuf_bytes)
 {
     if (force_procfs) {
         fallback_ = "asked for /proc (--procfs)";
@@ -263,6 +266,8 @@ Auditor::Auditor(const Features* features, bool force_procfs)
         fallback_ = fmt::format("opening the audit BPF object: {}", strerror(errno));
         return;
     }
+    if (slot_ringbuf_bytes)
+        bpf_map__set_max_entries(skel_->maps.audit_slots, slot_ringbuf_bytes);
     if (int err = gmemscope_audit_bpf__load(skel_); err) {
         fallback_ = fmt::format("loading the audit iterator: {} (run with -v for the verifier log)", strerror(-err));
     } else {
@@ -284,21 +289,39 @@ Auditor::~Auditor()
 
 void Auditor::read_iterator(AuditReport& r) const
 {
+    Builder b;
+    // Memslots come through the ring buffer, drained after each chunk of
+    // the seq_file so that it holds at most the VMs of one chunk.
+    auto on_slot = [](void* ctx, void* data, size_t size) {
+        gms_audit_memslot m{};
+        if (size >= sizeof(m)) {
+            std::memcpy(&m, data, sizeof(m));
+            static_cast<Builder*>(ctx)->slot(m);
+        }
+        return 0;
+    };
+    std::unique_ptr<ring_buffer, decltype(&ring_buffer__free)> rb(
+        ring_buffer__new(bpf_map__fd(skel_->maps.audit_slots), on_slot, &b, nullptr), &ring_buffer__free);
+    if (!rb)
+        throw std::runtime_error(fmt::format("opening the audit ring buffer: {}", strerror(errno)));
+    skel_->bss->audit_pass++;
     int fd = bpf_iter_create(bpf_link__fd(link_));
     if (fd < 0)
         throw std::runtime_error(fmt::format("creating the audit iterator: {}", strerror(errno)));
     std::string buf;
     char chunk[16384];
     ssize_t n;
-    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+    while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
         buf.append(chunk, size_t(n));
+        ring_buffer__consume(rb.get());
+    }
     int err = errno;
     close(fd);
     if (n < 0)
         throw std::runtime_error(fmt::format("reading the audit iterator: {}", strerror(err)));
+    ring_buffer__consume(rb.get());
 
-    Builder b;
-    std::set<uint64_t> truncated;
+    std::map<uint64_t, std::pair<uint64_t, bool>> walks;   // vm -> memslots lost, walk incomplete
     gms_audit_hdr h{};
     for (size_t off = 0; take(buf, off, h) && h.size >= sizeof(h); off += h.size) {
         switch (h.kind) {
@@ -342,10 +365,13 @@ void Auditor::read_iterator(AuditReport& r) const
                 b.slot(m);
             break;
         }
-        case GMS_AUDIT_SLOTS_TRUNCATED: {
-            gms_audit_truncated t{};
-            if (take(buf, off, t))
-                truncated.insert(t.vm);
+        case GMS_AUDIT_SLOT_WALK: {
+            gms_audit_slot_walk w{};
+            if (take(buf, off, w)) {
+                auto& [lost, incomplete] = walks[w.vm];
+                lost += w.lost;
+                incomplete |= !w.complete;
+            }
             break;
         }
         case GMS_AUDIT_DEVICE: {
@@ -362,8 +388,12 @@ void Auditor::read_iterator(AuditReport& r) const
             log::debug("audit: unknown record kind {} at offset {}", h.kind, off);
         }
     }
-    for (uint64_t vm : truncated)
-        b.vms[vm].memslots_truncated = true;
+    for (const auto& [vm, walk] : walks) {
+        AuditVm& v = b.vms[vm];
+        v.memslots_lost = walk.first;
+        v.walk_incomplete = walk.second;
+        v.memslots_truncated = walk.first || walk.second;
+    }
     r = b.finish(std::move(r));
 }
 
@@ -391,11 +421,15 @@ AuditReport Auditor::run(const Engine* recording, const std::string& recording_p
     if (!recording)
         r.unseen.push_back("DMA mappings and pins: known only from a recording (-i FILE)");
     else
-        for (const auto& [id, v] : recording->vms())
+        for (const auto& [id, v] : recording->vms()) {
+            if (v.ended_ns)
+                continue;   // that VM is gone: its mappings went with it
             for (auto& p : recording->pins_over(id, 0, UINT64_MAX)) {
                 r.dma.push_back(std::move(p));
-                r.dma_vms.push_back(id);
+                r.dma_vms.push_back(v.id);
+                r.dma_vm_keys.push_back(id);
             }
+        }
     r.findings = find_problems(r, recording);
     return r;
 }
@@ -430,15 +464,21 @@ std::vector<Finding> find_problems(const AuditReport& r, const Engine* recording
     }
     for (const auto& v : r.vms)
         if (v.memslots_truncated)
-            out.push_back({Severity::info, "memslots_truncated",
-                           fmt::format("VM {:x} has more memslots in one id_hash bucket than the iterator walks: "
-                                       "its list is incomplete", v.id),
+            out.push_back({Severity::warning, "memslots_truncated",
+                           fmt::format("VM {:x}: {} memslots listed, incomplete: {}{}", v.id, v.memslots.size(),
+                                       v.memslots_lost ? fmt::format("{} more were read and lost (the audit's memslot "
+                                                                     "ring buffer was full)",
+                                                                     v.memslots_lost)
+                                                       : "",
+                                       v.walk_incomplete ? fmt::format("{}the walk stopped after {} steps",
+                                                                       v.memslots_lost ? "; " : "", GMS_AUDIT_WALK_STEPS)
+                                                         : ""),
                            v.id, 0});
     if (recording) {
         for (size_t i = 0; i < r.dma.size(); i++) {
             const PinOverlap& p = r.dma[i];
             uint64_t vm = r.dma_vms[i];
-            const Vm& ev = recording->vms().at(vm);
+            const Vm& ev = recording->vms().at(r.dma_vm_keys[i]);
             bool any_private = false;
             ev.attrs.overlaps(p.first_gfn, p.first_gfn + p.pages, [&](uint64_t s, uint64_t e, uint64_t attrs) {
                 if (!(attrs & kAttrPrivate))
@@ -467,7 +507,7 @@ std::vector<Finding> find_problems(const AuditReport& r, const Engine* recording
                 out.push_back({Severity::error, "pins_converting",
                                fmt::format("{} pins outstanding on a range being converted: {}", f.pins.size(),
                                            recording->describe(f)),
-                               f.vm, 0});
+                               f.vm ? recording->vms().at(f.vm).id : 0, 0});
     }
     std::stable_sort(out.begin(), out.end(),
                      [](const Finding& a, const Finding& b) { return a.severity > b.severity; });
@@ -523,6 +563,7 @@ nlohmann::json to_json(const AuditReport& r)
             j["created_vcpus"] = v.created_vcpus;
             j["online_vcpus"] = v.online_vcpus;
             j["nr_memslot_pages"] = v.nr_memslot_pages;
+            j["memslots_lost"] = v.memslots_lost;
         }
         vms.push_back(j);
     }
@@ -573,10 +614,11 @@ std::string to_text(const AuditReport& r)
                                   r.source == "iterator" ? "BPF iterator iter/task_file" : "/proc/*/fd", r.vms.size(),
                                   r.memslot_count(), r.gmem.size(), r.resident_pages(), r.devices.size(),
                                   r.findings.size());
-    out += fmt::format("\n{:<17} {:<32} {:>6} {:>6} {:>10}\n", "VM", "VM FDS", "VCPUS", "SLOTS", "PAGES");
+    out += fmt::format("\n{:<17} {:<32} {:>6} {:>6}  {:>10}\n", "VM", "VM FDS", "VCPUS", "SLOTS", "PAGES");
     for (const auto& v : r.vms)
-        out += fmt::format("{:<17} {:<32} {:>6} {:>6} {:>10}\n", vm_text(r.source == "iterator" ? v.id : 0),
-                           owner_text(v.vm_fds), v.vcpus.size(), v.memslots.size(), v.nr_memslot_pages);
+        out += fmt::format("{:<17} {:<32} {:>6} {:>6}{} {:>10}\n", vm_text(r.source == "iterator" ? v.id : 0),
+                           owner_text(v.vm_fds), v.vcpus.size(), v.memslots.size(), v.memslots_truncated ? "+" : " ",
+                           v.nr_memslot_pages);
     if (r.memslot_count()) {
         out += fmt::format("\n{:<17} {:>2} {:>5} {:<24} {:>8} {:>5} {:<16} {:>9} {:>10}\n", "MEMSLOT OF VM", "AS",
                            "SLOT", "GFN RANGE", "PAGES", "FLAGS", "USERSPACE ADDR", "GMEM INO", "GMEM PGOFF");

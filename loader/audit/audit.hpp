@@ -45,6 +45,8 @@ struct AuditVm {
     std::vector<AuditVcpu> vcpus;
     std::vector<AuditSlot> memslots;
     bool memslots_truncated = false;
+    uint64_t memslots_lost = 0;      // read and not delivered: the iterator's ring buffer was full
+    bool walk_incomplete = false;    // a walk stopped at its step bound
     int32_t created_vcpus = 0, online_vcpus = 0;
     uint64_t nr_memslot_pages = 0;
 };
@@ -83,7 +85,8 @@ struct AuditReport {
     std::vector<AuditGmem> gmem;     // by ino
     std::vector<AuditDevice> devices;
     std::vector<PinOverlap> dma;     // from a recording (-i): DMA-mapped and pinned gfn ranges
-    std::vector<uint64_t> dma_vms;   // the VM of each dma entry
+    std::vector<uint64_t> dma_vms;   // the VM of each dma entry (struct kvm *)
+    std::vector<uint64_t> dma_vm_keys;   // and its key in the recording's engine
     std::string recording;           // path, "" without -i
     std::vector<Finding> findings;   // most severe first
 
@@ -96,7 +99,9 @@ class Auditor {
 public:
     // Loads bpf/audit.bpf.c if the kernel lets it; otherwise every run()
     // reads /proc and fallback_reason() says why.
-    explicit Auditor(const Features* features, bool force_procfs = false);
+    // slot_ringbuf_bytes: the memslot ring buffer's size, 0 for the default
+    // (GMS_AUDIT_RINGBUF_BYTES); a power of two of pages.
+    explicit Auditor(const Features* features, bool force_procfs = false, uint32_t slot_ringbuf_bytes = 0);
     ~Auditor();
     Auditor(const Auditor&) = delete;
     Auditor& operator=(const Auditor&) = delete;

@@ -27,7 +27,7 @@ void block_stop_signals()
     sigprocmask(SIG_BLOCK, &mask, nullptr);
 }
 
-Child::Child(const std::vector<std::string>& argv)
+Child::Child(const std::vector<std::string>& argv, bool stdout_to_stderr)
 {
     if (argv.empty())
         throw std::invalid_argument("no command to run");
@@ -54,6 +54,8 @@ Child::Child(const std::vector<std::string>& argv)
         // Held until the tracer is attached; EOF without a byte: give up.
         if (read(go[0], &c, 1) != 1)
             _exit(127);
+        if (stdout_to_stderr && dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
+            _exit(126);
         std::vector<char*> args;
         for (const auto& a : argv)
             args.push_back(const_cast<char*>(a.c_str()));

@@ -21,10 +21,12 @@ namespace gms {
 // it cleanly (the recording is finished) instead of killing the process.
 void block_stop_signals();
 
-// A command forked now and held before exec until release().
+// A command forked now and held before exec until release().  With
+// stdout_to_stderr its stdout is this process's stderr: a JSON stream on
+// our stdout must hold only JSON.
 class Child {
 public:
-    explicit Child(const std::vector<std::string>& argv);
+    explicit Child(const std::vector<std::string>& argv, bool stdout_to_stderr = false);
     ~Child();
     Child(const Child&) = delete;
     Child& operator=(const Child&) = delete;

@@ -161,7 +161,7 @@ std::string DaemonMetrics::render(const gms_drops_record& c,
              "Conversion ioctls between shared and private, by ioctl, direction and errno (ok: succeeded)");
     for (const auto& [k, n] : conversions_)
         m.sample("_total", {{"op", std::get<0>(k)}, {"to", std::get<1>(k)}, {"errno", std::get<2>(k)}}, n);
-    m.counter("gmemscope_punch_holes", "fallocate(PUNCH_HOLE) calls on gmem files", sum.punches);
+    m.counter("gmemscope_punch_holes", "Successful fallocate(PUNCH_HOLE) calls on gmem files", sum.punches);
     m.counter("gmemscope_punched_bytes", "Bytes asked to be punched from gmem files", sum.punched_bytes);
     m.counter("gmemscope_punch_errors", "Punch-holes on gmem files that failed", sum.punch_errors);
     m.counter("gmemscope_pagecache_removals", "gmem pages removed from their page cache (punch, truncate, close)",

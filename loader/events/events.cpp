@@ -205,40 +205,40 @@ json ioctl_args_json(const gms_ioctl_event& e)
     const auto& a = e.args;
     switch (e.op) {
     case GMS_IOC_CREATE_VM:
-        return {{"vm_type", a.create_vm.type}, {"new_vm", hex(a.create_vm.vm)}};
+        return {{"vm_type", u64_json(a.create_vm.type)}, {"new_vm", hex(a.create_vm.vm)}};
     case GMS_IOC_CREATE_GUEST_MEMFD:
-        return {{"size_bytes", a.create_gmem.size}, {"flags", a.create_gmem.flags},
-                {"gmem_ino", a.create_gmem.ino}};
+        return {{"size_bytes", u64_json(a.create_gmem.size)}, {"flags", u64_json(a.create_gmem.flags)},
+                {"gmem_ino", u64_json(a.create_gmem.ino)}};
     case GMS_IOC_SET_MEMORY_REGION:
     case GMS_IOC_SET_MEMORY_REGION2:
         return {{"slot", a.region.slot}, {"flags", a.region.flags},
-                {"gpa", hex(a.region.gpa)}, {"size_bytes", a.region.size},
+                {"gpa", hex(a.region.gpa)}, {"size_bytes", u64_json(a.region.size)},
                 {"uaddr", hex(a.region.uaddr)}, {"gmem_fd", a.region.gmem_fd},
-                {"gmem_offset", a.region.gmem_offset}, {"gmem_ino", a.region.gmem_ino}};
+                {"gmem_offset", u64_json(a.region.gmem_offset)}, {"gmem_ino", u64_json(a.region.gmem_ino)}};
     case GMS_IOC_SET_MEMORY_ATTRIBUTES:
         // struct kvm_memory_attributes has no error_offset
-        return {{"start", hex(a.attrs.start)}, {"size_bytes", a.attrs.size},
-                {"attributes", a.attrs.attributes}, {"flags", a.attrs.flags}};
+        return {{"start", hex(a.attrs.start)}, {"size_bytes", u64_json(a.attrs.size)},
+                {"attributes", u64_json(a.attrs.attributes)}, {"flags", u64_json(a.attrs.flags)}};
     case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
     case GMS_IOC_GMEM_CONVERT_SHARED:
     case GMS_IOC_GMEM_CONVERT_PRIVATE:
-        return {{"start", hex(a.attrs.start)}, {"size_bytes", a.attrs.size},
-                {"attributes", a.attrs.attributes}, {"flags", a.attrs.flags},
-                {"error_offset", a.attrs.error_offset}};
+        return {{"start", hex(a.attrs.start)}, {"size_bytes", u64_json(a.attrs.size)},
+                {"attributes", u64_json(a.attrs.attributes)}, {"flags", u64_json(a.attrs.flags)},
+                {"error_offset", u64_json(a.attrs.error_offset)}};
     case GMS_IOC_VFIO_MAP_DMA:
     case GMS_IOC_VFIO_UNMAP_DMA:
         return {{"flags", a.vfio_dma.flags}, {"vaddr", hex(a.vfio_dma.vaddr)},
-                {"iova", hex(a.vfio_dma.iova)}, {"size_bytes", a.vfio_dma.size}};
+                {"iova", hex(a.vfio_dma.iova)}, {"size_bytes", u64_json(a.vfio_dma.size)}};
     case GMS_IOC_IOAS_MAP:
     case GMS_IOC_IOAS_MAP_FILE:
     case GMS_IOC_IOAS_UNMAP:
         return {{"flags", a.ioas.flags}, {"ioas_id", a.ioas.ioas_id}, {"file_fd", a.ioas.fd},
-                {"start", hex(a.ioas.start)}, {"length_bytes", a.ioas.length},
+                {"start", hex(a.ioas.start)}, {"length_bytes", u64_json(a.ioas.length)},
                 {"iova", hex(a.ioas.iova)}};
     case GMS_IOC_VFIO_DMA_BUF:
-        return {{"flags", a.dma_buf.flags}, {"region_index", a.dma_buf.region_index},
-                {"nr_ranges", a.dma_buf.nr_ranges}, {"offset", a.dma_buf.offset},
-                {"length_bytes", a.dma_buf.length}};
+        return {{"flags", u64_json(a.dma_buf.flags)}, {"region_index", a.dma_buf.region_index},
+                {"nr_ranges", a.dma_buf.nr_ranges}, {"offset", u64_json(a.dma_buf.offset)},
+                {"length_bytes", u64_json(a.dma_buf.length)}};
     }
     return json::object();
 }
@@ -247,10 +247,10 @@ json body_json(const gms_ioctl_event& e)
 {
     json j = {{"vm", hex(e.vm)}, {"fd", e.fd}, {"fd_kind", fd_kind_name(e.fd_kind)},
               {"cmd", hex(e.cmd)}, {"ioctl", ioctl_op_name(e.op)}, {"ret", e.ret},
-              {"dur_ns", e.dur_ns}, {"args", ioctl_args_json(e)},
+              {"dur_ns", u64_json(e.dur_ns)}, {"args", ioctl_args_json(e)},
               {"args_read", !(e.hdr.flags & GMS_F_ARGS_UNREAD)}};
     if (e.fd_kind == GMS_FD_GMEM)
-        j["gmem_ino"] = e.obj;
+        j["gmem_ino"] = u64_json(e.obj);
     if (e.ret < 0)
         j["errno"] = errno_name(e.ret);
     return j;
@@ -258,8 +258,8 @@ json body_json(const gms_ioctl_event& e)
 
 json body_json(const gms_fallocate_event& e)
 {
-    json j = {{"vm", hex(e.vm)}, {"gmem_ino", e.gmem_ino}, {"fd", e.fd}, {"mode", e.mode},
-              {"offset", e.offset}, {"len_bytes", e.len}, {"ret", e.ret}, {"dur_ns", e.dur_ns}};
+    json j = {{"vm", hex(e.vm)}, {"gmem_ino", u64_json(e.gmem_ino)}, {"fd", e.fd}, {"mode", e.mode},
+              {"offset", u64_json(e.offset)}, {"len_bytes", u64_json(e.len)}, {"ret", e.ret}, {"dur_ns", u64_json(e.dur_ns)}};
     if (e.ret < 0)
         j["errno"] = errno_name(e.ret);
     return j;
@@ -267,7 +267,7 @@ json body_json(const gms_fallocate_event& e)
 
 json body_json(const gms_gmem_close_event& e)
 {
-    return {{"vm", hex(e.vm)}, {"gmem_ino", e.gmem_ino}, {"fd", e.fd}};
+    return {{"vm", hex(e.vm)}, {"gmem_ino", u64_json(e.gmem_ino)}, {"fd", e.fd}};
 }
 
 json body_json(const gms_fault_event& e)
@@ -278,8 +278,8 @@ json body_json(const gms_fault_event& e)
               {"allocated", !!(e.hdr.flags & GMS_FAULT_ALLOCATED)},
               {"private", !!(e.hdr.flags & GMS_FAULT_PRIVATE)}};
     if (e.gmem_ino) {
-        j["gmem_ino"] = e.gmem_ino;
-        j["gmem_index"] = e.gmem_index;
+        j["gmem_ino"] = u64_json(e.gmem_ino);
+        j["gmem_index"] = u64_json(e.gmem_index);
     }
     return j;
 }
@@ -292,7 +292,7 @@ json body_json(const gms_set_spte_event& e)
 
 json body_json(const gms_pagecache_event& e)
 {
-    return {{"vm", hex(e.vm)}, {"gmem_ino", e.ino}, {"index", e.index}, {"pfn", hex(e.pfn)},
+    return {{"vm", hex(e.vm)}, {"gmem_ino", u64_json(e.ino)}, {"index", u64_json(e.index)}, {"pfn", hex(e.pfn)},
             {"order", e.order}};
 }
 
@@ -317,11 +317,11 @@ json body_json(const gms_tdp_spte_event& e)
 
 json body_json(const gms_iommu_event& e)
 {
-    json j = {{"iova", hex(e.iova)}, {"size_bytes", e.size}};
+    json j = {{"iova", hex(e.iova)}, {"size_bytes", u64_json(e.size)}};
     if (e.hdr.type == GMS_EV_IOMMU_MAP)
         j["paddr"] = hex(e.paddr);
     else
-        j["unmapped_bytes"] = e.unmapped;
+        j["unmapped_bytes"] = u64_json(e.unmapped);
     return j;
 }
 
@@ -330,10 +330,10 @@ json call_args_json(const gms_call_event& e)
     const auto& a = e.args;
     switch (e.fn) {
     case GMS_FN_GMEM_CREATE:
-        return {{"size_bytes", a.gmem_create.size}, {"flags", a.gmem_create.flags}};
+        return {{"size_bytes", u64_json(a.gmem_create.size)}, {"flags", u64_json(a.gmem_create.flags)}};
     case GMS_FN_GMEM_BIND:
     case GMS_FN_GMEM_UNBIND:
-        return {{"slot", a.slot.slot}, {"base_gfn", hex(a.slot.base_gfn)}, {"npages", a.slot.npages},
+        return {{"slot", a.slot.slot}, {"base_gfn", hex(a.slot.base_gfn)}, {"npages", u64_json(a.slot.npages)},
                 {"gmem_pgoff", hex(a.slot.gmem_pgoff)}, {"uaddr", hex(a.slot.uaddr)}};
     case GMS_FN_GMEM_GET_PFN:
         return {{"gfn", hex(a.get_pfn.gfn)}, {"pfn", hex(a.get_pfn.pfn)}, {"gmem_index", hex(a.get_pfn.gmem_index)},
@@ -344,30 +344,40 @@ json call_args_json(const gms_call_event& e)
     case GMS_FN_VFIO_UNPIN:
     case GMS_FN_IOMMUFD_PIN:
     case GMS_FN_IOMMUFD_ACCESS_PIN:
-        return {{"vaddr", hex(a.pin.vaddr)}, {"iova", hex(a.pin.iova)}, {"npages", a.pin.npages},
+        return {{"vaddr", hex(a.pin.vaddr)}, {"iova", hex(a.pin.iova)}, {"npages", u64_json(a.pin.npages)},
                 {"pfn", hex(a.pin.pfn)}, {"lock_cap", a.pin.lock_cap != 0}};
     case GMS_FN_IOMMUFD_MAP:
     case GMS_FN_IOMMUFD_MAP_FILE:
-        return {{"iova", hex(a.map.iova)}, {"start", hex(a.map.start)}, {"length_bytes", a.map.length},
+        return {{"iova", hex(a.map.iova)}, {"start", hex(a.map.start)}, {"length_bytes", u64_json(a.map.length)},
                 {"flags", a.map.flags}};
     case GMS_FN_VFIO_DMA_BUF_EXPORT:
     case GMS_FN_VFIO_DMA_BUF_MOVE:
     case GMS_FN_DMA_BUF_EXPORT:
     case GMS_FN_DMA_BUF_MOVE_NOTIFY:
-        return {{"size_bytes", a.dma_buf.size}, {"flags", a.dma_buf.flags},
+        return {{"size_bytes", u64_json(a.dma_buf.size)}, {"flags", u64_json(a.dma_buf.flags)},
                 {"exporter", std::string(a.dma_buf.exp_name, strnlen(a.dma_buf.exp_name, sizeof(a.dma_buf.exp_name)))}};
     case GMS_FN_KVM_MMU_INVALIDATE_BEGIN:
         return json::object();
+    case GMS_FN_KVM_DESTROY_VM:
+        if (e.hdr.flags & GMS_F_KFUNC)
+            return json::object();
+        return {{"fd", a.vm_end.fd}, {"fd_kind", fd_kind_name(a.vm_end.fd_kind)}};
+    case GMS_FN_KVM_SET_MEM_ATTRIBUTES:
+        return {{"start", hex(a.range.start)}, {"end", hex(a.range.end)}, {"attributes", u64_json(a.range.attributes)}};
+    case GMS_FN_GMEM_SET_ATTRIBUTES:
+    case GMS_FN_GMEM_CONVERT:
+        return {{"start", hex(a.range.start)}, {"end", hex(a.range.end)}, {"attributes", u64_json(a.range.attributes)},
+                {"error_offset", hex(a.range.error_offset)}};
     }
-    return {{"start", hex(a.range.start)}, {"end", hex(a.range.end)}, {"attributes", a.range.attributes},
-            {"error_offset", hex(a.range.error_offset)}};
+    // The ranges: invalidations, populate, MMU notifier and MMU invalidation, iommufd unmap.
+    return {{"start", hex(a.range.start)}, {"end", hex(a.range.end)}};
 }
 
 json body_json(const gms_call_event& e)
 {
     json j = {{"hook", fn_name(e.fn)}, {"vm", hex(e.vm)}, {"ret", e.ret}, {"args", call_args_json(e)}};
     if (e.ino)
-        j["ino"] = e.ino;
+        j["ino"] = u64_json(e.ino);
     if (e.ret < 0)
         j["errno"] = errno_name(e.ret);
     return j;
@@ -375,7 +385,7 @@ json body_json(const gms_call_event& e)
 
 json pin_body(const gms_pin& p)
 {
-    json j = {{"kind", pin_kind_name(p.kind)}, {"tgid", p.tgid}, {"since_ns", p.since_ns}};
+    json j = {{"kind", pin_kind_name(p.kind)}, {"tgid", p.tgid}, {"since_ns", u64_json(p.since_ns)}};
     std::string comm(p.comm, strnlen(p.comm, sizeof(p.comm)));
     if (p.kind == GMS_PIN_DECLARED) {
         j["first_gfn"] = hex(p.vaddr);
@@ -402,7 +412,7 @@ json body_json(const gms_veto_event& e)
     if (e.not_indexed)
         j["not_indexed"] = e.not_indexed;
     if (e.gmem_ino)
-        j["gmem_ino"] = e.gmem_ino;
+        j["gmem_ino"] = u64_json(e.gmem_ino);
     if (e.err)
         j["errno"] = errno_name(-e.err);
     return j;
@@ -412,10 +422,10 @@ json body_json(const gms_drops_record& e)
 {
     json tried = json::object(), dropped = json::object();
     for (uint32_t t = 1; t < GMS_EV_MAX; t++)
-        tried[std::string(event_name(t))] = e.tried[t];
+        tried[std::string(event_name(t))] = u64_json(e.tried[t]);
     for (uint32_t c = 0; c < GMS_DROP_MAX; c++)
-        dropped[std::string(drop_cause_name(c))] = e.dropped[c];
-    return {{"tried", tried}, {"dropped", dropped}, {"received", e.received}};
+        dropped[std::string(drop_cause_name(c))] = u64_json(e.dropped[c]);
+    return {{"tried", tried}, {"dropped", dropped}, {"received", u64_json(e.received)}};
 }
 
 std::string ioctl_line(const gms_ioctl_event& e)
@@ -586,12 +596,19 @@ std::string dump_line(const nlohmann::json& j)
 
 nlohmann::json pin_json(const gms_pin& p) { return pin_body(p); }
 
+nlohmann::json u64_json(uint64_t v)
+{
+    if (v <= kJsonMaxExact)
+        return v;
+    return hex(v);
+}
+
 nlohmann::json to_json(const Event& ev)
 {
     const gms_hdr& h = ev.hdr();
     json j = std::visit([](const auto& r) { return body_json(r); }, ev.rec);
     j["type"] = event_name(h.type);
-    j["ts_ns"] = h.ts_ns;
+    j["ts_ns"] = u64_json(h.ts_ns);
     j["cpu"] = h.cpu;
     j["tgid"] = h.tgid;
     j["pid"] = h.pid;

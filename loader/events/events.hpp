@@ -81,6 +81,10 @@ std::string_view veto_mode_name(uint32_t mode);  // "audit", "enforce", ...
 std::string describe_pin(const gms_pin& p);
 
 nlohmann::json to_json(const Event& ev);
+// A 64-bit value as a JSON number where every JSON reader holds it
+// exactly (up to 2^53 - 1, IEEE double), else as a hex string.
+constexpr uint64_t kJsonMaxExact = (1ull << 53) - 1;
+nlohmann::json u64_json(uint64_t v);
 nlohmann::json pin_json(const gms_pin& p);
 // One JSON line; bytes that are not UTF-8 (a comm can hold any) are replaced.
 std::string dump_line(const nlohmann::json& j);

@@ -26,6 +26,24 @@ bool is_conversion(uint32_t op)
 
 }  // namespace
 
+std::string falloc_mode_name(uint32_t mode)
+{
+    // include/uapi/linux/falloc.h
+    static const std::pair<uint32_t, const char*> names[] = {
+        {0x01, "KEEP_SIZE"},      {0x02, "PUNCH_HOLE"},   {0x04, "NO_HIDE_STALE"}, {0x08, "COLLAPSE_RANGE"},
+        {0x10, "ZERO_RANGE"},     {0x20, "INSERT_RANGE"}, {0x40, "UNSHARE_RANGE"}, {0x80, "WRITE_ZEROES"}};
+    std::string out;
+    for (auto [bit, name] : names)
+        if (mode & bit) {
+            out += out.empty() ? "" : "|";
+            out += name;
+            mode &= ~bit;
+        }
+    if (mode)
+        out += fmt::format("{}{:#x}", out.empty() ? "" : "|", mode);
+    return out.empty() ? "0" : out;
+}
+
 std::string to_string(const DmaSpace& s)
 {
     if (s.kind == DmaKind::vfio)
@@ -64,21 +82,93 @@ std::string render_hist(const Log2Hist& h, const std::string& unit)
     return out;
 }
 
-Vm& Engine::vm(uint64_t id, const gms_hdr& h)
+uint64_t Engine::new_vm(uint64_t kvm, const gms_hdr& h)
 {
-    auto [it, fresh] = vms_.try_emplace(id);
-    if (fresh) {
-        it->second.id = id;
-        it->second.owner = owner_of(h);
-    }
+    uint64_t key = vms_.empty() ? 1 : vms_.rbegin()->first + 1;
+    auto& keys = at_addr_[kvm];
+    keys.push_back(key);
+    Vm& v = vms_[key];
+    v.id = kvm;
+    v.lifetime = uint32_t(keys.size());
+    v.owner = owner_of(h);
+    live_[kvm] = key;
+    if (watch_kvm_ == kvm && (!watch_lifetime_ || watch_lifetime_ == v.lifetime))
+        watch_keys_.insert(key);
+    return key;
+}
+
+std::optional<uint64_t> Engine::live_key(uint64_t kvm) const
+{
+    auto it = live_.find(kvm);
+    if (it == live_.end())
+        return std::nullopt;
     return it->second;
 }
 
-void Engine::watch(uint64_t vm_id, uint64_t gfn)
+uint64_t Engine::key_of(uint64_t kvm, const gms_hdr& h)
+{
+    if (auto k = live_key(kvm))
+        return *k;
+    return new_vm(kvm, h);
+}
+
+uint64_t Engine::vm_key_at(uint64_t kvm) const
+{
+    if (auto k = live_key(kvm))
+        return *k;
+    auto it = at_addr_.find(kvm);
+    return it == at_addr_.end() ? 0 : it->second.back();
+}
+
+std::optional<uint64_t> Engine::find_vm(uint64_t kvm, uint32_t lifetime) const
+{
+    auto it = at_addr_.find(kvm);
+    if (it == at_addr_.end() || lifetime > it->second.size())
+        return std::nullopt;
+    return lifetime ? it->second[lifetime - 1] : it->second.back();
+}
+
+std::string Engine::vm_name(uint64_t key) const
+{
+    auto it = vms_.find(key);
+    if (it == vms_.end())
+        return "?";
+    const Vm& v = it->second;
+    return v.lifetime > 1 ? fmt::format("{:x}#{}", v.id, v.lifetime) : fmt::format("{:x}", v.id);
+}
+
+// After this the address names no VM until KVM_CREATE_VM returns it again;
+// events that still carry it go to no VM of the past.
+void Engine::end_vm(uint64_t key, uint64_t ts, std::string why)
+{
+    Vm& v = vms_.at(key);
+    if (v.ended_ns)
+        return;
+    v.ended_ns = ts;
+    v.end = std::move(why);
+    if (auto it = live_.find(v.id); it != live_.end() && it->second == key)
+        live_.erase(it);
+    punched_at_.erase(key);
+    note(key, 0, ~0ull, ts, [&] { return fmt::format("VM {} ended: {}", vm_name(key), v.end); });
+}
+
+void Engine::watch(uint64_t kvm, uint32_t lifetime, uint64_t gfn)
 {
     watching_ = true;
-    watch_vm_ = vm_id;
+    watch_kvm_ = kvm;
+    watch_lifetime_ = lifetime;
     watch_gfn_ = gfn;
+}
+
+void Engine::count_failure(const std::string& call, int64_t ret, uint64_t ts, const std::function<std::string()>& what)
+{
+    FailureGroup& g = failure_groups_[{call, ret}];
+    if (!g.count++) {
+        g.first_ns = ts;
+        g.example = what();
+    }
+    g.first_ns = std::min(g.first_ns, ts);
+    g.last_ns = std::max(g.last_ns, ts);
 }
 
 std::vector<TimelineEntry> Engine::timeline() const
@@ -94,7 +184,8 @@ void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t
     if (!watched(vm_id, first_gfn, end_gfn) || timeline_.size() >= kMaxTimeline)
         return;
     std::string what = describe();
-    timeline_.push_back({ts, vm_id && !watch_vm_ ? fmt::format("[vm {:x}] {}", vm_id, what) : what, inferred});
+    bool one_vm = watch_kvm_ && watch_lifetime_;
+    timeline_.push_back({ts, vm_id && !one_vm ? fmt::format("[vm {}] {}", vm_name(vm_id), what) : what, inferred});
 }
 
 void Engine::touch_story(Vm& v, uint64_t g0, uint64_t g1, auto&& change)
@@ -122,7 +213,7 @@ void Engine::gfns_of_index(uint64_t ino, uint64_t first, uint64_t end, F&& f) co
 {
     for (const auto& [id, v] : vms_)
         for (const auto& [slot_id, s] : v.slots) {
-            if (s.gmem_ino != ino)
+            if (s.gmem_ino != ino || v.ended_ns)
                 continue;
             uint64_t lo = std::max(first, s.gmem_pgoff), hi = std::min(end, s.gmem_pgoff + s.npages);
             if (lo < hi)
@@ -170,10 +261,11 @@ void Engine::add(const Event& ev)
                                                               r.gmem_ino, comm_of(r.hdr), r.hdr.pid); });
                 });
             } else if constexpr (std::is_same_v<T, gms_zap_event>) {
-                if (r.hdr.type == GMS_EV_ZAP_ALL_FAST && r.vm) {
-                    note(r.vm, 0, ~0ull, r.hdr.ts_ns,
+                auto key = live_key(r.vm);
+                if (r.hdr.type == GMS_EV_ZAP_ALL_FAST && key) {
+                    note(*key, 0, ~0ull, r.hdr.ts_ns,
                          [&] { return fmt::format("all SPTEs of the VM invalidated (kvm_mmu_zap_all_fast, gen {})", r.gen); });
-                    punched_at_.erase(r.vm);   // the zap was observed: nothing to infer
+                    punched_at_.erase(*key);   // the zap was observed: nothing to infer
                 }
             }
         },
@@ -192,10 +284,20 @@ void Engine::add_failure(Failure f)
 
 void Engine::on_ioctl(const gms_ioctl_event& e)
 {
+    if (e.ret < 0)
+        count_failure(std::string(ioctl_op_name(e.op)), e.ret, e.hdr.ts_ns, [&] {
+            std::string on = e.vm ? fmt::format(" on VM {}", vm_name(vm_key_at(e.vm))) : "";
+            return fmt::format("{} ({} fd {}){} by {}/{}", ioctl_op_name(e.op), fd_kind_name(e.fd_kind), e.fd, on,
+                               comm_of(e.hdr), e.hdr.pid);
+        });
     switch (e.op) {
     case GMS_IOC_CREATE_VM:
         if (e.ret >= 0 && e.args.create_vm.vm) {
-            Vm& v = vm(e.args.create_vm.vm, e.hdr);
+            // The kernel hands out a struct kvm address again only after
+            // kvm_destroy_vm() freed it: a VM still alive there has ended.
+            if (auto old = live_key(e.args.create_vm.vm))
+                end_vm(*old, e.hdr.ts_ns, "destroyed before this address was reused by a new VM");
+            Vm& v = vms_.at(new_vm(e.args.create_vm.vm, e.hdr));
             v.fd = int32_t(e.ret);
             v.created_ns = e.hdr.ts_ns;
         }
@@ -204,7 +306,7 @@ void Engine::on_ioctl(const gms_ioctl_event& e)
         if (e.ret >= 0) {
             GmemFile& g = gmem_[e.args.create_gmem.ino];
             g.ino = e.args.create_gmem.ino;
-            g.vm = e.vm;
+            g.vm = e.vm ? key_of(e.vm, e.hdr) : 0;
             g.size_bytes = e.args.create_gmem.size;
             g.flags = e.args.create_gmem.flags;
             g.owner = owner_of(e.hdr);
@@ -231,15 +333,16 @@ void Engine::on_region(const gms_ioctl_event& e)
 {
     if (e.ret < 0 || !e.vm)
         return;
-    Vm& v = vm(e.vm, e.hdr);
+    const uint64_t key = key_of(e.vm, e.hdr);
+    Vm& v = vms_.at(key);
     const auto& r = e.args.region;
     auto old = v.slots.find(r.slot);
     if (old != v.slots.end()) {
         const Memslot& s = old->second;
-        note(e.vm, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
+        note(key, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
              [&] { return fmt::format("memslot {} deleted by {}/{} (its SPTEs are zapped)", s.slot, comm_of(e.hdr), e.hdr.pid); });
         if (watching_ && watch_gfn_ >= s.base_gfn && watch_gfn_ < s.base_gfn + s.npages)
-            punched_at_.erase(e.vm);   // deleting the memslot zapped its SPTEs
+            punched_at_.erase(key);   // deleting the memslot zapped its SPTEs
         v.past_slots.push_back(s);
         if (v.past_slots.size() > kMaxPastSlots)
             v.past_slots.erase(v.past_slots.begin());
@@ -254,9 +357,9 @@ void Engine::on_region(const gms_ioctl_event& e)
         GmemFile& g = gmem_[r.gmem_ino];
         g.ino = r.gmem_ino;
         if (!g.vm)
-            g.vm = e.vm;
+            g.vm = key;
     }
-    note(e.vm, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
+    note(key, s.base_gfn, s.base_gfn + s.npages, e.hdr.ts_ns,
          [&] { return s.gmem_ino ? fmt::format("memslot {} bound: gfn [{:#x}, {:#x}) -> gmem ino {} index [{:#x}, {:#x}), hva {:#x}",
                                   s.slot, s.base_gfn, s.base_gfn + s.npages, s.gmem_ino, s.gmem_pgoff,
                                   s.gmem_pgoff + s.npages, s.uaddr)
@@ -272,8 +375,9 @@ void Engine::on_attrs(const gms_ioctl_event& e)
     // The gfn ranges the call covers: gpa on a VM fd, gmem offsets on a gmem fd.
     std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> ranges;   // vm, first, end
     std::optional<std::pair<uint64_t, uint64_t>> error_gfn;
+    const uint64_t key = e.vm ? key_of(e.vm, e.hdr) : 0;
     if (e.op == GMS_IOC_SET_MEMORY_ATTRIBUTES) {
-        ranges.emplace_back(e.vm, a.start >> kPageShift, (a.start + a.size) >> kPageShift);
+        ranges.emplace_back(key, a.start >> kPageShift, (a.start + a.size) >> kPageShift);
     } else {
         uint64_t first = a.start >> kPageShift, end = (a.start + a.size) >> kPageShift;
         uint64_t err_index = a.error_offset >> kPageShift;
@@ -287,7 +391,7 @@ void Engine::on_attrs(const gms_ioctl_event& e)
         });
     }
     if (ranges.empty())
-        ranges.emplace_back(e.vm, 0, 0);
+        ranges.emplace_back(key, 0, 0);
     on_conversion(e.hdr, std::string(ioctl_op_name(e.op)), e.ret, to_private, ranges, error_gfn);
 }
 
@@ -305,7 +409,7 @@ void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret,
                  [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, op, comm_of(h),
                                           h.pid, result); });
         if (ret == 0 && id && g1 > g0)
-            vm(id, h).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
+            vms_.at(id).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
         if (ret < 0) {
             Failure f{h.ts_ns, id, owner_of(h), op, ret, g0, g1, std::nullopt, to_private,
                       g1 > g0 ? pins_over(id, g0, g1) : std::vector<PinOverlap>{}, {}};
@@ -323,12 +427,25 @@ void Engine::on_call(const gms_call_event& e)
 {
     const auto& a = e.args;
     auto by = [&] { return fmt::format("{}/{}", comm_of(e.hdr), e.hdr.pid); };
+    if (e.ret < 0)
+        count_failure(std::string(fn_name(e.fn)), e.ret, e.hdr.ts_ns,
+                      [&] { return fmt::format("{} by {}", fn_name(e.fn), by()); });
+    if (e.fn == GMS_FN_KVM_DESTROY_VM) {
+        if (auto key = live_key(e.vm))
+            end_vm(*key, e.hdr.ts_ns,
+                   e.hdr.flags & GMS_F_KFUNC
+                       ? "destroyed (kvm_destroy_vm)"
+                       : fmt::format("its last file reference closed by {} (fd {})", by(), a.vm_end.fd));
+        return;
+    }
+    // Records of the VM alive at their address; one that has ended gets none.
+    const uint64_t vm_key = e.vm ? key_of(e.vm, e.hdr) : 0;
     switch (e.fn) {
     case GMS_FN_GMEM_CREATE:
         if (e.ret >= 0 && e.ino) {
             GmemFile& g = gmem_[e.ino];
             g.ino = e.ino;
-            g.vm = e.vm;
+            g.vm = vm_key;
             g.size_bytes = a.gmem_create.size;
             g.flags = a.gmem_create.flags;
             g.owner = owner_of(e.hdr);
@@ -361,17 +478,17 @@ void Engine::on_call(const gms_call_event& e)
         return;
     }
     case GMS_FN_KVM_MMU_INVALIDATE_END:
-        note(e.vm, a.range.start, a.range.end, e.hdr.ts_ns, [&] {
+        note(vm_key, a.range.start, a.range.end, e.hdr.ts_ns, [&] {
             return fmt::format("KVM MMU invalidation of gfn [{:#x}, {:#x}) ended (its SPTEs zapped)", a.range.start,
                                a.range.end);
         });
-        if (watched(e.vm, a.range.start, a.range.end))
-            punched_at_.erase(e.vm);   // the zap was observed: nothing to infer
+        if (watched(vm_key, a.range.start, a.range.end))
+            punched_at_.erase(vm_key);   // the zap was observed: nothing to infer
         return;
     case GMS_FN_KVM_MMU_NOTIFIER:
         // User addresses of the VM's process: the memslots over them say which gfns.
         for (const auto& [id, v] : vms_) {
-            if ((e.vm && id != e.vm) || (!e.vm && v.owner.tgid != e.hdr.tgid))
+            if (v.ended_ns || (e.vm && id != vm_key) || (!e.vm && v.owner.tgid != e.hdr.tgid))
                 continue;
             for (const auto& [n, s] : v.slots) {
                 uint64_t lo = std::max<uint64_t>(a.range.start, s.uaddr);
@@ -390,7 +507,7 @@ void Engine::on_call(const gms_call_event& e)
         return;
     case GMS_FN_KVM_SET_MEM_ATTRIBUTES:
         on_conversion(e.hdr, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
-                      {{e.vm, a.range.start, a.range.end}}, std::nullopt);
+                      {{vm_key, a.range.start, a.range.end}}, std::nullopt);
         return;
     case GMS_FN_GMEM_SET_ATTRIBUTES:
     case GMS_FN_GMEM_CONVERT: {
@@ -404,7 +521,7 @@ void Engine::on_call(const gms_call_event& e)
                 error_gfn = std::pair{id, s.base_gfn + err_index - s.gmem_pgoff};
         });
         if (ranges.empty())
-            ranges.emplace_back(e.vm, 0, 0);
+            ranges.emplace_back(vm_key, 0, 0);
         on_conversion(e.hdr, std::string(e.fn == GMS_FN_GMEM_CONVERT ? "kvm_gmem_convert_range" : "kvm_gmem_set_attributes"),
                       e.ret, a.range.attributes & kAttrPrivate, ranges, error_gfn);
         return;
@@ -482,24 +599,25 @@ void Engine::on_dma(const gms_ioctl_event& e)
 
 void Engine::on_fault(const gms_fault_event& e)
 {
+    const uint64_t key = e.vm ? key_of(e.vm, e.hdr) : 0;
     if (e.gmem_ino) {
         GmemFile& g = gmem_[e.gmem_ino];
         g.ino = e.gmem_ino;
         if (!g.vm)
-            g.vm = e.vm;
+            g.vm = key;
         g.resident.assign(e.gmem_index, e.gmem_index + 1, PfnRun{e.pfn});
         pfn_owner_.assign(e.pfn, e.pfn + 1, PfnOwner{e.gmem_ino, e.gmem_index});
     }
-    if (!e.vm)
+    if (!key)
         return;
-    Vm& v = vm(e.vm, e.hdr);
-    storms_[e.vm].faults++;
+    Vm& v = vms_.at(key);
+    storms_[key].faults++;
     touch_story(v, e.gfn, e.gfn + 1, [&](PageStory& s) { s.faults++; });
     if (!watching_ || e.gfn != watch_gfn_)
         return;
-    auto punched = punched_at_.find(e.vm);
+    auto punched = punched_at_.find(key);
     if (punched != punched_at_.end()) {
-        note(e.vm, e.gfn, e.gfn + 1, e.hdr.ts_ns,
+        note(key, e.gfn, e.gfn + 1, e.hdr.ts_ns,
              [&] { return fmt::format("its SPTE was zapped after the punch at {:.6f} s (inferred: the gfn faults again; the "
                          "shadow MMU has no zap tracepoint)",
                          double(punched->second - t0_ns_) / 1e9); },
@@ -507,7 +625,7 @@ void Engine::on_fault(const gms_fault_event& e)
         punched_at_.erase(punched);
     }
     std::string gmem = e.gmem_ino ? fmt::format(" gmem ino {} index {:#x}", e.gmem_ino, e.gmem_index) : "";
-    note(e.vm, e.gfn, e.gfn + 1, e.hdr.ts_ns,
+    note(key, e.gfn, e.gfn + 1, e.hdr.ts_ns,
          [&] { return fmt::format("{} fault on vCPU {}: slot {}{} -> pfn {:#x}{}", e.hdr.flags & GMS_FAULT_WRITE ? "write" : "read",
                      e.vcpu_id, e.slot_id, gmem, e.pfn,
                      e.hdr.flags & GMS_FAULT_ALLOCATED ? " (page allocated in the gmem page cache)" : ""); });
@@ -517,8 +635,8 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
 {
     GmemFile& g = gmem_[e.ino];
     g.ino = e.ino;
-    if (!g.vm)
-        g.vm = e.vm;
+    if (!g.vm && e.vm)
+        g.vm = key_of(e.vm, e.hdr);
     // A folio is at most 2^MAX_PAGECACHE_ORDER pages; an order read from a
     // file may be anything: saturate at the end of the index space.
     uint64_t room = UINT64_MAX - e.index;
@@ -546,8 +664,30 @@ void Engine::on_pagecache(const gms_pagecache_event& e)
 
 void Engine::on_fallocate(const gms_fallocate_event& e)
 {
-    uint64_t id = e.vm ? e.vm : vm_of_gmem(e.gmem_ino).value_or(0);
+    // The gmem file knows its VM's lifetime; the record only the address.
+    auto known = vm_of_gmem(e.gmem_ino);
+    uint64_t id = known ? *known : e.vm ? key_of(e.vm, e.hdr) : 0;
     StormStats& st = storms_[id];
+    uint64_t first = e.offset >> kPageShift, end = (e.offset + e.len + 4095) >> kPageShift;
+    std::string what = fmt::format("fallocate({}) of gmem ino {} offset {:#x} len {:#x} by {}/{}", falloc_mode_name(e.mode),
+                                   e.gmem_ino, e.offset, e.len, comm_of(e.hdr), e.hdr.pid);
+    gfns_of_index(e.gmem_ino, first, end, [&](uint64_t vid, const Memslot&, uint64_t g0, uint64_t g1) {
+        note(vid, g0, g1, e.hdr.ts_ns, [&] {
+            return fmt::format("{} {} = {} [{} us]",
+                               e.ret < 0 ? "failed" : e.mode & GMS_FALLOC_FL_PUNCH_HOLE ? "punch-hole:" : "allocation:", what,
+                               e.ret < 0 ? "-" + errno_name(e.ret) : std::to_string(e.ret), e.dur_ns / 1000);
+        });
+    });
+    if (e.ret < 0) {
+        st.failed_fallocates++;
+        count_failure("fallocate", e.ret, e.hdr.ts_ns, [&] { return what; });
+        return;
+    }
+    if (!(e.mode & GMS_FALLOC_FL_PUNCH_HOLE)) {
+        st.allocations++;
+        st.allocated_bytes += e.len;
+        return;
+    }
     st.punches++;
     st.punched_bytes += e.len;
     if (!st.first_ns)
@@ -560,13 +700,6 @@ void Engine::on_fallocate(const gms_fallocate_event& e)
     who.first = comm_of(e.hdr);
     who.second++;
     st.by_range[{e.gmem_ino, e.offset >> 21}]++;
-    uint64_t first = e.offset >> kPageShift, end = (e.offset + e.len + 4095) >> kPageShift;
-    gfns_of_index(e.gmem_ino, first, end, [&](uint64_t vid, const Memslot&, uint64_t g0, uint64_t g1) {
-        note(vid, g0, g1, e.hdr.ts_ns,
-             [&] { return fmt::format("fallocate(mode {:#x}) of gmem ino {} offset {:#x} len {:#x} by {}/{} = {} [{} us]", e.mode,
-                         e.gmem_ino, e.offset, e.len, comm_of(e.hdr), e.hdr.pid,
-                         e.ret < 0 ? "-" + errno_name(e.ret) : std::to_string(e.ret), e.dur_ns / 1000); });
-    });
 }
 
 GfnInfo Engine::gfn_info(uint64_t vm_id, uint64_t gfn) const
@@ -630,7 +763,7 @@ std::vector<PinOverlap> Engine::pins_over(uint64_t vm_id, uint64_t first_gfn, ui
 std::optional<std::pair<uint64_t, uint64_t>> Engine::gfn_of_hva(uint32_t tgid, uint64_t hva) const
 {
     for (const auto& [id, v] : vms_) {
-        if (tgid && v.owner.tgid != tgid)
+        if (v.ended_ns || (tgid && v.owner.tgid != tgid))
             continue;
         for (const auto& [sid, s] : v.slots)
             if (hva >= s.uaddr && hva < s.uaddr + (s.npages << kPageShift))
@@ -666,7 +799,7 @@ std::optional<std::pair<uint64_t, uint64_t>> Engine::gfn_of_iova(uint64_t iova) 
 std::string Engine::describe(const Failure& f) const
 {
     double at = f.ts_ns >= t0_ns_ ? double(f.ts_ns - t0_ns_) / 1e9 : 0;
-    std::string vm_s = f.vm ? fmt::format(" on VM {:x}", f.vm) : "";
+    std::string vm_s = f.vm ? fmt::format(" on VM {}", vm_name(f.vm)) : "";
     std::string what = !f.what.empty()         ? f.what + vm_s
                        : f.end_gfn > f.first_gfn ? fmt::format("{} of gfn [{:#x}, {:#x}){}", f.to_private ? "shared->private" : "private->shared",
                                          f.first_gfn, f.end_gfn, vm_s)

@@ -11,8 +11,10 @@
 #include <bit>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,11 +76,17 @@ struct PageStory {
     bool operator==(const PageStory&) const = default;
 };
 
+// One VM's lifetime, from KVM_CREATE_VM to its destruction.  The kernel
+// reuses a freed struct kvm's address for a later VM, so the address alone
+// does not name a VM: the engine keys VMs by order of first sight.
 struct Vm {
     uint64_t id = 0;          // struct kvm *
+    uint32_t lifetime = 1;    // 1: the first VM seen at this address, 2: the next, ...
     Owner owner;
     int32_t fd = -1;          // VM fd in the creating process, -1 if unseen
-    uint64_t created_ns = 0;
+    uint64_t created_ns = 0;  // 0: created before tracing began
+    uint64_t ended_ns = 0;    // 0: not seen to end
+    std::string end;          // what showed its end
     std::map<uint32_t, Memslot> slots;
     std::vector<Memslot> past_slots;   // unbound, most recent last (bounded)
     IntervalMap<uint64_t> attrs;       // gfn -> KVM_MEMORY_ATTRIBUTE_* as last set
@@ -96,6 +104,8 @@ struct DmaSpace {
     auto operator<=>(const DmaSpace&) const = default;
 };
 std::string to_string(const DmaSpace& s);
+// fallocate() mode bits by name: "PUNCH_HOLE|KEEP_SIZE", "0".
+std::string falloc_mode_name(uint32_t mode);
 
 // A user address range mapped for DMA (VFIO type1 pins it at map time).
 struct DmaRun {
@@ -148,6 +158,13 @@ struct TimelineEntry {
     bool inferred = false;
 };
 
+// Failed calls of one kind with one errno.
+struct FailureGroup {
+    uint64_t count = 0;
+    uint64_t first_ns = 0, last_ns = 0;
+    std::string example;   // the first one, described
+};
+
 struct Failure {
     uint64_t ts_ns = 0;
     uint64_t vm = 0;
@@ -170,9 +187,15 @@ struct Log2Hist {
 };
 std::string render_hist(const Log2Hist& h, const std::string& unit);
 
+// fallocate() on gmem files: kvm_gmem_fallocate() punches with
+// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, allocates with KEEP_SIZE
+// alone, and refuses everything else; the storm figures are the punches'.
 struct StormStats {
-    uint64_t punches = 0;
+    uint64_t punches = 0;           // successful punch-holes
     uint64_t punched_bytes = 0;
+    uint64_t allocations = 0;       // successful allocations (KEEP_SIZE without PUNCH_HOLE)
+    uint64_t allocated_bytes = 0;
+    uint64_t failed_fallocates = 0; // calls that returned an error, any mode
     uint64_t invalidated_pages = 0;   // page-cache deletes
     uint64_t faults = 0;
     uint64_t first_ns = 0, last_ns = 0;
@@ -187,14 +210,24 @@ class Engine {
 public:
     void add(const Event& ev);
 
-    // Record the causal chain of this gfn (vm 0: of any VM) as events come.
-    void watch(uint64_t vm, uint64_t gfn);
+    // Record the causal chain of this gfn as events come: of the VM at
+    // struct kvm address `kvm` (0: any VM), its `lifetime`-th there (0: every one).
+    void watch(uint64_t kvm, uint32_t lifetime, uint64_t gfn);
     // By timestamp: syscall records arrive at exit, stamped at entry.
     std::vector<TimelineEntry> timeline() const;
 
+    // VMs by key: 1, 2, ... in order of first sight.
     const std::map<uint64_t, Vm>& vms() const { return vms_; }
+    // "ffff888104a3c000", and "ffff888104a3c000#2" for the second VM at that address.
+    std::string vm_name(uint64_t key) const;
+    // The key of the `lifetime`-th VM at struct kvm address `kvm` (0: the last one).
+    std::optional<uint64_t> find_vm(uint64_t kvm, uint32_t lifetime) const;
+    // The VM alive at this address now, else the last one that was; 0 if none.
+    uint64_t vm_key_at(uint64_t kvm) const;
     const std::map<uint64_t, GmemFile>& gmem_files() const { return gmem_; }
     const std::vector<Failure>& failures() const { return failures_; }
+    // Every failed call of a traced kind, by (call, errno).
+    const std::map<std::pair<std::string, int64_t>, FailureGroup>& failure_groups() const { return failure_groups_; }
     const std::map<uint64_t, StormStats>& storms() const { return storms_; }
     const std::map<uint32_t, uint64_t>& event_counts() const { return counts_; }
     const std::optional<gms_drops_record>& counters() const { return counters_; }
@@ -213,7 +246,12 @@ public:
     size_t segments() const;
 
 private:
-    Vm& vm(uint64_t id, const gms_hdr& h);
+    // The key of the VM alive at this address, a new VM if none (seen without its creation).
+    uint64_t key_of(uint64_t kvm, const gms_hdr& h);
+    uint64_t new_vm(uint64_t kvm, const gms_hdr& h);
+    std::optional<uint64_t> live_key(uint64_t kvm) const;
+    void end_vm(uint64_t key, uint64_t ts, std::string why);
+    void count_failure(const std::string& call, int64_t ret, uint64_t ts, const std::function<std::string()>& what);
     void on_ioctl(const gms_ioctl_event& e);
     void on_region(const gms_ioctl_event& e);
     void on_attrs(const gms_ioctl_event& e);
@@ -233,8 +271,8 @@ private:
     // before a timeline entry is formatted, which costs far more.
     bool watched(uint64_t vm, uint64_t first_gfn, uint64_t end_gfn) const
     {
-        return watching_ && (!watch_vm_ || !vm || vm == watch_vm_) && watch_gfn_ >= first_gfn &&
-               watch_gfn_ < end_gfn;
+        return watching_ && watch_gfn_ >= first_gfn && watch_gfn_ < end_gfn &&
+               (!watch_kvm_ || !vm || watch_keys_.contains(vm));
     }
     // Adds describe() to the timeline if the range holds the watched gfn.
     template <typename F>
@@ -244,17 +282,22 @@ private:
     uint64_t t0_ns_ = 0;
     std::map<uint32_t, uint64_t> counts_;
     std::map<uint64_t, Vm> vms_;
+    std::map<uint64_t, uint64_t> live_;                  // struct kvm * -> key of the VM alive there
+    std::map<uint64_t, std::vector<uint64_t>> at_addr_;  // struct kvm * -> keys of its VMs, in order
     std::map<uint64_t, GmemFile> gmem_;
     IntervalMap<PfnOwner> pfn_owner_;                       // pfn -> gmem page
     std::map<DmaSpace, IntervalMap<VaddrRun>> dma_iova_;     // iova page -> vaddr page
     std::map<uint32_t, IntervalMap<DmaRun>> dma_vaddr_;      // tgid: vaddr page -> mapping
     std::map<DmaSpace, Owner> dma_owner_;
     std::vector<Failure> failures_;
+    std::map<std::pair<std::string, int64_t>, FailureGroup> failure_groups_;
     std::map<uint64_t, StormStats> storms_;
     std::optional<gms_drops_record> counters_;
     // watch
     bool watching_ = false;
-    uint64_t watch_vm_ = 0, watch_gfn_ = 0;
+    uint64_t watch_kvm_ = 0, watch_gfn_ = 0;
+    uint32_t watch_lifetime_ = 0;
+    std::set<uint64_t> watch_keys_;   // the watched VMs' keys, as they appear
     std::vector<TimelineEntry> timeline_;
     std::map<uint64_t, uint64_t> punched_at_;   // watched gfn's vm -> ts of the punch not yet re-faulted
 };

@@ -8,6 +8,8 @@ namespace gms {
 namespace {
 
 constexpr int kIoctlTid = 1;         // the VM's calls (memslots, conversions, DMA)
+constexpr int kMmuTid = 2;           // KVM MMU: zaps, SPTE changes
+constexpr int kKernelTid = 3;        // kernel functions (precise tier) and IOMMU mappings
 constexpr int kVcpuTidBase = 100;    // vCPU n
 constexpr int kGmemTidBase = 10000;  // gmem files, in order of appearance
 
@@ -32,6 +34,7 @@ void PerfettoWriter::meta(int pid, int tid, const std::string& name)
         put({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", tid}, {"args", {{"name", name}}}});
 }
 
+// vm: the engine's key of a VM lifetime, 0 for none known.
 int PerfettoWriter::pid_of(uint64_t vm)
 {
     auto [it, fresh] = pids_.try_emplace(vm, int(pids_.size()) + 1);
@@ -39,7 +42,7 @@ int PerfettoWriter::pid_of(uint64_t vm)
         std::string name = "VM ?";
         auto v = engine_.vms().find(vm);
         if (vm && v != engine_.vms().end())
-            name = fmt::format("VM {:x} ({} {})", vm, v->second.owner.comm, v->second.owner.tgid);
+            name = fmt::format("VM {} ({} {})", engine_.vm_name(vm), v->second.owner.comm, v->second.owner.tgid);
         else if (!vm)
             name = "unknown VM";
         meta(it->second, 0, name);
@@ -67,12 +70,15 @@ void PerfettoWriter::add(const Event& ev)
     last_ns_ = std::max<uint64_t>(last_ns_, h.ts_ns);
     auto us = [this](uint64_t ns) { return ns >= t0_ns_ ? double(ns - t0_ns_) / 1000.0 : 0.0; };
     nlohmann::json base = {{"ts", us(h.ts_ns)}, {"args", to_json(ev)}};
+    // Records carry a struct kvm address; the engine, fed first, knows whose lifetime it is now.
+    auto key = [this](uint64_t kvm) { return kvm ? engine_.vm_key_at(kvm) : 0; };
+    auto gmem_vm = [&](uint64_t ino, uint64_t kvm) { return engine_.vm_of_gmem(ino).value_or(key(kvm)); };
     std::visit(
         [&](const auto& r) {
             using T = std::decay_t<decltype(r)>;
             nlohmann::json j = base;
             if constexpr (std::is_same_v<T, gms_ioctl_event>) {
-                uint64_t vm = r.op == GMS_IOC_CREATE_VM ? r.args.create_vm.vm : r.vm;
+                uint64_t vm = key(r.op == GMS_IOC_CREATE_VM ? r.args.create_vm.vm : r.vm);
                 j.update({{"ph", "X"}, {"dur", double(r.dur_ns) / 1000.0}, {"pid", pid_of(vm)}, {"tid", kIoctlTid},
                           {"name", std::string(ioctl_op_name(r.op)) + (r.ret < 0 ? " " + errno_name(r.ret) : "")},
                           {"cat", "ioctl"}});
@@ -83,8 +89,14 @@ void PerfettoWriter::add(const Event& ev)
                     bool vfio = r.op == GMS_IOC_VFIO_MAP_DMA || r.op == GMS_IOC_VFIO_UNMAP_DMA;
                     uint64_t iova = vfio ? r.args.vfio_dma.iova : r.args.ioas.iova;
                     std::string id = fmt::format("{}-{}-{}-{:#x}", r.hdr.tgid, r.fd, vfio ? 0 : r.args.ioas.ioas_id, iova);
+                    // A span in the process of the VM whose memory is mapped: at
+                    // map time its user address is in one of that VM's memslots.
+                    uint64_t vaddr = vfio ? r.args.vfio_dma.vaddr : r.args.ioas.start;
+                    auto g = map ? engine_.gfn_of_hva(r.hdr.tgid, vaddr) : std::nullopt;
+                    auto open = open_pins_.find(id);
+                    int pid = map ? pid_of(g ? g->first : 0) : open != open_pins_.end() ? open->second["pid"].get<int>() : pid_of(0);
                     nlohmann::json pin = {{"ph", map ? "b" : "e"}, {"cat", "pin"}, {"id", id}, {"ts", us(h.ts_ns)},
-                                          {"pid", pid_of(0)}, {"tid", kIoctlTid},
+                                          {"pid", pid}, {"tid", kIoctlTid},
                                           {"name", fmt::format("DMA map iova {:#x}", iova)}};
                     if (map) {
                         pin["args"] = base["args"];
@@ -95,33 +107,62 @@ void PerfettoWriter::add(const Event& ev)
                     }
                 }
             } else if constexpr (std::is_same_v<T, gms_fallocate_event>) {
-                uint64_t vm = r.vm ? r.vm : engine_.vm_of_gmem(r.gmem_ino).value_or(0);
+                uint64_t vm = gmem_vm(r.gmem_ino, r.vm);
+                bool punch = r.mode & GMS_FALLOC_FL_PUNCH_HOLE;
+                std::string name = r.ret < 0 ? fmt::format("fallocate {} {}", falloc_mode_name(r.mode), errno_name(r.ret))
+                                   : punch   ? fmt::format("punch-hole {} KiB", r.len >> 10)
+                                             : fmt::format("allocate {} KiB", r.len >> 10);
                 j.update({{"ph", "X"}, {"dur", double(r.dur_ns) / 1000.0}, {"pid", pid_of(vm)},
-                          {"tid", gmem_tid(vm, r.gmem_ino)}, {"cat", "invalidate"},
-                          {"name", fmt::format("punch-hole {} KiB", r.len >> 10)}});
+                          {"tid", gmem_tid(vm, r.gmem_ino)}, {"cat", r.ret < 0 ? "failed" : punch ? "invalidate" : "allocate"},
+                          {"name", name}});
                 put(j);
             } else if constexpr (std::is_same_v<T, gms_fault_event>) {
-                int pid = pid_of(r.vm), tid = kVcpuTidBase + int(r.vcpu_id);
+                int pid = pid_of(key(r.vm)), tid = kVcpuTidBase + int(r.vcpu_id);
                 meta(pid, tid, fmt::format("vCPU {}", r.vcpu_id));
                 j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", tid}, {"cat", "fault"},
                           {"name", fmt::format("fault gfn {:#x}", r.gfn)}});
                 put(j);
             } else if constexpr (std::is_same_v<T, gms_pagecache_event>) {
-                uint64_t vm = r.vm ? r.vm : engine_.vm_of_gmem(r.ino).value_or(0);
+                uint64_t vm = gmem_vm(r.ino, r.vm);
                 j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid_of(vm)}, {"tid", gmem_tid(vm, r.ino)},
                           {"cat", "pagecache"},
                           {"name", fmt::format("{} index {:#x}", h.type == GMS_EV_PAGECACHE_ADD ? "add" : "remove",
                                                r.index)}});
                 put(j);
             } else if constexpr (std::is_same_v<T, gms_gmem_close_event>) {
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid_of(r.vm)}, {"tid", gmem_tid(r.vm, r.gmem_ino)},
+                uint64_t vm = gmem_vm(r.gmem_ino, r.vm);
+                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid_of(vm)}, {"tid", gmem_tid(vm, r.gmem_ino)},
                           {"cat", "gmem"}, {"name", "close"}});
                 put(j);
             } else if constexpr (std::is_same_v<T, gms_zap_event>) {
-                if (h.type == GMS_EV_ZAP_ALL_FAST) {
-                    j.update({{"ph", "i"}, {"s", "p"}, {"pid", pid_of(r.vm)}, {"cat", "zap"}, {"name", "zap all SPTEs"}});
-                    put(j);
-                }
+                int pid = pid_of(key(r.vm));
+                meta(pid, kMmuTid, "KVM MMU");
+                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kMmuTid}, {"cat", "zap"},
+                          {"name", h.type == GMS_EV_ZAP_ALL_FAST ? std::string("zap all SPTEs")
+                                                                  : fmt::format("zap page gfn {:#x}", r.gfn)}});
+                put(j);
+            } else if constexpr (std::is_same_v<T, gms_set_spte_event> || std::is_same_v<T, gms_tdp_spte_event>) {
+                int pid = pid_of(key(r.vm));
+                meta(pid, kMmuTid, "KVM MMU");
+                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kMmuTid}, {"cat", "spte"},
+                          {"name", fmt::format("{} gfn {:#x}", event_name(h.type), r.gfn)}});
+                put(j);
+            } else if constexpr (std::is_same_v<T, gms_call_event>) {
+                // kvm.destroy_vm: the engine has ended the VM; key() still names it (the last at its address).
+                int pid = pid_of(key(r.vm));
+                meta(pid, kKernelTid, "kernel");
+                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kKernelTid}, {"cat", "call"},
+                          {"name", std::string(fn_name(r.fn)) + (r.ret < 0 ? " " + errno_name(r.ret) : "")}});
+                put(j);
+            } else if constexpr (std::is_same_v<T, gms_iommu_event> || std::is_same_v<T, gms_veto_event>) {
+                uint64_t vm = 0;
+                if constexpr (std::is_same_v<T, gms_veto_event>)
+                    vm = key(r.vm);
+                int pid = pid_of(vm);
+                meta(pid, kKernelTid, "kernel");
+                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kKernelTid}, {"cat", event_name(h.type)},
+                          {"name", std::string(event_name(h.type))}});
+                put(j);
             }
         },
         ev.rec);

@@ -7,8 +7,6 @@
 namespace gms {
 namespace {
 
-constexpr uint64_t kPageShift = 12;
-
 struct Range {
     uint64_t first_gfn, pages;
     PageStory story;
@@ -117,11 +115,54 @@ nlohmann::json hist_json(const Log2Hist& h)
     nlohmann::json j = nlohmann::json::array();
     for (size_t b = 0; b < h.buckets.size(); b++)
         if (h.buckets[b])
-            j.push_back({{"low", b ? 1ull << (b - 1) : 0}, {"count", h.buckets[b]}});
+            j.push_back({{"low", u64_json(b ? 1ull << (b - 1) : 0)}, {"count", u64_json(h.buckets[b])}});
     return j;
 }
 
 std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
+
+nlohmann::json gmem_json(const GmemFile& g)
+{
+    uint64_t resident = 0;
+    g.resident.for_each([&](uint64_t s, uint64_t e, const PfnRun&) { resident += e - s; });
+    nlohmann::json j = {{"gmem_ino", u64_json(g.ino)}, {"resident_pages", u64_json(resident)},
+                        {"pfn_runs", g.resident.segments()}};
+    if (g.size_bytes) {
+        j["size_bytes"] = u64_json(g.size_bytes);
+        j["flags"] = u64_json(g.flags);
+    }
+    if (g.owner.tgid) {
+        j["tgid"] = g.owner.tgid;
+        j["comm"] = g.owner.comm;
+    }
+    if (g.created_ns)
+        j["created_ns"] = u64_json(g.created_ns);
+    if (g.closed_ns)
+        j["closed_ns"] = u64_json(g.closed_ns);
+    return j;
+}
+
+nlohmann::json storm_json(const StormStats& s)
+{
+    nlohmann::json procs = nlohmann::json::array(), hot = nlohmann::json::array();
+    for (const auto& [tgid, n] : top(s.by_tgid, 10))
+        procs.push_back({{"tgid", tgid}, {"comm", s.by_tgid.at(tgid).first}, {"punches", n}});
+    for (const auto& [key, n] : top(s.by_range, 10))
+        hot.push_back({{"gmem_ino", u64_json(key.first)}, {"offset", u64_json(key.second << 21)}, {"punches", n}});
+    return {{"punches", u64_json(s.punches)},
+            {"punched_bytes", u64_json(s.punched_bytes)},
+            {"allocations", u64_json(s.allocations)},
+            {"allocated_bytes", u64_json(s.allocated_bytes)},
+            {"failed_fallocates", u64_json(s.failed_fallocates)},
+            {"invalidated_pages", u64_json(s.invalidated_pages)},
+            {"faults", u64_json(s.faults)},
+            {"seconds", seconds(s)},
+            {"peak_per_s", peak_rate(s)},
+            {"punch_bytes_hist", hist_json(s.range_bytes)},
+            {"punch_latency_ns_hist", hist_json(s.latency_ns)},
+            {"top_processes", procs},
+            {"top_ranges", hot}};
+}
 
 }  // namespace
 
@@ -133,6 +174,9 @@ std::string storm_text(const Engine& engine, uint64_t vm, const StormStats& st)
                        "mean {:.0f}/s, peak {}/s in one second\n",
                        st.punches, st.punched_bytes >> 10, st.invalidated_pages, st.faults, secs,
                        secs > 0 ? double(st.punches) / secs : 0.0, peak_rate(st));
+    if (st.allocations || st.failed_fallocates)
+        out += fmt::format("  other fallocate calls: {} allocations ({} KiB), {} failed (in failed calls below)\n",
+                           st.allocations, st.allocated_bytes >> 10, st.failed_fallocates);
     if (st.punches) {
         out += "  @punch_bytes:\n" + render_hist(st.range_bytes, "");
         out += "  @punch_latency_ns:\n" + render_hist(st.latency_ns, "");
@@ -173,8 +217,13 @@ std::string report_text(const Engine& engine)
     uint64_t t0 = engine.t0_ns();
     auto at = [t0](uint64_t ns) { return ns >= t0 ? double(ns - t0) / 1e9 : 0.0; };
     for (const auto& [id, v] : engine.vms()) {
-        out += fmt::format("\nVM {:x}  (pid {} {}{})\n", id, v.owner.tgid, v.owner.comm,
+        out += fmt::format("\nVM {}  (pid {} {}{})\n", engine.vm_name(id), v.owner.tgid, v.owner.comm,
                            v.fd >= 0 ? fmt::format(", vm fd {}", v.fd) : "");
+        out += fmt::format("  lifetime: {} - {}\n",
+                           v.created_ns ? fmt::format("created at {:.6f} s", at(v.created_ns))
+                                        : std::string("created before tracing began"),
+                           v.ended_ns ? fmt::format("ended at {:.6f} s ({})", at(v.ended_ns), v.end)
+                                      : std::string("not seen to end"));
         auto slot_line = [&](const Memslot& s, bool bound) {
             std::string mem = s.gmem_ino ? fmt::format("gmem ino {} index [{:#x}, {:#x})", s.gmem_ino, s.gmem_pgoff,
                                                        s.gmem_pgoff + s.npages)
@@ -215,11 +264,24 @@ std::string report_text(const Engine& engine)
                                g.closed_ns ? fmt::format(", fd closed at {:.6f} s", at(g.closed_ns)) : "");
         }
         auto st = engine.storms().find(id);
-        if (st != engine.storms().end() && st->second.punches)
+        if (st != engine.storms().end() &&
+            (st->second.punches || st->second.allocations || st->second.failed_fallocates))
             out += storm_text(engine, id, st->second);
     }
+    // fallocate() on gmem files whose VM is not known
+    if (auto st = engine.storms().find(0); st != engine.storms().end() &&
+                                           (st->second.punches || st->second.allocations || st->second.failed_fallocates)) {
+        out += "\ngmem files of no known VM\n";
+        out += storm_text(engine, 0, st->second);
+    }
+    if (!engine.failure_groups().empty()) {
+        out += "\nfailed calls, by call and errno:\n";
+        for (const auto& [key, g] : engine.failure_groups())
+            out += fmt::format("  {:<28} {:<12} {:>8}x  {:.6f} s - {:.6f} s, first: {}\n", key.first,
+                               errno_name(key.second), g.count, at(g.first_ns), at(g.last_ns), g.example);
+    }
     if (!engine.failures().empty()) {
-        out += "\nfailed calls:\n";
+        out += "\nfailed conversions and DMA calls:\n";
         for (const auto& f : engine.failures())
             out += "  " + engine.describe(f) + "\n";
     }
@@ -236,11 +298,12 @@ nlohmann::json report_json(const Engine& engine)
     for (const auto& [id, v] : engine.vms()) {
         json slots = json::array();
         auto slot_json = [&](const Memslot& s, bool bound) {
-            json j = {{"slot", s.slot}, {"base_gfn", hex(s.base_gfn)}, {"pages", s.npages},
-                      {"bound_ns", s.since_ns}, {"uaddr", hex(s.uaddr)}, {"bound", bound}};
+            json j = {{"slot", s.slot}, {"base_gfn", hex(s.base_gfn)}, {"pages", u64_json(s.npages)},
+                      {"bound_ns", u64_json(s.since_ns)}, {"uaddr", hex(s.uaddr)}, {"bound", bound},
+                      {"flags", s.flags}};
             if (s.gmem_ino) {
-                j["gmem_ino"] = s.gmem_ino;
-                j["gmem_pgoff"] = s.gmem_pgoff;
+                j["gmem_ino"] = u64_json(s.gmem_ino);
+                j["gmem_pgoff"] = u64_json(s.gmem_pgoff);
             }
             slots.push_back(j);
         };
@@ -250,39 +313,34 @@ nlohmann::json report_json(const Engine& engine)
             slot_json(s, true);
         json ranges = json::array();
         for (const auto& r : ranges_of(engine, v)) {
-            json j = {{"first_gfn", hex(r.first_gfn)}, {"pages", r.pages}, {"faults", r.story.faults},
+            json j = {{"first_gfn", hex(r.first_gfn)}, {"pages", u64_json(r.pages)}, {"faults", r.story.faults},
                       {"invalidations", r.story.punches}, {"state", state_of(r)}};
             if (r.slot && r.slot->gmem_ino) {
-                j["gmem_ino"] = r.slot->gmem_ino;
-                j["first_gmem_index"] = r.first_gfn - r.slot->base_gfn + r.slot->gmem_pgoff;
+                j["gmem_ino"] = u64_json(r.slot->gmem_ino);
+                j["first_gmem_index"] = u64_json(r.first_gfn - r.slot->base_gfn + r.slot->gmem_pgoff);
             }
             ranges.push_back(j);
         }
         json attrs = json::array();
         v.attrs.for_each([&](uint64_t s, uint64_t e, uint64_t a) {
-            attrs.push_back({{"first_gfn", hex(s)}, {"pages", e - s}, {"attributes", a}});
+            attrs.push_back({{"first_gfn", hex(s)}, {"pages", u64_json(e - s)}, {"attributes", u64_json(a)}});
         });
-        json j = {{"vm", hex(id)}, {"tgid", v.owner.tgid}, {"comm", v.owner.comm}, {"memslots", slots},
-                  {"gfn_ranges", ranges}, {"attributes", attrs}};
-        auto st = engine.storms().find(id);
-        if (st != engine.storms().end()) {
-            const StormStats& s = st->second;
-            json procs = json::array(), hot = json::array();
-            for (const auto& [tgid, n] : top(s.by_tgid, 10))
-                procs.push_back({{"tgid", tgid}, {"comm", s.by_tgid.at(tgid).first}, {"punches", n}});
-            for (const auto& [key, n] : top(s.by_range, 10))
-                hot.push_back({{"gmem_ino", key.first}, {"offset", key.second << 21}, {"punches", n}});
-            j["storm"] = {{"punches", s.punches},
-                          {"punched_bytes", s.punched_bytes},
-                          {"invalidated_pages", s.invalidated_pages},
-                          {"faults", s.faults},
-                          {"seconds", seconds(s)},
-                          {"peak_per_s", peak_rate(s)},
-                          {"punch_bytes_hist", hist_json(s.range_bytes)},
-                          {"punch_latency_ns_hist", hist_json(s.latency_ns)},
-                          {"top_processes", procs},
-                          {"top_ranges", hot}};
+        json gmem = json::array();
+        for (const auto& [ino, g] : engine.gmem_files())
+            if (g.vm == id)
+                gmem.push_back(gmem_json(g));
+        json j = {{"vm", hex(v.id)}, {"lifetime", v.lifetime}, {"tgid", v.owner.tgid}, {"comm", v.owner.comm},
+                  {"memslots", slots}, {"gfn_ranges", ranges}, {"attributes", attrs}, {"gmem_files", gmem}};
+        if (v.fd >= 0)
+            j["vm_fd"] = v.fd;
+        if (v.created_ns)
+            j["created_ns"] = u64_json(v.created_ns);
+        if (v.ended_ns) {
+            j["ended_ns"] = u64_json(v.ended_ns);
+            j["end"] = v.end;
         }
+        if (auto st = engine.storms().find(id); st != engine.storms().end())
+            j["storm"] = storm_json(st->second);
         vms.push_back(j);
     }
     json failures = json::array();
@@ -292,10 +350,12 @@ nlohmann::json report_json(const Engine& engine)
             pins.push_back({{"by", to_string(p.space)}, {"tgid", p.owner.tgid}, {"comm", p.owner.comm},
                             {"first_gfn", hex(p.first_gfn)}, {"pages", p.pages}, {"iova", hex(p.iova)},
                             {"since_ns", p.since_ns}});
-        json j = {{"ts_ns", f.ts_ns}, {"call", f.op}, {"ret", f.ret}, {"errno", errno_name(f.ret)},
+        json j = {{"ts_ns", u64_json(f.ts_ns)}, {"call", f.op}, {"ret", f.ret}, {"errno", errno_name(f.ret)},
                   {"tgid", f.caller.tgid}, {"comm", f.caller.comm}, {"pins", pins}, {"text", engine.describe(f)}};
-        if (f.vm)
-            j["vm"] = hex(f.vm);
+        if (auto v = engine.vms().find(f.vm); f.vm && v != engine.vms().end()) {
+            j["vm"] = hex(v->second.id);
+            j["vm_lifetime"] = v->second.lifetime;
+        }
         if (f.end_gfn > f.first_gfn) {
             j["first_gfn"] = hex(f.first_gfn);
             j["end_gfn"] = hex(f.end_gfn);
@@ -305,7 +365,20 @@ nlohmann::json report_json(const Engine& engine)
             j["error_gfn"] = hex(*f.error_gfn);
         failures.push_back(j);
     }
-    json j = {{"type", "summary"}, {"events", counts}, {"vms", vms}, {"failures", failures}};
+    json groups = json::array();
+    for (const auto& [key, g] : engine.failure_groups())
+        groups.push_back({{"call", key.first}, {"ret", key.second}, {"errno", errno_name(key.second)},
+                          {"count", u64_json(g.count)}, {"first_ns", u64_json(g.first_ns)},
+                          {"last_ns", u64_json(g.last_ns)}, {"first", g.example}});
+    // gmem files of no known VM, and fallocate() on them
+    json unknown = json::array();
+    for (const auto& [ino, g] : engine.gmem_files())
+        if (!g.vm)
+            unknown.push_back(gmem_json(g));
+    json j = {{"type", "summary"}, {"events", counts}, {"vms", vms}, {"failures", failures},
+              {"failed_calls", groups}, {"gmem_files_no_vm", unknown}};
+    if (auto st = engine.storms().find(0); st != engine.storms().end())
+        j["storm_no_vm"] = storm_json(st->second);
     if (const auto& c = engine.counters()) {
         json dropped = json::object();
         for (uint32_t i = 0; i < GMS_DROP_MAX; i++)

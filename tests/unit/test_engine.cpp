@@ -216,7 +216,7 @@ struct Model {
     {
         for (uint64_t g = kBaseGfn - 16; g < kBaseGfn + 144; g++) {
             INFO("gfn " << std::hex << g);
-            gms::GfnInfo info = engine.gfn_info(kVm, g);
+            gms::GfnInfo info = engine.gfn_info(*engine.find_vm(kVm, 1), g);
             auto index = index_of(g);
             REQUIRE(info.in_slot == index.has_value());
             CHECK(info.story.faults == (faults.count(g) ? faults.at(g) : 0));
@@ -309,5 +309,171 @@ TEST_CASE("a failed conversion is attributed to the pins over its range", "[engi
     CHECK_THAT(text, Catch::Contains("shared->private of gfn [0x1000, 0x1020)") &&
                          Catch::Contains("failed -11 (EAGAIN)") && Catch::Contains("8 pages (gfn [0x1008, 0x1010))") &&
                          Catch::Contains("VFIO container fd 12") && Catch::Contains("pid 4242 synthetic"));
-    CHECK(m.engine.gfn_of_iova(0x100000 + (3 << 12)) == std::pair<uint64_t, uint64_t>{kVm, 0x100b});
+    CHECK(m.engine.gfn_of_iova(0x100000 + (3 << 12)) == std::pair<uint64_t, uint64_t>{*m.engine.find_vm(kVm, 1), 0x100b});
+}
+
+namespace {
+
+gms::Event create_vm(uint64_t ts, uint64_t kvm)
+{
+    gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(ts, GMS_IOC_CREATE_VM, 5, 3).rec);
+    e.vm = 0;
+    e.fd_kind = GMS_FD_KVM;
+    e.args.create_vm.vm = kvm;
+    return {e};
+}
+
+gms::Event bind(uint64_t ts, uint32_t slot, uint64_t gfn, uint64_t pages, uint64_t ino)
+{
+    gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(ts, GMS_IOC_SET_MEMORY_REGION2, 0).rec);
+    e.args.region.slot = slot;
+    e.args.region.flags = 4;
+    e.args.region.gpa = gfn << 12;
+    e.args.region.size = pages << 12;
+    e.args.region.uaddr = kUaddrBase;
+    e.args.region.gmem_ino = ino;
+    return {e};
+}
+
+gms::Event fallocate(uint64_t ts, uint64_t ino, uint32_t mode, uint64_t offset, uint64_t len, int64_t ret)
+{
+    gms_fallocate_event f{};
+    f.hdr = hdr(GMS_EV_FALLOCATE, sizeof(f), ts);
+    f.vm = kVm;
+    f.gmem_ino = ino;
+    f.mode = mode;
+    f.offset = offset;
+    f.len = len;
+    f.ret = ret;
+    return {f};
+}
+
+gms::Event vm_end(uint64_t ts, bool kfunc)
+{
+    gms_call_event c{};
+    c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+    c.hdr.flags = kfunc ? GMS_F_KFUNC : 0;
+    c.fn = GMS_FN_KVM_DESTROY_VM;
+    c.vm = kVm;
+    c.args.vm_end.fd = 5;
+    c.args.vm_end.fd_kind = GMS_FD_VM;
+    return {c};
+}
+
+gms::Event fault(uint64_t ts, uint64_t gfn)
+{
+    gms_fault_event e{};
+    e.hdr = hdr(GMS_EV_FAULT, sizeof(e), ts);
+    e.vm = kVm;
+    e.gfn = gfn;
+    e.pfn = 0x1234;
+    e.slot_id = 1;
+    return {e};
+}
+
+}  // namespace
+
+// Three VMs at one struct kvm address, as the kernel hands a freed
+// address to the next VM: ended by kvm_destroy_vm, by a new VM at the
+// address, and an event after an end (SYNTHETIC stream).
+TEST_CASE("a VM is its lifetime: a reused struct kvm address is a new VM, events after its end never attach to it",
+          "[engine]")
+{
+    for (bool watch_first : {true, false}) {
+        gms::Engine e;
+        e.watch(kVm, watch_first ? 1 : 3, kBaseGfn);
+        e.add(create_vm(10, kVm));
+        e.add(bind(11, 1, kBaseGfn, 16, 100));
+        e.add(fallocate(12, 100, 3, 0, 4096, 0));
+        e.add(vm_end(13, true));
+        e.add(fault(14, kBaseGfn));   // after its end: a VM of its own, unseen creation
+        e.add(create_vm(20, kVm));
+        e.add(bind(21, 2, kBaseGfn, 8, 200));
+        e.add(fallocate(22, 200, 3, 0, 4096, 0));
+        e.add(create_vm(30, kVm));   // the second ended unseen: its address is reused
+        e.add(bind(31, 1, kBaseGfn, 4, 300));
+        REQUIRE(e.vms().size() == 4);
+        std::vector<const gms::Vm*> v;
+        for (const auto& [key, vm] : e.vms())
+            v.push_back(&vm);
+        CHECK(v[0]->lifetime == 1);
+        CHECK(v[0]->created_ns == 10);
+        CHECK(v[0]->ended_ns == 13);
+        CHECK(v[0]->end == "destroyed (kvm_destroy_vm)");
+        REQUIRE(v[0]->slots.size() == 1);
+        CHECK(v[0]->slots.at(1).npages == 16);
+        CHECK(v[1]->lifetime == 2);   // the fault after the end
+        CHECK(v[1]->created_ns == 0);
+        CHECK(v[1]->ended_ns == 20);
+        CHECK(v[1]->slots.empty());
+        CHECK(v[2]->lifetime == 3);
+        CHECK(v[2]->ended_ns == 30);
+        REQUIRE(v[2]->slots.size() == 1);
+        CHECK(v[2]->slots.at(2).npages == 8);
+        CHECK(v[3]->lifetime == 4);
+        CHECK(v[3]->ended_ns == 0);
+        CHECK(e.vm_name(e.find_vm(kVm, 3).value()) == "ffff888100001000#3");
+        CHECK(e.vm_name(e.find_vm(kVm, 1).value()) == "ffff888100001000");
+        CHECK(e.storms().at(*e.find_vm(kVm, 1)).punches == 1);
+        CHECK(e.storms().at(*e.find_vm(kVm, 3)).punches == 1);
+        // the watch sees its VM's events only: one bind, one punch, one end
+        auto t = e.timeline();
+        REQUIRE(t.size() == 3);
+        if (watch_first) {
+            CHECK_THAT(t[0].what, Catch::StartsWith("memslot 1 bound") && Catch::Contains("gmem ino 100"));
+            CHECK_THAT(t[1].what, Catch::StartsWith("punch-hole: fallocate(KEEP_SIZE|PUNCH_HOLE) of gmem ino 100"));
+            CHECK_THAT(t[2].what, Catch::StartsWith("VM ffff888100001000 ended: destroyed (kvm_destroy_vm)"));
+        } else {
+            CHECK_THAT(t[0].what, Catch::StartsWith("memslot 2 bound") && Catch::Contains("gmem ino 200"));
+            CHECK_THAT(t[1].what, Catch::StartsWith("punch-hole: fallocate(KEEP_SIZE|PUNCH_HOLE) of gmem ino 200"));
+            CHECK_THAT(t[2].what, Catch::StartsWith("VM ffff888100001000#3 ended: destroyed before this address was reused"));
+        }
+    }
+    // Every VM at the address: each line says whose.
+    gms::Engine all;
+    all.watch(kVm, 0, kBaseGfn);
+    all.add(create_vm(10, kVm));
+    all.add(bind(11, 1, kBaseGfn, 16, 100));
+    all.add(vm_end(12, false));
+    all.add(create_vm(20, kVm));
+    all.add(bind(21, 1, kBaseGfn, 16, 200));
+    auto t = all.timeline();
+    REQUIRE(t.size() == 3);
+    CHECK_THAT(t[1].what, Catch::StartsWith("[vm ffff888100001000] VM ffff888100001000 ended: its last file reference "
+                                            "closed by synthetic/4242 (fd 5)"));
+    CHECK_THAT(t[2].what, Catch::StartsWith("[vm ffff888100001000#2] memslot 1 bound"));
+}
+
+// fallocate() on gmem: kvm_gmem_fallocate() punches with PUNCH_HOLE |
+// KEEP_SIZE, allocates with KEEP_SIZE alone, refuses the rest (SYNTHETIC).
+TEST_CASE("fallocate: punch-holes, allocations and failed calls counted apart, failures grouped by call and errno",
+          "[engine]")
+{
+    gms::Engine e;
+    e.add(create_vm(1, kVm));
+    e.add(bind(2, 1, kBaseGfn, 16, 100));
+    e.add(fallocate(3, 100, 1, 0, 4 << 12, 0));         // allocation
+    e.add(fallocate(4, 100, 3, 0, 1 << 12, 0));         // punch-hole
+    e.add(fallocate(5, 100, 3, 4096, 2 << 12, 0));      // punch-hole
+    e.add(fallocate(6, 100, 0, 0, 4096, -EOPNOTSUPP));  // failed
+    e.add(fallocate(7, 100, 3, 1, 4096, -EINVAL));      // failed
+    e.add(fallocate(8, 100, 0x11, 0, 4096, -EOPNOTSUPP));
+    gms_ioctl_event bad = std::get<gms_ioctl_event>(ioctl(9, GMS_IOC_CREATE_GUEST_MEMFD, -EINVAL).rec);
+    e.add({bad});
+    const gms::StormStats& st = e.storms().at(*e.find_vm(kVm, 1));
+    CHECK(st.punches == 2);
+    CHECK(st.punched_bytes == 3 << 12);
+    CHECK(st.allocations == 1);
+    CHECK(st.allocated_bytes == 4 << 12);
+    CHECK(st.failed_fallocates == 3);
+    CHECK(st.range_bytes.count == 2);
+    std::map<std::pair<std::string, int64_t>, uint64_t> groups;
+    for (const auto& [k, g] : e.failure_groups())
+        groups[k] = g.count;
+    CHECK(groups == std::map<std::pair<std::string, int64_t>, uint64_t>{
+                        {{"fallocate", -EOPNOTSUPP}, 2}, {{"fallocate", -EINVAL}, 1}, {{"KVM_CREATE_GUEST_MEMFD", -EINVAL}, 1}});
+    CHECK(e.failure_groups().at({"fallocate", -EOPNOTSUPP}).example ==
+          "fallocate(0) of gmem ino 100 offset 0x0 len 0x1000 by synthetic/4242");
+    CHECK(gms::falloc_mode_name(0x11) == "KEEP_SIZE|ZERO_RANGE");
+    CHECK(gms::falloc_mode_name(0x103) == "KEEP_SIZE|PUNCH_HOLE|0x100");
 }

@@ -100,7 +100,7 @@ TEST_CASE("precise tier: the verifier accepts every program whose function this 
         CHECK(with_target == std::set<std::string>{"gmem.create", "gmem.bind", "gmem.unbind", "gmem.get_pfn",
                                                    "gmem.populate", "gmem.invalidate", "gmem.punch_hole",
                                                    "gmem.release", "gmem.error_folio", "kvm.mmu_notifier",
-                                                   "kvm.mmu_invalidate", "kvm.mmu_invalidate_end", "vfio.pin",
+                                                   "kvm.mmu_invalidate", "kvm.mmu_invalidate_end", "kvm.destroy_vm", "vfio.pin",
                                                    "vfio.unpin",
                                                    "dmabuf.export", "dmabuf.move_notify"});
         // Not in 6.12: the conversion series, KVM_GENERIC_MEMORY_ATTRIBUTES
@@ -192,6 +192,11 @@ TEST_CASE("precise tier: gmem, KVM MMU and dma-buf functions are recorded", "[pr
     REQUIRE(released.size() == 1);
     CHECK(released[0].ino == r.gmem_ino);
 
+    // The VM's end: kvm_destroy_vm once, when the workload closed its last reference.
+    auto ends = calls(cap, GMS_FN_KVM_DESTROY_VM);
+    CHECK(std::count_if(ends.begin(), ends.end(),
+                        [&](const auto& c) { return c.vm == vm && (c.hdr.flags & GMS_F_KFUNC); }) == 1);
+
     // MADV_DONTNEED of slot 1's buffer: KVM's MMU notifier is told, at fentry.
     bool buffer_invalidated = false;
     for (const auto& c : calls(cap, GMS_FN_KVM_MMU_NOTIFIER))
@@ -229,7 +234,7 @@ TEST_CASE("correlation: the VFIO-pinned host addresses are the memslot's gfns", 
     GMS_SKIP_IF(gms::test::why_no_vfio());
     Capture cap(16u << 20, {"all"});
     gms::Engine engine;
-    engine.watch(0, kBaseGfn + 3);
+    engine.watch(0, 0, kBaseGfn + 3);
     auto r = run_dma();
     cap.drain();
     for (const auto& e : cap.events)
