@@ -109,6 +109,7 @@ const std::vector<Trigger>& triggers()
         {"gmem.pagecache_add", "", "gmem_fault"},
         {"gmem.punch_hole", "gmem_punch", "gmem_punch"},
         {"gmem.release", "gmem_close", "gmem_close"},
+        {"gmem.error_folio", "gmem_hwpoison", ""},
         {"gmem.set_attributes", "gmem_attributes2", "?gmem_attributes2"},
         {"gmem.convert", "gmem_convert", "?gmem_convert"},
         {"kvm.create_vm", "", "vm_create"},
@@ -129,6 +130,11 @@ const std::vector<Trigger>& triggers()
         {"iommu.map", "", "vfio_map"},
         {"iommu.unmap", "", "vfio_unmap"},
         {"dmabuf.export", "udmabuf_create", ""},
+        // iommufd through the edu device's cdev (private scenario).
+        {"iommufd.map", "iommufd_map", "iommufd_map"},
+        {"iommufd.map_file", "iommufd_map_file", "iommufd_map_file"},
+        {"iommufd.unmap", "iommufd_unmap", "iommufd_unmap"},
+        {"iommufd.pin", "iommufd_map", ""},
     };
     return t;
 }
@@ -193,6 +199,14 @@ Steps run_triggers(std::vector<std::string>& lines)
             lines.push_back(fmt::format("  {}: {}{}", s.name, s.error ? errno_name(-s.error) : "ok",
                                         s.detail.empty() ? "" : " (" + s.detail + ")"));
         }
+    });
+    // Private memory (KVM_X86_SW_PROTECTED_VM): conversions KVM performs,
+    // iommufd, a memory failure on gmem. Kernels without type-1 VMs say so.
+    run("private", {"pages=16", "private_pages=4", "punch_pages=1"}, [&](const workload::Result& r) {
+        for (const auto& s : r.steps)
+            add(s.name, s.error);
+        for (const auto& c : r.conversions)
+            add(std::string(workload::to_string(c.kind)), c.error);
     });
     // Which kvmmmu tracepoints a fault and a memslot delete reach depends on the MMU.
     for (std::string step : {"touch", "slot_delete"})
