@@ -4,7 +4,7 @@
 
 /* dma_buf_export(exp_info) returns the dma-buf or an ERR_PTR. */
 SEC("fexit")
-int BPF_PROG(dmabuf_export_exit, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
+int BPF_PROG(dmabuf_export, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
 {
 	long err = (unsigned long)ret >= (unsigned long)-4095 ? (long)ret : 0;
 	struct gms_call_event *e;

@@ -12,6 +12,8 @@
 #ifndef GMS_EVENTS_H
 #define GMS_EVENTS_H
 
+#include "ioctls.h"	/* the UAPI constants records carry */
+
 #define GMS_ABI_VERSION 2
 #define GMS_COMM_LEN 16
 

@@ -101,7 +101,7 @@ int gmem_pagecache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 }
 
 SEC("tp/filemap/mm_filemap_delete_from_page_cache")
-int gmem_pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+int gmem_invalidate_pagecache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
 	__u64 vm;
 
@@ -127,7 +127,7 @@ int gmem_pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 
 /* kvm_gmem_create(kvm, args) returns the new fd, installed by then. */
 SEC("fexit")
-int BPF_PROG(gmem_create_exit, struct kvm *kvm, struct kvm_create_guest_memfd *args, int ret)
+int BPF_PROG(gmem_create, struct kvm *kvm, struct kvm_create_guest_memfd *args, int ret)
 {
 	__u64 ino = ret >= 0 ? gms_fd_ino(ret) : 0;
 	struct gms_call_event *e = gms_call_begin(GMS_FN_GMEM_CREATE, (__u64)kvm, ino, ret);
@@ -151,7 +151,7 @@ static __always_inline void gms_slot_args(struct gms_call_event *e, struct kvm_m
 
 /* kvm_gmem_bind(kvm, slot, fd, offset): slot->gmem is set on success. */
 SEC("fexit")
-int BPF_PROG(gmem_bind_exit, struct kvm *kvm, struct kvm_memory_slot *slot, unsigned int fd,
+int BPF_PROG(gmem_bind, struct kvm *kvm, struct kvm_memory_slot *slot, unsigned int fd,
 	     loff_t offset, int ret)
 {
 	struct gms_call_event *e;
@@ -186,7 +186,7 @@ int BPF_PROG(gmem_unbind, struct kvm_memory_slot *slot)
  * bpf_get_func_ret() rather than from a fixed argument slot.
  */
 SEC("fexit")
-int BPF_PROG(gmem_get_pfn_exit, struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t gfn, kvm_pfn_t *pfn)
+int BPF_PROG(gmem_get_pfn, struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t gfn, kvm_pfn_t *pfn)
 {
 	struct file *file = slot->gmem.file;
 	struct gms_call_event *e;
@@ -210,7 +210,7 @@ int BPF_PROG(gmem_get_pfn_exit, struct kvm *kvm, struct kvm_memory_slot *slot, g
 
 /* kvm_gmem_populate(kvm, start_gfn, src, npages, post_populate, opaque): pages done or -errno. */
 SEC("fexit")
-int BPF_PROG(gmem_populate_exit, struct kvm *kvm, gfn_t start_gfn, void *src, long npages,
+int BPF_PROG(gmem_populate, struct kvm *kvm, gfn_t start_gfn, void *src, long npages,
 	     void *post_populate, void *opaque, long ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_GMEM_POPULATE, (__u64)kvm, 0, ret);
@@ -263,7 +263,7 @@ int BPF_PROG(gmem_invalidate, void *owner, unsigned long start, unsigned long en
  * syscall tracepoints that run for every file), flagged GMS_F_KFUNC.
  */
 SEC("fentry")
-int BPF_PROG(gmem_fallocate_entry, struct file *file, int mode, loff_t offset, loff_t len)
+int BPF_PROG(gmem_punch_hole_entry, struct file *file, int mode, loff_t offset, loff_t len)
 {
 	struct gms_fallocate_event *e;
 	struct gms_inflight *in;
@@ -287,7 +287,7 @@ int BPF_PROG(gmem_fallocate_entry, struct file *file, int mode, loff_t offset, l
 }
 
 SEC("fexit")
-int BPF_PROG(gmem_fallocate_exit, struct file *file, int mode, loff_t offset, loff_t len, long ret)
+int BPF_PROG(gmem_punch_hole_exit, struct file *file, int mode, loff_t offset, loff_t len, long ret)
 {
 	struct gms_inflight *in = gms_inflight_current();
 
@@ -337,7 +337,7 @@ struct gms_memory_attributes2 {
 };
 
 SEC("fexit")
-int BPF_PROG(gmem_set_attributes_exit, struct file *file, void *argp, long ret)
+int BPF_PROG(gmem_set_attributes, struct file *file, void *argp, long ret)
 {
 	struct gms_memory_attributes2 a = {};
 	struct gms_call_event *e;
@@ -360,7 +360,7 @@ int BPF_PROG(gmem_set_attributes_exit, struct file *file, void *argp, long ret)
  * *error_index), page indexes; attributes 0 means "to shared".
  */
 SEC("fexit")
-int BPF_PROG(gmem_convert_exit, struct file *file, unsigned long start, size_t nr_pages, bool shared,
+int BPF_PROG(gmem_convert, struct file *file, unsigned long start, size_t nr_pages, bool shared,
 	     unsigned long *error_index, int ret)
 {
 	struct gms_call_event *e;
@@ -373,7 +373,7 @@ int BPF_PROG(gmem_convert_exit, struct file *file, unsigned long start, size_t n
 		bpf_probe_read_kernel(&err_index, sizeof(err_index), error_index);
 	e->args.range.start = start;
 	e->args.range.end = start + nr_pages;
-	e->args.range.attributes = shared ? 0 : 1 << 3;	/* KVM_MEMORY_ATTRIBUTE_PRIVATE */
+	e->args.range.attributes = shared ? 0 : GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
 	e->args.range.error_offset = err_index << 12;
 	gms_submit(e);
 	return 0;

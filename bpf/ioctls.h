@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * ioctl numbers gmemscope decodes, as plain constants so that BPF C and
- * C++ share them.  tests/unit/test_abi.cpp recomputes each one with the
+ * The UAPI gmemscope decodes (ioctl numbers, flags, attributes), as plain
+ * constants so that BPF C and C++ share them: every UAPI constant lives here.  tests/unit/test_abi.cpp recomputes each one with the
  * _IO/_IOW/_IOWR macros from the UAPI struct sizes.
  */
 #ifndef GMS_IOCTLS_H
@@ -27,6 +27,12 @@
 #define GMS_IOMMU_IOAS_MAP			0x00003B85u	/* _IO(';', 0x85) */
 #define GMS_IOMMU_IOAS_UNMAP			0x00003B86u	/* _IO(';', 0x86) */
 #define GMS_IOMMU_IOAS_MAP_FILE			0x00003B8Fu	/* _IO(';', 0x8f), 6.13 */
+
+/* Flags and attributes of the KVM UAPI that both sides test. */
+#define GMS_KVM_MEM_GUEST_MEMFD			(1u << 2)	/* memslot flag, 6.8 */
+#define GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE	(1ull << 3)	/* 6.8 */
+#define GMS_GUEST_MEMFD_FLAG_MMAP		(1ull << 0)	/* 6.17 */
+#define GMS_GUEST_MEMFD_FLAG_INIT_SHARED	(1ull << 1)	/* 6.17 */
 
 #define GMS_VFIO_DEVICE_FEATURE_MASK		0xffffu
 #define GMS_VFIO_DEVICE_FEATURE_GET		(1u << 16)

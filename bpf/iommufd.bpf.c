@@ -20,7 +20,7 @@ static __always_inline __u64 gms_read_ulong(unsigned long *p)
 
 /* iopt_map_user_pages(ictx, iopt, *iova, uptr, length, iommu_prot, flags) */
 SEC("fexit")
-int BPF_PROG(iommufd_map_exit, void *ictx, void *iopt, unsigned long *iova, void *uptr,
+int BPF_PROG(iommufd_map, void *ictx, void *iopt, unsigned long *iova, void *uptr,
 	     unsigned long length, int iommu_prot, unsigned int flags, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_MAP, 0, 0, ret);
@@ -37,7 +37,7 @@ int BPF_PROG(iommufd_map_exit, void *ictx, void *iopt, unsigned long *iova, void
 
 /* iopt_map_file_pages(ictx, iopt, *iova, file, start, length, iommu_prot, flags), v6.13+ */
 SEC("fexit")
-int BPF_PROG(iommufd_map_file_exit, void *ictx, void *iopt, unsigned long *iova, struct file *file,
+int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, struct file *file,
 	     unsigned long start, unsigned long length, int iommu_prot, unsigned int flags, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_MAP_FILE, 0, gms_file_ino(file), ret);
@@ -54,7 +54,7 @@ int BPF_PROG(iommufd_map_file_exit, void *ictx, void *iopt, unsigned long *iova,
 
 /* iopt_unmap_iova_range(iopt, start, last, *unmapped): -EBUSY while an access pins it. */
 SEC("fexit")
-int BPF_PROG(iommufd_unmap_exit, void *iopt, unsigned long start, unsigned long last,
+int BPF_PROG(iommufd_unmap, void *iopt, unsigned long start, unsigned long last,
 	     unsigned long *unmapped, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_UNMAP, 0, 0, ret);
@@ -73,7 +73,7 @@ int BPF_PROG(iommufd_unmap_exit, void *iopt, unsigned long start, unsigned long 
  * pfn_reader_user_update_pinned() inside it.
  */
 SEC("fexit")
-int BPF_PROG(iommufd_pin_exit, void *user, struct iopt_pages___local *pages, unsigned long start_index,
+int BPF_PROG(iommufd_pin, void *user, struct iopt_pages___local *pages, unsigned long start_index,
 	     unsigned long last_index, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_PIN, 0, 0, ret);
@@ -88,7 +88,7 @@ int BPF_PROG(iommufd_pin_exit, void *user, struct iopt_pages___local *pages, uns
 
 /* iommufd_access_pin_pages(access, iova, length, out_pages, flags): in-kernel users (mdev). */
 SEC("fexit")
-int BPF_PROG(iommufd_access_pin_exit, void *access, unsigned long iova, unsigned long length,
+int BPF_PROG(iommufd_access_pin, void *access, unsigned long iova, unsigned long length,
 	     void *out_pages, unsigned int flags, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_ACCESS_PIN, 0, 0, ret);

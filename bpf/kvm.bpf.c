@@ -7,7 +7,7 @@
 
 /* kvm_vm_set_mem_attributes(kvm, start, end, attributes): gfns [start, end). */
 SEC("fexit")
-int BPF_PROG(kvm_set_mem_attributes_exit, struct kvm *kvm, gfn_t start, gfn_t end,
+int BPF_PROG(kvm_set_mem_attributes, struct kvm *kvm, gfn_t start, gfn_t end,
 	     unsigned long attributes, int ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_SET_MEM_ATTRIBUTES, (__u64)kvm, 0, ret);
@@ -28,7 +28,7 @@ int BPF_PROG(kvm_set_mem_attributes_exit, struct kvm *kvm, gfn_t start, gfn_t en
  * into it (their out-of-line copies attach and stay silent).
  */
 SEC("fentry")
-int BPF_PROG(kvm_mmu_notifier_invalidate, struct mmu_notifier *mn, const struct mmu_notifier_range *range)
+int BPF_PROG(kvm_mmu_notifier, struct mmu_notifier *mn, const struct mmu_notifier_range *range)
 {
 	struct kvm *kvm = (void *)mn - bpf_core_field_offset(struct kvm, mmu_notifier);
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_MMU_NOTIFIER, (__u64)kvm, 0, 0);
@@ -62,7 +62,7 @@ int kvm_unmap_hva_range(struct trace_event_raw_kvm_unmap_hva_range *ctx)
  * kvm_mmu_invalidate_end(kvm) it is in mmu_invalidate_range_start/end.
  */
 SEC("fentry")
-int BPF_PROG(kvm_mmu_invalidate_begin, struct kvm *kvm)
+int BPF_PROG(kvm_mmu_invalidate, struct kvm *kvm)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_KVM_MMU_INVALIDATE_BEGIN, (__u64)kvm, 0, 0);
 

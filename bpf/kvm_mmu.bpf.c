@@ -25,7 +25,7 @@ struct {
  * kvm_gmem_get_index().
  */
 SEC("tp_btf/kvm_mmu_spte_requested")
-int BPF_PROG(kvm_mmu_spte_requested, struct kvm_page_fault *fault)
+int BPF_PROG(kvm_mmu_fault, struct kvm_page_fault *fault)
 {
 	struct kvm_memory_slot *slot;
 	struct file *gmem;

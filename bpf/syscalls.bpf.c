@@ -227,7 +227,7 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 		gms_veto_decide(file, cmd, (unsigned long)uarg);
 	if (!gms_decode_args(e, op, uarg))
 		e->hdr.flags |= GMS_F_ARGS_UNREAD;
-	if (op == GMS_IOC_SET_MEMORY_REGION2 && (e->args.region.flags & (1u << 2)))
+	if (op == GMS_IOC_SET_MEMORY_REGION2 && (e->args.region.flags & GMS_KVM_MEM_GUEST_MEMFD))
 		e->args.region.gmem_ino = gms_file_ino(gms_fd_file(e->args.region.gmem_fd));
 	return 0;
 }

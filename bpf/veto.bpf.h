@@ -23,7 +23,7 @@
 #include "files.bpf.h"
 #include "ioctls.h"
 
-#define GMS_ATTR_PRIVATE (1ull << 3)	/* KVM_MEMORY_ATTRIBUTE_PRIVATE */
+#define GMS_ATTR_PRIVATE GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE
 #define GMS_RB_DEPTH 48			/* an rbtree of 2^24 memslots is shallower */
 
 static __always_inline struct gms_pin_set *gms_pin_set_of(void *map, void *key, bool create)

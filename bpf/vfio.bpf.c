@@ -31,7 +31,7 @@ static __always_inline void gms_pin_args(struct gms_call_event *e, struct vfio_d
  * calls it until the mapping is pinned.
  */
 SEC("fexit")
-int BPF_PROG(vfio_pin_exit, struct vfio_dma___local *dma, unsigned long vaddr, long npage,
+int BPF_PROG(vfio_pin, struct vfio_dma___local *dma, unsigned long vaddr, long npage,
 	     unsigned long *pfn_base, unsigned long limit, void *batch, long ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_VFIO_PIN, 0, 0, ret);
@@ -47,7 +47,7 @@ int BPF_PROG(vfio_pin_exit, struct vfio_dma___local *dma, unsigned long vaddr, l
 
 /* vfio_unpin_pages_remote(dma, iova, pfn, npage, do_accounting): pages unlocked. */
 SEC("fexit")
-int BPF_PROG(vfio_unpin_exit, struct vfio_dma___local *dma, dma_addr_t iova, unsigned long pfn,
+int BPF_PROG(vfio_unpin, struct vfio_dma___local *dma, dma_addr_t iova, unsigned long pfn,
 	     long npage, bool do_accounting, long ret)
 {
 	struct gms_call_event *e = gms_call_begin(GMS_FN_VFIO_UNPIN, 0, 0, ret);
@@ -66,7 +66,7 @@ int BPF_PROG(vfio_unpin_exit, struct vfio_dma___local *dma, dma_addr_t iova, uns
  * the dma-buf fd.
  */
 SEC("fexit")
-int BPF_PROG(vfio_dma_buf_export_exit, void *vdev, __u32 flags, void *arg, size_t argsz, int ret)
+int BPF_PROG(vfio_dma_buf_export, void *vdev, __u32 flags, void *arg, size_t argsz, int ret)
 {
 	__u64 ino = ret >= 0 ? gms_fd_ino(ret) : 0;
 	struct gms_call_event *e = gms_call_begin(GMS_FN_VFIO_DMA_BUF_EXPORT, 0, ino, ret);

@@ -76,7 +76,7 @@ std::string now_text(const GfnInfo& i)
     if (i.slot.gmem_ino)
         s += fmt::format(", gmem ino {} index {:#x}", i.slot.gmem_ino, i.gmem_index);
     s += i.pfn ? fmt::format(", pfn {:#x}", *i.pfn) : std::string(", no page resident");
-    s += fmt::format(", attributes {:#x} ({})", i.attrs, i.attrs & (1u << 3) ? "private" : "shared");
+    s += fmt::format(", attributes {:#x} ({})", i.attrs, i.attrs & GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE ? "private" : "shared");
     for (const auto& p : i.pins)
         s += fmt::format(", pinned by {} (pid {} {}) at iova {:#x}", to_string(p.space), p.owner.tgid, p.owner.comm,
                          p.iova);

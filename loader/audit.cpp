@@ -37,7 +37,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr uint64_t kAttrPrivate = 1ull << 3;   // KVM_MEMORY_ATTRIBUTE_PRIVATE
+constexpr uint64_t kAttrPrivate = GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
 
 std::string cstr(const char* s, size_t n) { return {s, strnlen(s, n)}; }
 

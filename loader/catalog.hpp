@@ -1,6 +1,10 @@
-// Every hook gmemscope knows, one table: the kernel symbols (with their
-// aliases across releases), the mechanisms that can observe it in order
-// of preference, and the BPF programs that implement each mechanism.
+// Every hook gmemscope knows, one table, one row a hook: the kernel
+// symbols (with their aliases across releases), the mechanisms that can
+// observe it in order of preference and the BPF programs of each, the
+// gms_fn id of its call records, the records that show it fired, and the
+// built-in workload's steps that make it fire. Everything else (names
+// of call records, the self-test's evidence and triggers, which programs
+// load) derives from the row: adding a hook is its row and its program.
 #pragma once
 
 #include <map>
@@ -16,6 +20,8 @@
 
 namespace gms {
 
+struct Event;
+
 enum class Mech { fentry, fexit, tp_btf, tracepoint, syscall };
 std::string_view mech_name(Mech m);
 
@@ -26,10 +32,31 @@ struct Mechanism {
     // syscall: "ioctl KVM_..." etc.
     std::string_view target;
     // Programs in the BPF object that implement it; none means this
-    // build has no program for it yet and it is never chosen.
+    // build has no program for it yet and it is never chosen. A program
+    // that serves one hook is named after it ("gmem.bind" -> gmem_bind,
+    // or gmem_punch_hole_entry/_exit for a pair); one that serves several
+    // (the syscall tier, a shared tracepoint) after what it attaches to.
     std::vector<std::string_view> programs;
     // syscall: the tracepoints it needs, "syscalls/sys_enter_ioctl".
     std::vector<std::string_view> tracepoints = {};
+};
+
+// A record that shows a hook fired: its type (GMS_EV_*), for an ioctl
+// record its op (GMS_IOC_*), for a call record its fn (GMS_FN_*), and a
+// further condition where one record type serves several hooks.
+struct Seen {
+    uint16_t type;
+    uint32_t code = 0;
+    bool (*when)(const Event&) = nullptr;
+};
+
+// The built-in workload's steps that should make the hook fire, per tier
+// (loader/selftest.cpp runs them): a step name means it must have
+// succeeded, "?name" only that it was tried (a syscall-tier hook sees the
+// ioctl whatever the answer); "" means the workload has no trigger.
+struct Trigger {
+    std::string_view precise;
+    std::string_view portable;
 };
 
 struct Hook {
@@ -41,9 +68,19 @@ struct Hook {
     // Not traced unless asked for (--hooks): its information is in
     // another hook's records and it costs per event.
     bool opt_in = false;
+    // enum gms_fn of the call records its programs send (0: none). A call
+    // record flagged GMS_F_KFUNC came from the precise tier.
+    uint16_t fn = 0;
+    std::vector<Seen> seen = {};   // records besides its call records that show it fired
+    Trigger trigger = {};
 };
 
 std::span<const Hook> catalog();
+const Hook* find_hook(std::string_view name);
+// The hook whose call records carry `fn`; nullptr if none.
+const Hook* hook_of_fn(uint32_t fn);
+// The hooks `ev` shows firing, each with whether it came from the precise tier.
+std::vector<std::pair<const Hook*, bool>> evidence(const Event& ev);
 
 struct MechStatus {
     const Mechanism* mech;

@@ -11,7 +11,7 @@ namespace gms {
 namespace {
 
 constexpr uint64_t kPageShift = 12;
-constexpr uint64_t kAttrPrivate = 1ull << 3;   // KVM_MEMORY_ATTRIBUTE_PRIVATE
+constexpr uint64_t kAttrPrivate = GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
 constexpr size_t kMaxFailures = 10000;
 constexpr size_t kMaxPastSlots = 64;
 constexpr size_t kMaxTimeline = 100000;

@@ -1,5 +1,7 @@
 #include "loader/events.hpp"
 
+#include "loader/catalog.hpp"
+
 #include <cstring>
 
 #include <fmt/format.h>
@@ -160,34 +162,8 @@ std::string_view fd_kind_name(uint32_t kind)
 
 std::string_view fn_name(uint32_t fn)
 {
-    switch (fn) {
-    case GMS_FN_GMEM_CREATE: return "gmem.create";
-    case GMS_FN_GMEM_BIND: return "gmem.bind";
-    case GMS_FN_GMEM_UNBIND: return "gmem.unbind";
-    case GMS_FN_GMEM_GET_PFN: return "gmem.get_pfn";
-    case GMS_FN_GMEM_POPULATE: return "gmem.populate";
-    case GMS_FN_GMEM_INVALIDATE: return "gmem.invalidate";
-    case GMS_FN_GMEM_RELEASE: return "gmem.release";
-    case GMS_FN_GMEM_ERROR_FOLIO: return "gmem.error_folio";
-    case GMS_FN_GMEM_SET_ATTRIBUTES: return "gmem.set_attributes";
-    case GMS_FN_GMEM_CONVERT: return "gmem.convert";
-    case GMS_FN_KVM_SET_MEM_ATTRIBUTES: return "kvm.set_mem_attributes";
-    case GMS_FN_KVM_MMU_INVALIDATE_BEGIN: return "kvm.mmu_invalidate";
-    case GMS_FN_KVM_MMU_INVALIDATE_END: return "kvm.mmu_invalidate_end";
-    case GMS_FN_VFIO_PIN: return "vfio.pin";
-    case GMS_FN_VFIO_UNPIN: return "vfio.unpin";
-    case GMS_FN_IOMMUFD_MAP: return "iommufd.map";
-    case GMS_FN_IOMMUFD_MAP_FILE: return "iommufd.map_file";
-    case GMS_FN_IOMMUFD_UNMAP: return "iommufd.unmap";
-    case GMS_FN_IOMMUFD_PIN: return "iommufd.pin";
-    case GMS_FN_IOMMUFD_ACCESS_PIN: return "iommufd.access_pin";
-    case GMS_FN_VFIO_DMA_BUF_EXPORT: return "vfio.dma_buf_export";
-    case GMS_FN_VFIO_DMA_BUF_MOVE: return "vfio.dma_buf_move";
-    case GMS_FN_DMA_BUF_EXPORT: return "dmabuf.export";
-    case GMS_FN_DMA_BUF_MOVE_NOTIFY: return "dmabuf.move_notify";
-    case GMS_FN_KVM_MMU_NOTIFIER: return "kvm.mmu_notifier";
-    }
-    return "unknown";
+    const Hook* h = hook_of_fn(fn);
+    return h ? h->name : "unknown";
 }
 
 std::string_view pin_kind_name(uint32_t kind)

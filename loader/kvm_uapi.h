@@ -43,14 +43,14 @@ inline constexpr unsigned long kvm_x86_sw_protected_vm = 1;
 inline constexpr __u32 kvm_exit_memory_fault = 39;
 
 // kvm_userspace_memory_region2::flags
-inline constexpr __u32 kvm_mem_guest_memfd = 1u << 2;
+inline constexpr __u32 kvm_mem_guest_memfd = GMS_KVM_MEM_GUEST_MEMFD;
 
 // kvm_create_guest_memfd::flags. Without MMAP the memslot is not
 // "gmem-only": faults are served from userspace_addr instead of gmem.
-inline constexpr __u64 guest_memfd_flag_mmap = 1ull << 0;
-inline constexpr __u64 guest_memfd_flag_init_shared = 1ull << 1;
+inline constexpr __u64 guest_memfd_flag_mmap = GMS_GUEST_MEMFD_FLAG_MMAP;
+inline constexpr __u64 guest_memfd_flag_init_shared = GMS_GUEST_MEMFD_FLAG_INIT_SHARED;
 
-inline constexpr __u64 kvm_memory_attribute_private = 1ull << 3;
+inline constexpr __u64 kvm_memory_attribute_private = GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
 
 struct kvm_create_guest_memfd {
     __u64 size;

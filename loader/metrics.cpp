@@ -85,9 +85,9 @@ void DaemonMetrics::add(const Event& ev)
     case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
     case GMS_IOC_GMEM_CONVERT_SHARED:
     case GMS_IOC_GMEM_CONVERT_PRIVATE: {
-        // KVM_MEMORY_ATTRIBUTE_PRIVATE is bit 3; the convert ioctls say it in their name.
+        // The convert ioctls say the direction in their name.
         bool to_private = e->op == GMS_IOC_GMEM_CONVERT_PRIVATE ||
-                          (e->op != GMS_IOC_GMEM_CONVERT_SHARED && (e->args.attrs.attributes & (1ull << 3)));
+                          (e->op != GMS_IOC_GMEM_CONVERT_SHARED && (e->args.attrs.attributes & GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE));
         conversions_[{std::string(ioctl_op_name(e->op)), to_private ? "private" : "shared", err}]++;
         break;
     }

@@ -202,7 +202,7 @@ std::string report_text(const Engine& engine)
                                state_of(r));
         }
         v.attrs.for_each([&](uint64_t s, uint64_t e, uint64_t a) {
-            out += fmt::format("  gfn [{:#x}, {:#x}) attributes {:#x}{}\n", s, e, a, a & (1u << 3) ? " (private)" : "");
+            out += fmt::format("  gfn [{:#x}, {:#x}) attributes {:#x}{}\n", s, e, a, a & GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE ? " (private)" : "");
         });
         for (const auto& [ino, g] : engine.gmem_files()) {
             if (g.vm != id)

@@ -20,57 +20,6 @@ using Steps = std::map<std::string, int, std::less<>>;
 
 bool precise(Mech m) { return m == Mech::fentry || m == Mech::fexit; }
 
-// The hooks an event is evidence of, and whether it came from the precise tier.
-std::vector<std::pair<std::string_view, bool>> evidence(const Event& ev)
-{
-    const gms_hdr& h = ev.hdr();
-    switch (h.type) {
-    case GMS_EV_CALL: {
-        const auto& c = std::get<gms_call_event>(ev.rec);
-        bool kfunc = (h.flags & GMS_F_KFUNC) != 0;
-        // kvm:kvm_unmap_hva_range also stands for kvm.mmu_invalidate's portable tier
-        if (c.fn == GMS_FN_KVM_MMU_NOTIFIER && !kfunc)
-            return {{"kvm.mmu_notifier", false}, {"kvm.mmu_invalidate", false}};
-        return {{fn_name(c.fn), kfunc}};
-    }
-    case GMS_EV_FALLOCATE: return {{"gmem.punch_hole", (h.flags & GMS_F_KFUNC) != 0}};
-    case GMS_EV_GMEM_CLOSE: return {{"gmem.release", false}};
-    case GMS_EV_FAULT:   // a gmem page added during the fault is folded into its record
-        if (h.flags & GMS_FAULT_ALLOCATED)
-            return {{"kvm_mmu.fault", false}, {"gmem.pagecache_add", false}};
-        return {{"kvm_mmu.fault", false}};
-    case GMS_EV_SET_SPTE: return {{"kvm_mmu.set_spte", false}};
-    case GMS_EV_PAGECACHE_ADD: return {{"gmem.pagecache_add", false}};
-    case GMS_EV_PAGECACHE_DEL: return {{"gmem.invalidate", false}};
-    case GMS_EV_ZAP_ALL_FAST: return {{"kvm_mmu.zap_all_fast", false}};
-    case GMS_EV_ZAP_PAGE: return {{"kvm_mmu.prepare_zap_page", false}};
-    case GMS_EV_TDP_SPTE: return {{"kvm_mmu.tdp_spte_changed", false}};
-    case GMS_EV_IOMMU_MAP: return {{"iommu.map", false}};
-    case GMS_EV_IOMMU_UNMAP: return {{"iommu.unmap", false}};
-    case GMS_EV_IOCTL: break;
-    default: return {};
-    }
-    const auto& e = std::get<gms_ioctl_event>(ev.rec);
-    switch (e.op) {
-    case GMS_IOC_CREATE_VM: return {{"kvm.create_vm", false}};
-    case GMS_IOC_CREATE_GUEST_MEMFD: return {{"gmem.create", false}};
-    case GMS_IOC_SET_MEMORY_REGION: return {{"kvm.set_memory_region", false}};
-    case GMS_IOC_SET_MEMORY_REGION2:
-        return {{"kvm.set_memory_region", false}, {e.args.region.size ? "gmem.bind" : "gmem.unbind", false}};
-    case GMS_IOC_SET_MEMORY_ATTRIBUTES: return {{"kvm.set_mem_attributes", false}};
-    case GMS_IOC_SET_MEMORY_ATTRIBUTES2: return {{"gmem.set_attributes", false}};
-    case GMS_IOC_GMEM_CONVERT_SHARED:
-    case GMS_IOC_GMEM_CONVERT_PRIVATE: return {{"gmem.convert", false}};
-    case GMS_IOC_VFIO_MAP_DMA: return {{"vfio.pin", false}};
-    case GMS_IOC_VFIO_UNMAP_DMA: return {{"vfio.unpin", false}};
-    case GMS_IOC_IOAS_MAP: return {{"iommufd.map", false}};
-    case GMS_IOC_IOAS_MAP_FILE: return {{"iommufd.map_file", false}};
-    case GMS_IOC_IOAS_UNMAP: return {{"iommufd.unmap", false}};
-    case GMS_IOC_VFIO_DMA_BUF: return {{"vfio.dma_buf_export", false}};
-    }
-    return {};
-}
-
 std::string read_line(const std::string& path)
 {
     std::ifstream in(path);
@@ -89,62 +38,10 @@ bool tdp_mmu()
     return two_dim && read_line("/sys/module/kvm/parameters/tdp_mmu") == "Y";
 }
 
-// The step that should fire a hook through a mechanism of this tier: a
-// name means the step must have succeeded, "?name" only that it was tried
-// (a syscall-tier hook sees the ioctl whatever the answer).
-struct Trigger {
-    std::string_view hook;
-    std::string_view precise;
-    std::string_view portable;
-};
-
-const std::vector<Trigger>& triggers()
-{
-    static const std::vector<Trigger> t = {
-        {"gmem.create", "gmem_create", "gmem_create"},
-        {"gmem.bind", "gmem_bind", "gmem_bind"},
-        {"gmem.unbind", "gmem_unbind", "gmem_unbind"},
-        {"gmem.get_pfn", "gmem_fault", ""},
-        {"gmem.invalidate", "gmem_punch", "gmem_punch_resident"},
-        {"gmem.pagecache_add", "", "gmem_fault"},
-        {"gmem.punch_hole", "gmem_punch", "gmem_punch"},
-        {"gmem.release", "gmem_close", "gmem_close"},
-        {"gmem.error_folio", "gmem_hwpoison", ""},
-        {"gmem.set_attributes", "gmem_attributes2", "?gmem_attributes2"},
-        {"gmem.convert", "gmem_convert", "?gmem_convert"},
-        {"kvm.create_vm", "", "vm_create"},
-        {"kvm.set_memory_region", "", "vm_create"},
-        {"kvm.set_mem_attributes", "vm_attributes", "?vm_attributes"},
-        {"kvm.mmu_notifier", "madvise_dontneed", "madvise_dontneed"},
-        // The MMU notifier opens and closes the window; 6.12 inlines
-        // kvm_mmu_invalidate_begin there, so its fentry attaches and stays silent.
-        {"kvm.mmu_invalidate", "madvise_dontneed", "madvise_dontneed"},
-        {"kvm.mmu_invalidate_end", "madvise_dontneed", ""},
-        {"kvm_mmu.fault", "", "touch"},
-        {"kvm_mmu.set_spte", "", "touch_shadow"},
-        {"kvm_mmu.zap_all_fast", "", "slot_delete"},
-        {"kvm_mmu.prepare_zap_page", "", "slot_delete_shadow"},
-        {"kvm_mmu.tdp_spte_changed", "", "touch_tdp"},
-        {"vfio.pin", "vfio_map", "vfio_map"},
-        {"vfio.unpin", "vfio_unmap", "vfio_unmap"},
-        {"iommu.map", "", "vfio_map"},
-        {"iommu.unmap", "", "vfio_unmap"},
-        {"dmabuf.export", "udmabuf_create", ""},
-        // iommufd through the edu device's cdev (private scenario).
-        {"iommufd.map", "iommufd_map", "iommufd_map"},
-        {"iommufd.map_file", "iommufd_map_file", "iommufd_map_file"},
-        {"iommufd.unmap", "iommufd_unmap", "iommufd_unmap"},
-        {"iommufd.pin", "iommufd_map", ""},
-    };
-    return t;
-}
-
 std::string_view trigger_step(std::string_view hook, bool is_precise)
 {
-    for (const auto& t : triggers())
-        if (t.hook == hook)
-            return is_precise ? t.precise : t.portable;
-    return "";
+    const Hook* h = find_hook(hook);
+    return !h ? "" : is_precise ? h->trigger.precise : h->trigger.portable;
 }
 
 // "" if the step ran as the trigger needs, else why not.
@@ -240,9 +137,9 @@ Round run_round(const Features& f, const Refused& refused, std::vector<std::stri
             chosen_precise[std::string(h.hook->name)] = precise(h.mechs[h.chosen].mech->kind);
     t.consume([&](const Event& ev) {
         for (auto [hook, is_precise] : evidence(ev)) {
-            auto it = chosen_precise.find(hook);
+            auto it = chosen_precise.find(hook->name);
             if (it != chosen_precise.end() && it->second == is_precise)
-                r.fired[std::string(hook)]++;
+                r.fired[std::string(hook->name)]++;
         }
     });
     return r;

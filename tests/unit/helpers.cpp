@@ -25,22 +25,28 @@ namespace gms::test {
 std::string binary() { return GMS_BINARY; }
 std::string source_dir() { return GMS_SOURCE_DIR; }
 
-std::string why_no_root()
+bool in_ci()
 {
-    return geteuid() == 0 ? "" : "needs root (BPF)";
+    const char* ci = getenv("CI");
+    return ci && *ci && std::string_view(ci) != "false" && std::string_view(ci) != "0";
 }
 
-std::string why_no_live()
+Why why_no_root()
+{
+    return needed(geteuid() == 0 ? "" : "needs root (BPF)");
+}
+
+Why why_no_live()
 {
     if (geteuid() != 0)
-        return "needs root (BPF and /dev/kvm)";
+        return needed("needs root (BPF and /dev/kvm)");
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm < 0)
-        return std::string("cannot open /dev/kvm: ") + strerror(errno);
+        return needed(std::string("cannot open /dev/kvm: ") + strerror(errno));
     int vm = ioctl(kvm, KVM_CREATE_VM, 0);
     close(kvm);
     if (vm < 0)
-        return std::string("KVM_CREATE_VM: ") + strerror(errno);
+        return needed(std::string("KVM_CREATE_VM: ") + strerror(errno));
     // KVM_CAP_GUEST_MEMFD_FLAGS: the workload's gmem-only memslots need
     // GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED.
     int flags = ioctl(vm, KVM_CHECK_EXTENSION, 244);
@@ -150,12 +156,13 @@ void require_valid(const std::string& lines, const std::string& expect)
     REQUIRE(v.exit_code == 0);
 }
 
-const std::string& why_no_validator()
+const Why& why_no_validator()
 {
-    static const std::string why = [] {
+    static const Why why = [] {
         auto r = run({"/usr/bin/python3", "-c", "from jsonschema import Draft202012Validator"});
-        return r.exit_code == 0 ? std::string()
-                                : "no /usr/bin/python3 with jsonschema (apt-get install python3-jsonschema): " + r.err;
+        return needed(r.exit_code == 0 ? std::string()
+                                       : "no /usr/bin/python3 with jsonschema (apt-get install python3-jsonschema): " +
+                                             r.err);
     }();
     return why;
 }

@@ -1,5 +1,4 @@
-// What the tests share: running the real binary, and the skip rule for
-// tests that need root and /dev/kvm (in CI nothing skips).
+// What the tests share: running the real binary, and the one skip idiom.
 #pragma once
 
 #include <sys/types.h>
@@ -10,6 +9,27 @@
 
 namespace gms::test {
 
+// Why a test cannot run here; empty when it can. `ci_must_run`: every lane
+// that runs the test in CI provides what it lacks (root, /dev/kvm, the
+// JSON validator on the host), so under CI=true its absence fails the
+// test. Otherwise what it needs belongs to another lane (a kernel that
+// loads fentry or the BPF LSM, the host lane's exact answers), and the
+// test is skipped in CI too. A plain string is the second kind.
+struct Why {
+    std::string reason;
+    bool ci_must_run = false;
+
+    Why() = default;
+    Why(std::string r, bool must = false) : reason(std::move(r)), ci_must_run(must) {}
+    Why(const char* r) : reason(r) {}
+    bool empty() const { return reason.empty(); }
+    operator const std::string&() const { return reason; }
+};
+// What a lane that runs the test must provide (see Why).
+inline Why needed(std::string reason) { return reason.empty() ? Why() : Why(std::move(reason), true); }
+// CI=true (and not "false"/"0"): skips of what CI must provide fail.
+bool in_ci();
+
 struct Run {
     int exit_code = -1;
     std::string out, err;
@@ -19,11 +39,11 @@ struct Run {
 Run run(const std::vector<std::string>& argv);
 std::string binary();   // build/gmemscope
 std::string source_dir();
-// "" when BPF is usable here (root), else why not.
-std::string why_no_root();
+// Empty when BPF is usable here (root), else why not.
+Why why_no_root();
 // "" when BPF and the built-in workload's guests are usable here: root,
 // /dev/kvm, and guest_memfd with MMAP|INIT_SHARED (cap 244, since 6.17).
-std::string why_no_live();
+Why why_no_live();
 // "" when the precise tier can be tested here: root, /dev/kvm, and a
 // kernel that loads fentry/fexit programs (the VM lane, tests/vm/).
 std::string why_no_precise();
@@ -54,7 +74,7 @@ Run validate(const std::string& lines, const std::vector<std::string>& args = {}
 void require_valid(const std::string& lines, const std::string& expect);
 // "" when tests/validate_json.py can run here (Debian's python3-jsonschema),
 // else why not: the VM lane's initramfs, for one, has no Python.
-const std::string& why_no_validator();
+const Why& why_no_validator();
 
 // A command running in the background, its stdout and stderr collected;
 // killed (SIGKILL) and reaped at scope exit if still running.
@@ -81,14 +101,19 @@ private:
 
 }  // namespace gms::test
 
-// Skips the test when `why` names a reason, and says it.
-#define GMS_SKIP_IF(why)                           \
-    do {                                                     \
-        std::string why_ = (why);                            \
-        if (!why_.empty()) {                                 \
-            WARN("SKIPPED: " << why_);                       \
-            return;                                          \
-        }                                                    \
+// The one skip idiom: when `why` (a gms::test::Why or a string) names a
+// reason, the test says "SKIPPED: <reason>" and returns. CTest reports it
+// as skipped (SKIP_REGULAR_EXPRESSION in CMakeLists.txt), the VM lane's
+// init.sh as SKIP. Under CI=true a reason CI must not have fails instead.
+#define GMS_SKIP_IF(why)                                                             \
+    do {                                                                             \
+        const gms::test::Why why_ = (why);                                           \
+        if (!why_.empty()) {                                                         \
+            if (why_.ci_must_run && gms::test::in_ci())                              \
+                FAIL("CI must run this test, but it cannot run: " << why_.reason);   \
+            WARN("SKIPPED: " << why_.reason);                                        \
+            return;                                                                  \
+        }                                                                            \
     } while (0)
 
 #define GMS_REQUIRE_ROOT() GMS_SKIP_IF(gms::test::why_no_root())

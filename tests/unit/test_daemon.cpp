@@ -99,10 +99,10 @@ double sum_of(const std::map<std::string, double>& m, const std::string& prefix,
     return s;
 }
 
-std::string why_no_parser()
+gms::test::Why why_no_parser()
 {
     auto r = run({"/usr/bin/python3", "-c", "import prometheus_client.openmetrics.parser"});
-    return r.exit_code == 0 ? "" : "no python3-prometheus-client (apt-get install python3-prometheus-client)";
+    return gms::test::needed(r.exit_code == 0 ? "" : "no python3-prometheus-client (apt-get install python3-prometheus-client)");
 }
 
 void write_config(const std::string& path, const std::string& textfile, uint16_t port)

@@ -102,10 +102,9 @@ TEST_CASE("enforce refuses where the BPF LSM cannot run, and --status reports no
 {
     GMS_REQUIRE_ROOT();
     auto f = gms::Features::probe();
-    if (f.loads(gms::ProgKind::lsm) && f.bpf_lsm_active()) {
-        WARN("SKIPPED: this kernel runs the BPF LSM (the VM lane tests enforcement)");
-        return;
-    }
+    GMS_SKIP_IF(f.loads(gms::ProgKind::lsm) && f.bpf_lsm_active()
+                    ? "this kernel runs the BPF LSM (the VM lane tests enforcement)"
+                    : "");
     auto r = gmemscope({"enforce", "-d", "1"});
     CHECK(r.exit_code == 4);
     CHECK_THAT(r.err, Catch::Contains("cannot veto conversions on this kernel, so nothing is enforced"));

@@ -54,10 +54,7 @@ TEST_CASE("on the host lane: portable tier loads, precise tier and LSM are refus
           "[features][live]")
 {
     GMS_REQUIRE_ROOT();
-    if (!host_lane()) {
-        WARN("SKIPPED: exact answers are those of the host lane kernel (6.18 PVM guest)");
-        return;
-    }
+    GMS_SKIP_IF(host_lane() ? "" : "exact answers are those of the host lane kernel (6.18 PVM guest)");
     auto f = gms::Features::probe();
     CHECK(f.loads(gms::ProgKind::tracepoint));
     CHECK(f.loads(gms::ProgKind::tp_btf));

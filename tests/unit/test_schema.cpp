@@ -75,13 +75,6 @@ json good_fault()
         "vm":"0xffff888100da9000","write":true})");
 }
 
-#define SKIP_UNLESS_ROOT()                                   \
-    do {                                                     \
-        if (geteuid() != 0) {                                \
-            WARN("SKIPPED: needs root (BPF programs)");      \
-            return;                                          \
-        }                                                    \
-    } while (0)
 
 }  // namespace
 
@@ -192,7 +185,7 @@ TEST_CASE("errors under --json are error documents", "[schema]")
 TEST_CASE("hooks --json is a hooks document", "[schema]")
 {
     SKIP_WITHOUT_VALIDATOR();
-    SKIP_UNLESS_ROOT();
+    GMS_REQUIRE_ROOT();
     for (const auto& argv : std::vector<std::vector<std::string>>{{binary(), "--json", "hooks"},
                                                                   {binary(), "hooks", "--json"}}) {
         auto r = run(argv);
@@ -205,7 +198,7 @@ TEST_CASE("hooks --json is a hooks document", "[schema]")
     }
 }
 
-TEST_CASE("hooks --selftest --json is a selftest document; on the host lane the portable tier fires", "[schema]")
+TEST_CASE("hooks --selftest --json is a selftest document, and on the host lane the portable tier fires", "[schema]")
 {
     SKIP_WITHOUT_VALIDATOR();
     GMS_REQUIRE_LIVE();

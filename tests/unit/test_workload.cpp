@@ -16,7 +16,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -27,22 +26,6 @@ namespace {
 using namespace gms::workload;
 using Catch::Matchers::Contains;
 
-// The reason KVM tests cannot run here, or nullopt when they can.
-std::optional<std::string> kvm_unavailable()
-{
-    std::string why = gms::test::why_no_live();
-    if (why.empty())
-        return std::nullopt;
-    return why;
-}
-
-#define SKIP_WITHOUT_KVM()                          \
-    do {                                            \
-        if (auto why = kvm_unavailable()) {         \
-            WARN("SKIPPED: " << *why);              \
-            return;                                 \
-        }                                           \
-    } while (0)
 
 // Page-cache residency of gmem pages, read with mincore() on the host's
 // MAP_SHARED mapping of the gmem fd: it reports the file's page cache,
@@ -127,7 +110,7 @@ Scenario scenario(const std::string& name, std::vector<std::string> settings)
 
 TEST_CASE("KVM advertises guest_memfd with MMAP and INIT_SHARED", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     INFO("KVM_CAP_MEMORY_ATTRIBUTES = "
          << vm.check_extension(gms::uapi::kvm_cap_memory_attributes));
@@ -140,7 +123,7 @@ TEST_CASE("KVM advertises guest_memfd with MMAP and INIT_SHARED", "[workload][kv
 
 TEST_CASE("Vm creates a VM, a vCPU and a gmem file the kernel names", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     VmConfig config;
     config.gmem_size_bytes = 4ull << 20;
     config.slot_pages = 256;
@@ -168,7 +151,7 @@ TEST_CASE("Vm creates a VM, a vCPU and a gmem file the kernel names", "[workload
 
 TEST_CASE("touch faults exactly the pages the guest wrote into gmem", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     CHECK(resident(vm, 0, 16) == pattern(16, 0, 0));
 
@@ -181,7 +164,7 @@ TEST_CASE("touch faults exactly the pages the guest wrote into gmem", "[workload
 
 TEST_CASE("touch honours the gmem offset of the slot", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     VmConfig config;
     config.gmem_size_bytes = 4ull << 20;
     config.slot_pages = 64;
@@ -197,7 +180,7 @@ TEST_CASE("touch honours the gmem offset of the slot", "[workload][kvm]")
 
 TEST_CASE("punch frees faulted gmem pages and touch brings them back", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     vm.touch(0, 8);
     REQUIRE(resident(vm, 0, 8) == pattern(8, 0, 8));
@@ -217,7 +200,7 @@ TEST_CASE("punch frees faulted gmem pages and touch brings them back", "[workloa
 
 TEST_CASE("punch returns the kernel's errno", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     // kvm_gmem_fallocate() rejects ranges that are not page aligned.
     CHECK(vm.punch(1, page_bytes) == -EINVAL);
@@ -228,7 +211,7 @@ TEST_CASE("punch returns the kernel's errno", "[workload][kvm]")
 TEST_CASE("deleting the memslot keeps gmem pages, and the guest then exits to MMIO",
           "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     vm.touch(0, 4);
 
@@ -251,7 +234,7 @@ TEST_CASE("deleting the memslot keeps gmem pages, and the guest then exits to MM
 
 TEST_CASE("bind_slot rebinds the memslot at another gmem offset", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     VmConfig config;
     config.gmem_size_bytes = 4ull << 20;
     config.slot_pages = 16;
@@ -271,7 +254,7 @@ TEST_CASE("bind_slot rebinds the memslot at another gmem offset", "[workload][kv
 
 TEST_CASE("close_gmem deletes the slot and closes the gmem fd", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     vm.touch(0, 4);
     int old_fd = vm.gmem_fd();
@@ -289,7 +272,7 @@ TEST_CASE("close_gmem deletes the slot and closes the gmem fd", "[workload][kvm]
 
 TEST_CASE("set-up failures throw system_error naming the ioctl", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     SECTION("gmem of size 0")
     {
         VmConfig config;
@@ -319,7 +302,7 @@ TEST_CASE("set-up failures throw system_error naming the ioctl", "[workload][kvm
 
 TEST_CASE("convert reports the kernel's answer for each conversion kind", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm vm;
     vm.touch(0, 4);
     const std::uint64_t size_bytes = 4 * page_bytes;
@@ -346,7 +329,7 @@ TEST_CASE("convert reports the kernel's answer for each conversion kind", "[work
 
 TEST_CASE("a Vm moves with its fds", "[workload][kvm]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Vm a;
     int vm_fd = a.vm_fd();
     Vm b(std::move(a));
@@ -360,7 +343,7 @@ TEST_CASE("a Vm moves with its fds", "[workload][kvm]")
 
 TEST_CASE("scenario fault touches its pages", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     std::ostringstream log;
     Result r = run(scenario("fault", {"pages=16"}), &log);
     CHECK(r.kind == ScenarioKind::fault);
@@ -373,7 +356,7 @@ TEST_CASE("scenario fault touches its pages", "[workload][kvm][scenario]")
 
 TEST_CASE("scenario punch-storm punches faulted pages", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     SECTION("one thread, by count")
     {
         Result r = run(scenario("punch-storm", {"count=256", "range_pages=64"}));
@@ -411,7 +394,7 @@ TEST_CASE("scenario punch-storm punches faulted pages", "[workload][kvm][scenari
 
 TEST_CASE("scenario punch-empty never enters the guest", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Result r = run(scenario("punch-empty", {"count=1000"}));
     CHECK(r.punches == 1000);
     CHECK(r.pages_touched == 0);
@@ -420,7 +403,7 @@ TEST_CASE("scenario punch-empty never enters the guest", "[workload][kvm][scenar
 
 TEST_CASE("scenario rebind runs its sequence in order", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     std::ostringstream log;
     Result r = run(scenario("rebind", {"pages=8", "punch_pages=3", "rebind_offset=1M"}), &log);
     CHECK(r.punches == 3);
@@ -442,7 +425,7 @@ TEST_CASE("scenario rebind runs its sequence in order", "[workload][kvm][scenari
 
 TEST_CASE("scenario churn rebinds in a loop", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     Result r = run(scenario("churn", {"count=10", "vms=2", "pages=4"}));
     CHECK(r.rebinds == 10);
     CHECK(r.pages_touched == 40);
@@ -450,7 +433,7 @@ TEST_CASE("scenario churn rebinds in a loop", "[workload][kvm][scenario]")
 
 TEST_CASE("scenario convert tries every kind both ways", "[workload][kvm][scenario]")
 {
-    SKIP_WITHOUT_KVM();
+    GMS_REQUIRE_LIVE();
     std::ostringstream log;
     Result r = run(scenario("convert", {"pages=4"}), &log);
     REQUIRE(r.conversions.size() == 6);
