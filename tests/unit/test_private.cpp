@@ -3,10 +3,15 @@
 // (tests/vm/build-kernel.sh). Elsewhere these tests skip and say why,
 // except the one that checks the scenario's refusal on kernels without
 // private memory.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
+#include "loader/features.hpp"
 #include "loader/workload.h"
 
 namespace {
@@ -97,4 +103,103 @@ TEST_CASE("hooks --selftest on a kernel with private memory and iommufd: the gme
         INFO(h);
         CHECK(verdict[h] == "fired");
     }
+}
+
+namespace {
+
+int step_error(const Result& r, const std::string& name)
+{
+    auto it = std::find_if(r.steps.begin(), r.steps.end(), [&](const auto& s) { return s.name == name; });
+    REQUIRE(it != r.steps.end());
+    return it->error;
+}
+
+std::string why_no_private_lsm()
+{
+    std::string why = gms::test::why_no_private();
+    if (!why.empty())
+        return why;
+    auto f = gms::Features::probe();
+    if (!f.bpf_lsm_active() || !f.loads(gms::ProgKind::lsm))
+        return "the BPF LSM cannot run here (" + f.load(gms::ProgKind::lsm).detail + ")";
+    return "";
+}
+
+// The private scenario run while `gmemscope --json enforce [args]` runs;
+// its veto records (one JSON object each).
+std::vector<nlohmann::json> under_enforce(const std::vector<std::string>& args, Result& r)
+{
+    std::vector<std::string> argv = {gms::test::binary(), "--json", "enforce"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    gms::test::Background enforce(argv);
+    REQUIRE(enforce.wait_for_stderr(args.empty() ? "enforcing (" : "audit (", std::chrono::seconds(60)));
+    r = run_private({"poison=0"});
+    auto out = enforce.stop(SIGINT);
+    INFO(out.err);
+    CHECK(out.exit_code == 0);
+    std::vector<nlohmann::json> vetoes;
+    std::istringstream lines(out.out);
+    for (std::string line; std::getline(lines, line);)
+        if (auto j = nlohmann::json::parse(line); j.contains("mode"))
+            vetoes.push_back(j);
+    return vetoes;
+}
+
+// Each veto record names the private range, the mapping it hit (kind,
+// vaddr, iova) and this process.
+void check_vetoes(const std::vector<nlohmann::json>& vetoes, const Result& r, const std::string& mode)
+{
+    REQUIRE(vetoes.size() == 2);
+    const char* kinds[] = {"vfio", "iommufd"};
+    for (size_t i = 0; i < 2; i++) {
+        const auto& v = vetoes[i];
+        INFO(v.dump());
+        CHECK(v["mode"] == mode);
+        CHECK(v["vetoed"] == (mode == "enforce"));
+        CHECK(v["first"] == "0x40000");
+        CHECK(v["end"] == "0x40008");
+        CHECK(v["hit_first_gfn"] == "0x40000");
+        CHECK(v["hit_end_gfn"] == "0x40008");
+        CHECK(v["pin"]["kind"] == kinds[i]);
+        CHECK(v["pin"]["tgid"] == getpid());
+        CHECK(v["pin"]["iova"] == "0x100000");
+        char vaddr[32];
+        std::snprintf(vaddr, sizeof(vaddr), "%#llx", static_cast<unsigned long long>(r.buffer_vaddr));
+        CHECK(v["pin"]["vaddr"] == vaddr);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("enforce: converting to private a range whose shared backing is DMA-mapped fails with EBUSY through "
+          "VFIO type1 and through iommufd, and succeeds after the unmap",
+          "[private][enforce]")
+{
+    GMS_SKIP_IF(why_no_private_lsm());
+    Result r;
+    auto vetoes = under_enforce({}, r);
+    CHECK(step_error(r, "to_private") == 0);
+    CHECK(step_error(r, "to_private_vfio_mapped") == EBUSY);
+    CHECK(step_error(r, "to_private_after_vfio_unmap") == 0);
+    CHECK(step_error(r, "to_private_iommufd_mapped") == EBUSY);
+    CHECK(step_error(r, "to_private_after_iommufd_unmap") == 0);
+    for (const auto& s : r.steps)
+        if (s.name != "to_private_vfio_mapped" && s.name != "to_private_iommufd_mapped") {
+            INFO(s.name);
+            CHECK(s.error == 0);
+        }
+    check_vetoes(vetoes, r, "enforce");
+}
+
+TEST_CASE("enforce --audit: the conversions of DMA-mapped ranges succeed and each is logged with its mapping",
+          "[private][enforce]")
+{
+    GMS_SKIP_IF(why_no_private_lsm());
+    Result r;
+    auto vetoes = under_enforce({"--audit"}, r);
+    for (const auto& s : r.steps) {
+        INFO(s.name);
+        CHECK(s.error == 0);
+    }
+    check_vetoes(vetoes, r, "audit");
 }

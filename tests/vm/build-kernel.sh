@@ -74,7 +74,7 @@ WORK=$KERNELS/work-$KEY
 # and make rebuilds only what is missing or out of date.
 SRC=$(find "$WORK" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*' 2>/dev/null | head -n 1)
 if [[ -n $SRC && -f $WORK/.unpacked ]]; then
-    log "resuming the build in $WORK"
+    log "resuming the build in $WORK ($(cat "$WORK/.seconds" 2>/dev/null || echo 0) s spent before)"
 else
     rm -rf "$WORK"; mkdir -p "$WORK"
     log "downloading $SRC_PKG $VERSION"
@@ -87,6 +87,15 @@ else
     [[ -n $SRC ]] || die "no linux-source-* directory in $SRC_PKG"
     touch "$WORK/.unpacked"
 fi
+# The build time counts every run that worked on this tree: an
+# interrupted run adds its share when it exits.
+add_seconds() {
+    local before
+    before=$(cat "$WORK/.seconds" 2>/dev/null || echo 0)
+    echo $((before + SECONDS - START)) >"$WORK/.seconds"
+    START=$SECONDS
+}
+trap 'add_seconds' EXIT
 
 BUILD_LOG=$WORK/build.log
 log "configuring: x86_64_defconfig + $(basename "$FRAGMENT")"
@@ -105,7 +114,9 @@ cp "$SRC/arch/x86/boot/bzImage" "$SRC/.config" "$OUT.tmp/"
 mv "$OUT.tmp/.config" "$OUT.tmp/config"
 cp "$BUILD_LOG" "$OUT.tmp/build.log"
 echo "$VERSION" >"$OUT.tmp/source-version"
-echo $((SECONDS - START)) >"$OUT.tmp/build-seconds"
+add_seconds
+trap - EXIT
+cp "$WORK/.seconds" "$OUT.tmp/build-seconds"
 touch "$OUT.tmp/.complete"
 rm -rf "$OUT"; mv "$OUT.tmp" "$OUT"
 rm -rf "$WORK"
