@@ -3,13 +3,17 @@
 // (tests/vm/build-kernel.sh). Elsewhere these tests skip and say why,
 // except the one that checks the scenario's refusal on kernels without
 // private memory.
+#include <fcntl.h>
+#include <linux/kvm.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <string>
@@ -202,4 +206,25 @@ TEST_CASE("enforce --audit: the conversions of DMA-mapped ranges succeed and eac
         CHECK(s.error == 0);
     }
     check_vetoes(vetoes, r, "audit");
+}
+
+TEST_CASE("the conversion kernel advertises VM types 0x3, KVM_MEMORY_ATTRIBUTE_PRIVATE on a type-1 VM, /dev/iommu "
+          "and a VFIO device cdev",
+          "[private][facts]")
+{
+    // On the lane's conversion row (GMS_KERNEL_ROW, tests/vm/kernels.tsv)
+    // this must run; elsewhere it runs where private memory exists.
+    const char* row = std::getenv("GMS_KERNEL_ROW");
+    if (!row || std::string(row) != "conversion")
+        GMS_SKIP_IF(gms::test::why_no_private());
+    CHECK(gms::test::kvm_vm_types() == 0x3);
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    REQUIRE(kvm >= 0);
+    int vm = ioctl(kvm, KVM_CREATE_VM, 1UL);  // KVM_X86_SW_PROTECTED_VM
+    REQUIRE(vm >= 0);
+    CHECK(ioctl(vm, KVM_CHECK_EXTENSION, 233) == 8);  // KVM_CAP_MEMORY_ATTRIBUTES: PRIVATE only
+    close(vm);
+    close(kvm);
+    CHECK(access("/dev/iommu", F_OK) == 0);
+    CHECK(access("/dev/vfio/devices/vfio0", F_OK) == 0);
 }

@@ -8,8 +8,11 @@
 #   /var/cache/gmemscope/kernels/conversion-<version>-<sha256:12>/
 #       bzImage  config  build.log  build-seconds  source-version
 #
-#   bash tests/vm/build-kernel.sh      prints that directory on stdout
+#   bash tests/vm/build-kernel.sh [conversion]   prints that directory,
+#                                                last line of stdout
 #
+# (The lane's kernel table names it as `build:conversion`; the name is the
+# only kernel this script knows.)
 # Logs go to stderr; a second run with the same key says "cache hit".
 # Exit: 0 built or cached, 1 the build failed, 77 it cannot run here.
 set -Eeuo pipefail
@@ -20,7 +23,9 @@ LOG_TAG=build-kernel
 . "$ROOT/tests/vm/lib.sh"
 trap '[[ -n ${ERR_SHOWN:-} ]] || echo "build-kernel: error: line $LINENO: $BASH_COMMAND" >&2; ERR_SHOWN=1' ERR
 
-FRAGMENT=$ROOT/tests/vm/conversion.config
+KERNEL_NAME=${1:-conversion}
+[[ $KERNEL_NAME == conversion ]] || die "unknown kernel '$KERNEL_NAME': this script builds 'conversion'"
+FRAGMENT=$ROOT/tests/vm/$KERNEL_NAME.config
 SRC_PKG=linux-source-7.3
 SUITE=trixie-backports
 CACHE_ROOT=${GMS_CACHE_DIR:-/var/cache/gmemscope}
