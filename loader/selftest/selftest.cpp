@@ -97,6 +97,14 @@ Steps run_triggers(std::vector<std::string>& lines)
                                         s.detail.empty() ? "" : " (" + s.detail + ")"));
         }
     });
+    // Private memory (KVM_X86_SW_PROTECTED_VM): conversions KVM performs,
+    // iommufd, a memory failure on gmem. Kernels without type-1 VMs say so.
+    run("private", {"pages=16", "private_pages=4", "punch_pages=1"}, [&](const workload::Result& r) {
+        for (const auto& s : r.steps)
+            add(s.name, s.error);
+        for (const auto& c : r.conversions)
+            add(std::string(workload::to_string(c.kind)), c.error);
+    });
     // Which kvmmmu tracepoints a fault and a memslot delete reach depends on the MMU.
     for (std::string step : {"touch", "slot_delete"})
         if (auto it = steps.find(step); it != steps.end() && it->second == 0)

@@ -33,6 +33,12 @@ inline constexpr long kvm_cap_guest_memfd = 234;
 inline constexpr long kvm_cap_vm_types = 235;
 inline constexpr long kvm_cap_guest_memfd_flags = 244;
 
+// KVM_CREATE_VM types on x86 (KVM_CAP_VM_TYPES is a bit mask of them).
+// KVM_X86_SW_PROTECTED_VM (6.8, CONFIG_KVM_SW_PROTECTED_VM): private
+// memory in gmem and KVM_SET_MEMORY_ATTRIBUTES conversions, no hardware.
+inline constexpr unsigned long kvm_x86_default_vm = 0;
+inline constexpr unsigned long kvm_x86_sw_protected_vm = 1;
+
 // kvm_run::exit_reason added after 6.1.
 inline constexpr __u32 kvm_exit_memory_fault = 39;
 

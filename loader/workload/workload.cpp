@@ -169,6 +169,21 @@ Vm::Vm(const VmConfig& config)
     create_vcpu();
 }
 
+Vm::Vm(const PrivateMemory& config)
+{
+    create_vm(uapi::kvm_x86_sw_protected_vm);
+    int attributes = check_extension(uapi::kvm_cap_memory_attributes);
+    if (attributes < 0 || !(static_cast<std::uint64_t>(attributes) & uapi::kvm_memory_attribute_private))
+        throw std::runtime_error("a KVM_X86_SW_PROTECTED_VM without KVM_MEMORY_ATTRIBUTE_PRIVATE "
+                                 "(KVM_CAP_MEMORY_ATTRIBUTES " + std::to_string(attributes) + ")");
+    create_slot0();
+    create_private_gmem(config.gmem_size_bytes);
+    shared_ = map_or_throw(config.slot_pages * page_bytes, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, "mmap shared backing");
+    bind_slot(config.base_gpa, config.slot_pages, config.gmem_offset_bytes);
+    create_vcpu();
+}
+
 Vm::Vm(const UserMemory& slot1)
 {
     create_vm();
@@ -208,13 +223,24 @@ void Vm::delete_user_slot()
     slot_bound_ = false;
 }
 
-void Vm::create_vm()
+void Vm::create_vm(unsigned long type)
 {
     int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm < 0)
         throw_errno(errno, "open /dev/kvm");
     kvm_ = Fd(kvm);
-    vm_ = Fd(xioctl(kvm_.get(), KVM_CREATE_VM, 0UL, "KVM_CREATE_VM"));
+    if (type != uapi::kvm_x86_default_vm) {
+        // KVM_CAP_VM_TYPES (6.8) is a mask of the types KVM_CREATE_VM takes.
+        int types = ::ioctl(kvm, KVM_CHECK_EXTENSION, uapi::kvm_cap_vm_types);
+        if (types <= 0 || !(static_cast<unsigned long>(types) & (1ul << type)))
+            throw std::runtime_error(
+                "this kernel has no VM type " + std::to_string(type) +
+                (type == uapi::kvm_x86_sw_protected_vm ? " (KVM_X86_SW_PROTECTED_VM)" : "") +
+                ": KVM_CAP_VM_TYPES is " + (types < 0 ? "unknown" : hex(static_cast<std::uint64_t>(types))) +
+                "; private memory without SEV/TDX needs CONFIG_KVM_SW_PROTECTED_VM=y "
+                "(the VM lane's `conversion` kernel, tests/vm/build-kernel.sh)");
+    }
+    vm_ = Fd(xioctl(kvm_.get(), KVM_CREATE_VM, type, "KVM_CREATE_VM"));
 }
 
 void Vm::create_slot0()
@@ -248,6 +274,20 @@ void Vm::create_gmem(std::uint64_t size_bytes)
     gmem_ino_ = st.st_ino;
     gmem_map_ = map_or_throw(size_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, gmem_.get(),
                              "mmap gmem fd");
+    gmem_size_bytes_ = size_bytes;
+}
+
+void Vm::create_private_gmem(std::uint64_t size_bytes)
+{
+    uapi::kvm_create_guest_memfd args{};
+    args.size = size_bytes;
+    gmem_ = Fd(xioctl(vm_.get(), uapi::kvm_create_guest_memfd_ioctl, &args,
+                      "KVM_CREATE_GUEST_MEMFD"));
+    struct stat st {};
+    if (::fstat(gmem_.get(), &st) < 0)
+        throw_errno(errno, "fstat gmem fd");
+    gmem_ino_ = st.st_ino;
+    gmem_size_bytes_ = size_bytes;
 }
 
 void Vm::create_vcpu()
@@ -291,7 +331,10 @@ void Vm::set_region(std::uint64_t gpa, std::uint64_t size_bytes, std::uint64_t g
     region.memory_size = size_bytes;
     if (size_bytes != 0) {
         region.flags = uapi::kvm_mem_guest_memfd;
-        region.userspace_addr = reinterpret_cast<std::uint64_t>(gmem_map_.addr() + gmem_offset_bytes);
+        // A private VM's shared pages come from its own buffer; a gmem-only
+        // slot's userspace_addr follows the gmem offset in the gmem mmap.
+        std::byte* shared = shared_.addr() ? shared_.addr() : gmem_map_.addr() + gmem_offset_bytes;
+        region.userspace_addr = reinterpret_cast<std::uint64_t>(shared);
         region.guest_memfd = static_cast<std::uint32_t>(gmem_.get());
         region.guest_memfd_offset = gmem_offset_bytes;
     }
@@ -307,9 +350,11 @@ void Vm::bind_slot(std::uint64_t gpa, std::uint64_t npages, std::uint64_t gmem_o
         throw std::invalid_argument("gmem slot gpa " + hex(gpa) + " + " + std::to_string(npages) +
                                     " pages is outside " + hex(slot0_bytes) + ".." +
                                     hex(mapped_gib * gib_bytes));
-    if (gmem_offset_bytes > gmem_map_.len_bytes())
+    if (gmem_offset_bytes > gmem_size_bytes_)
         throw std::invalid_argument("gmem offset " + hex(gmem_offset_bytes) +
-                                    " is past the gmem mapping");
+                                    " is past the gmem file");
+    if (shared_.addr() && npages * page_bytes > shared_.len_bytes())
+        throw std::invalid_argument(std::to_string(npages) + " pages exceed the shared backing");
     set_region(gpa, npages * page_bytes, gmem_offset_bytes);
     slot_bound_ = true;
     base_gpa_ = gpa;
@@ -331,6 +376,7 @@ void Vm::close_gmem()
     // (with its page cache) is released only with the last one.
     gmem_map_.reset();
     gmem_.reset();
+    gmem_size_bytes_ = 0;
 }
 
 std::span<std::byte> Vm::gmem_mapping() const
@@ -559,6 +605,12 @@ void validate(const Scenario& s)
                 "punch_pages must be 1..range_pages");
     if (s.kind == ScenarioKind::rebind)
         require(s.punch_pages <= s.pages, "punch_pages must not exceed pages");
+    if (s.kind == ScenarioKind::private_memory) {
+        require(s.private_pages >= 1 && s.private_pages <= s.pages, "private_pages must be 1..pages");
+        require(s.punch_pages <= s.private_pages, "punch_pages must not exceed private_pages");
+        require(s.iova % page_bytes == 0, "iova must be a multiple of 4096");
+        require(s.poison <= 1, "poison must be 0 or 1");
+    }
 }
 
 // How many ops one thread does, when it stops, and how fast it may go.
@@ -835,6 +887,7 @@ Result run(const Scenario& scenario, std::ostream* log_out)
     case ScenarioKind::rebind: return run_rebind(scenario, log);
     case ScenarioKind::convert: return run_convert(scenario, log);
     case ScenarioKind::dma: return run_dma(scenario, log_out);
+    case ScenarioKind::private_memory: return run_private(scenario, log_out);
     case ScenarioKind::punch_storm:
     case ScenarioKind::punch_empty:
     case ScenarioKind::churn: return run_threaded(scenario, log);
@@ -851,7 +904,7 @@ struct ScenarioName {
     ScenarioKind kind;
 };
 
-constexpr std::array<ScenarioName, 7> scenario_table = {{
+constexpr std::array<ScenarioName, 8> scenario_table = {{
     {"fault", ScenarioKind::fault},
     {"punch-storm", ScenarioKind::punch_storm},
     {"punch-empty", ScenarioKind::punch_empty},
@@ -859,6 +912,7 @@ constexpr std::array<ScenarioName, 7> scenario_table = {{
     {"churn", ScenarioKind::churn},
     {"convert", ScenarioKind::convert},
     {"dma", ScenarioKind::dma},
+    {"private", ScenarioKind::private_memory},
 }};
 
 struct Key {
@@ -867,7 +921,7 @@ struct Key {
     void (*set)(Scenario&, std::uint64_t);
 };
 
-constexpr std::array<Key, 15> key_table = {{
+constexpr std::array<Key, 18> key_table = {{
     {"pages", false, [](Scenario& s, std::uint64_t v) { s.pages = v; }},
     {"punch_pages", false, [](Scenario& s, std::uint64_t v) { s.punch_pages = v; }},
     {"range_pages", false, [](Scenario& s, std::uint64_t v) { s.range_pages = v; }},
@@ -883,6 +937,9 @@ constexpr std::array<Key, 15> key_table = {{
     {"hold_ms", false, [](Scenario& s, std::uint64_t v) { s.hold_ms = v; }},
     {"vfio_group", false, [](Scenario& s, std::uint64_t v) { s.vfio_group = v; }},
     {"iova", true, [](Scenario& s, std::uint64_t v) { s.iova = v; }},
+    {"private_pages", false, [](Scenario& s, std::uint64_t v) { s.private_pages = v; }},
+    {"vfio_device", false, [](Scenario& s, std::uint64_t v) { s.vfio_device = v; }},
+    {"poison", false, [](Scenario& s, std::uint64_t v) { s.poison = v; }},
 }};
 
 template <typename Table>

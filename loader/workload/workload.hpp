@@ -71,6 +71,20 @@ public:
         std::uint64_t gpa;
     };
     explicit Vm(const UserMemory& slot1);
+    // A KVM_X86_SW_PROTECTED_VM (type 1: private memory without SEV or
+    // TDX hardware) whose slot 1 is a gmem memslot with an anonymous
+    // buffer of slot_pages as its shared userspace_addr. The gmem file has
+    // no flags (a VM with private memory may not make it INIT_SHARED), so
+    // the host never maps it; every gfn starts shared. Throws
+    // std::runtime_error on a kernel without type-1 VMs or without
+    // KVM_MEMORY_ATTRIBUTE_PRIVATE.
+    struct PrivateMemory {
+        std::uint64_t gmem_size_bytes;
+        std::uint64_t slot_pages;
+        std::uint64_t gmem_offset_bytes;
+        std::uint64_t base_gpa;
+    };
+    explicit Vm(const PrivateMemory& config);
     Vm(Vm&&) noexcept = default;
     Vm& operator=(Vm&&) noexcept = default;
     Vm(const Vm&) = delete;
@@ -112,15 +126,18 @@ public:
     std::uint64_t slot_pages() const { return slot_pages_; }
     std::uint64_t gmem_offset_bytes() const { return gmem_offset_bytes_; }
     std::uint64_t gmem_pgoff() const { return gmem_offset_bytes_ / page_bytes; }
-    std::uint64_t gmem_size_bytes() const { return gmem_map_.len_bytes(); }
+    std::uint64_t gmem_size_bytes() const { return gmem_size_bytes_; }
+    // Slot 1's shared backing (a private VM's userspace_addr); nullptr otherwise.
+    std::byte* shared_addr() const { return shared_.addr(); }
     std::uint64_t gmem_ino() const { return gmem_ino_; }
     // The host's view of the whole gmem file (empty after close_gmem()).
     std::span<std::byte> gmem_mapping() const;
 
 private:
-    void create_vm();
+    void create_vm(unsigned long type = 0);
     void create_slot0();
     void create_gmem(std::uint64_t size_bytes);
+    void create_private_gmem(std::uint64_t size_bytes);
     void create_vcpu();
     void set_region(std::uint64_t gpa, std::uint64_t size_bytes, std::uint64_t gmem_offset_bytes);
     void run_guest(std::uint64_t gpa, std::uint64_t npages);
@@ -131,6 +148,7 @@ private:
     Mapping slot0_;
     Fd gmem_;
     Mapping gmem_map_;
+    Mapping shared_;
     Fd vcpu_;
     Mapping run_;
     bool slot_bound_ = false;
@@ -138,9 +156,10 @@ private:
     std::uint64_t slot_pages_ = 0;
     std::uint64_t gmem_offset_bytes_ = 0;
     std::uint64_t gmem_ino_ = 0;
+    std::uint64_t gmem_size_bytes_ = 0;
 };
 
-enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert, dma };
+enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert, dma, private_memory };
 
 std::string_view to_string(ScenarioKind kind);
 
@@ -167,6 +186,20 @@ std::string_view to_string(ScenarioKind kind);
 //                past RLIMIT_MEMLOCK without CAP_IPC_LOCK, a udmabuf.
 //                Steps the kernel refuses are results (Result::steps),
 //                not errors: no VFIO group means no VFIO steps.
+//   private      a KVM_X86_SW_PROTECTED_VM with a gmem memslot of `pages`
+//                (loader/workload_private.cpp): touch (shared), convert
+//                the first `private_pages` to private, touch (private
+//                faults from gmem), punch the first `punch_pages` (one
+//                fallocate each), touch, convert back to shared, delete
+//                and rebind the memslot, touch; then the same private
+//                range's shared backing DMA-mapped through VFIO type1
+//                (group `vfio_group`) and through iommufd (device cdev
+//                `vfio_device`), each at `iova`, converted to private
+//                while mapped and again after the unmap; an
+//                IOMMU_IOAS_MAP_FILE of a memfd; with `poison` 1, a
+//                memory failure (MADV_HWPOISON) on a page of another VM's
+//                gmem. Needs a kernel with CONFIG_KVM_SW_PROTECTED_VM.
+//                Conversions and DMA steps are results (Result::steps).
 // The threaded ones (punch-storm, punch-empty, churn) stop at `count` ops
 // or after `duration_ms`, whichever comes first (1000 ms if neither is
 // set), and are timed from when every VM is built.
@@ -189,7 +222,10 @@ struct Scenario {
     std::uint64_t base_gpa = 0x40000000;
     std::uint64_t hold_ms = 0;
     std::uint64_t vfio_group = ~0ull;   // dma: /dev/vfio/N; default: the first there
-    std::uint64_t iova = 1ull << 20;    // dma: where the buffer is mapped
+    std::uint64_t iova = 1ull << 20;    // dma, private: where the buffer is mapped
+    std::uint64_t private_pages = 16;   // private: pages converted to private
+    std::uint64_t vfio_device = ~0ull;  // private: /dev/vfio/devices/vfioN; default: the first
+    std::uint64_t poison = 1;           // private: 1 poisons one gmem page, 0 does not
 };
 
 // One step of a scenario and what the kernel answered (dma).
@@ -251,6 +287,9 @@ private:
 
 // The dma scenario (loader/workload_dma.cpp).
 Result run_dma(const Scenario& scenario, std::ostream* log = nullptr);
+
+// The private scenario (loader/workload_private.cpp).
+Result run_private(const Scenario& scenario, std::ostream* log = nullptr);
 
 // Names of the scenarios and keys parse_scenario() accepts, for help text.
 std::vector<std::string_view> scenario_names();

@@ -87,6 +87,34 @@ std::string why_no_vfio()
     return "no VFIO group in /dev/vfio: bind a device to vfio-pci (the VM lane binds QEMU's edu device)";
 }
 
+int kvm_vm_types()
+{
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0)
+        return -errno;
+    int types = ioctl(kvm, KVM_CHECK_EXTENSION, 235);  // KVM_CAP_VM_TYPES, 6.8
+    int err = errno;
+    close(kvm);
+    return types < 0 ? -err : types;
+}
+
+std::string why_no_private()
+{
+    std::string why = why_no_vfio();
+    if (!why.empty())
+        return why;
+    int types = kvm_vm_types();
+    if (types < 0 || !(types & (1 << 1)))
+        return "this kernel has no KVM_X86_SW_PROTECTED_VM (KVM_CAP_VM_TYPES " + std::to_string(types) +
+               "): the VM lane's conversion kernel (tests/vm/build-kernel.sh) has it";
+    if (access("/dev/iommu", F_OK) != 0)
+        return "no /dev/iommu (CONFIG_IOMMUFD)";
+    std::error_code ec;
+    if (!std::filesystem::exists("/dev/vfio/devices", ec))
+        return "no /dev/vfio/devices: no VFIO device cdev (CONFIG_VFIO_DEVICE_CDEV)";
+    return "";
+}
+
 Run run(const std::vector<std::string>& argv)
 {
     return Background(argv).stop(0);

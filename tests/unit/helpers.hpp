@@ -49,6 +49,13 @@ Why why_no_live();
 std::string why_no_precise();
 // why_no_precise(), and a VFIO group (/dev/vfio/N) to map buffers through.
 std::string why_no_vfio();
+// why_no_vfio(), and private memory with iommufd: VM type
+// KVM_X86_SW_PROTECTED_VM, /dev/iommu and a VFIO device cdev (the VM
+// lane's `conversion` kernel, tests/vm/build-kernel.sh).
+std::string why_no_private();
+// The VM types KVM_CREATE_VM takes here (KVM_CAP_VM_TYPES), -errno if
+// /dev/kvm cannot say.
+int kvm_vm_types();
 
 std::string shell_quote(const std::string& s);
 

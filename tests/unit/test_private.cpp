@@ -1,0 +1,230 @@
+// Real conversions: the private scenario (loader/workload_private.cpp) in
+// a KVM_X86_SW_PROTECTED_VM, on the VM lane's conversion kernel
+// (tests/vm/build-kernel.sh). Elsewhere these tests skip and say why,
+// except the one that checks the scenario's refusal on kernels without
+// private memory.
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "helpers.hpp"
+#include "loader/probe/features.hpp"
+#include "loader/workload/workload.hpp"
+
+namespace {
+
+using gms::workload::Result;
+
+constexpr uint64_t kPages = 32, kPrivatePages = 8, kPunchPages = 2;
+
+std::vector<std::string> settings(std::vector<std::string> extra = {})
+{
+    std::vector<std::string> s = {"pages=" + std::to_string(kPages), "private_pages=" + std::to_string(kPrivatePages),
+                                  "punch_pages=" + std::to_string(kPunchPages)};
+    s.insert(s.end(), extra.begin(), extra.end());
+    return s;
+}
+
+Result run_private(std::vector<std::string> extra = {})
+{
+    return gms::workload::run(gms::workload::parse_scenario("private", settings(std::move(extra))));
+}
+
+}  // namespace
+
+TEST_CASE("scenario private refuses a kernel without KVM_X86_SW_PROTECTED_VM and names what it needs",
+          "[workload][kvm]")
+{
+    GMS_REQUIRE_LIVE();
+    int types = gms::test::kvm_vm_types();
+    GMS_SKIP_IF(types > 0 && (types & 2) ? "this kernel has KVM_X86_SW_PROTECTED_VM; the [private] tests run here"
+                                         : "");
+    REQUIRE_THROWS_WITH(run_private(), Catch::Contains("KVM_X86_SW_PROTECTED_VM") &&
+                                           Catch::Contains("CONFIG_KVM_SW_PROTECTED_VM=y") &&
+                                           Catch::Contains("KVM_CAP_VM_TYPES"));
+}
+
+TEST_CASE("scenario private: conversions both ways, punches, rebind, DMA mappings and a memory failure all "
+          "succeed",
+          "[private][workload]")
+{
+    GMS_SKIP_IF(gms::test::why_no_private());
+    Result r = run_private();
+    std::vector<std::string> names;
+    for (const auto& s : r.steps) {
+        INFO(s.name << ": " << s.detail);
+        CHECK(s.error == 0);
+        names.push_back(s.name);
+    }
+    CHECK(names == std::vector<std::string>{
+                       "vm_create", "gmem_bind", "touch_shared", "to_private", "gmem_fault", "gmem_punch",
+                       "gmem_punch", "touch_after_punch", "to_shared", "gmem_unbind", "gmem_rebind",
+                       "touch_rebound", "vfio_open", "vfio_map", "to_private_vfio_mapped", "to_shared_vfio_mapped",
+                       "vfio_unmap", "to_private_after_vfio_unmap", "to_shared_after_vfio_unmap", "iommufd_open",
+                       "iommufd_bind", "iommufd_ioas_alloc", "iommufd_attach", "iommufd_map",
+                       "to_private_iommufd_mapped", "to_shared_iommufd_mapped", "iommufd_unmap",
+                       "to_private_after_iommufd_unmap", "to_shared_after_iommufd_unmap", "iommufd_map_file",
+                       "iommufd_unmap_file", "gmem_hwpoison", "gmem_close"});
+    // Ten conversions over the private range, every one accepted by KVM.
+    REQUIRE(r.conversions.size() == 10);
+    for (const auto& c : r.conversions)
+        CHECK(c.error == 0);
+    CHECK(r.punches == kPunchPages);
+    CHECK(r.rebinds == 1);
+    CHECK(r.pages_touched == 3 * kPages + kPrivatePages);
+}
+
+TEST_CASE("hooks --selftest on a kernel with private memory and iommufd: the gmem, conversion and iommufd hooks "
+          "fire",
+          "[private][selftest]")
+{
+    GMS_SKIP_IF(gms::test::why_no_private());
+    auto r = gms::test::run({gms::test::binary(), "--json", "hooks", "--selftest"});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+    auto doc = nlohmann::json::parse(r.out);
+    std::map<std::string, std::string> verdict;
+    for (const auto& h : doc["selftest"])
+        verdict[h["hook"]] = h["verdict"];
+    for (auto h : {"gmem.create", "gmem.bind", "gmem.unbind", "gmem.get_pfn", "gmem.invalidate", "gmem.punch_hole",
+                   "gmem.release", "gmem.error_folio", "kvm.set_mem_attributes", "kvm.mmu_notifier", "vfio.pin",
+                   "vfio.unpin", "iommufd.map", "iommufd.map_file", "iommufd.unmap", "iommufd.pin"}) {
+        INFO(h);
+        CHECK(verdict[h] == "fired");
+    }
+}
+
+namespace {
+
+int step_error(const Result& r, const std::string& name)
+{
+    auto it = std::find_if(r.steps.begin(), r.steps.end(), [&](const auto& s) { return s.name == name; });
+    REQUIRE(it != r.steps.end());
+    return it->error;
+}
+
+std::string why_no_private_lsm()
+{
+    std::string why = gms::test::why_no_private();
+    if (!why.empty())
+        return why;
+    auto f = gms::Features::probe();
+    if (!f.bpf_lsm_active() || !f.loads(gms::ProgKind::lsm))
+        return "the BPF LSM cannot run here (" + f.load(gms::ProgKind::lsm).detail + ")";
+    return "";
+}
+
+// The private scenario run while `gmemscope --json enforce [args]` runs;
+// its veto records (one JSON object each).
+std::vector<nlohmann::json> under_enforce(const std::vector<std::string>& args, Result& r)
+{
+    std::vector<std::string> argv = {gms::test::binary(), "--json", "enforce"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    gms::test::Background enforce(argv);
+    REQUIRE(enforce.wait_for_stderr(args.empty() ? "enforcing (" : "audit (", std::chrono::seconds(60)));
+    r = run_private({"poison=0"});
+    auto out = enforce.stop(SIGINT);
+    INFO(out.err);
+    CHECK(out.exit_code == 0);
+    std::vector<nlohmann::json> vetoes;
+    std::istringstream lines(out.out);
+    for (std::string line; std::getline(lines, line);)
+        if (auto j = nlohmann::json::parse(line); j.contains("mode"))
+            vetoes.push_back(j);
+    return vetoes;
+}
+
+// Each veto record names the private range, the mapping it hit (kind,
+// vaddr, iova) and this process.
+void check_vetoes(const std::vector<nlohmann::json>& vetoes, const Result& r, const std::string& mode)
+{
+    REQUIRE(vetoes.size() == 2);
+    const char* kinds[] = {"vfio", "iommufd"};
+    for (size_t i = 0; i < 2; i++) {
+        const auto& v = vetoes[i];
+        INFO(v.dump());
+        CHECK(v["mode"] == mode);
+        CHECK(v["vetoed"] == (mode == "enforce"));
+        CHECK(v["first"] == "0x40000");
+        CHECK(v["end"] == "0x40008");
+        CHECK(v["hit_first_gfn"] == "0x40000");
+        CHECK(v["hit_end_gfn"] == "0x40008");
+        CHECK(v["pin"]["kind"] == kinds[i]);
+        CHECK(v["pin"]["tgid"] == getpid());
+        CHECK(v["pin"]["iova"] == "0x100000");
+        char vaddr[32];
+        std::snprintf(vaddr, sizeof(vaddr), "%#llx", static_cast<unsigned long long>(r.buffer_vaddr));
+        CHECK(v["pin"]["vaddr"] == vaddr);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("enforce: converting to private a range whose shared backing is DMA-mapped fails with EBUSY through "
+          "VFIO type1 and through iommufd, and succeeds after the unmap",
+          "[private][enforce]")
+{
+    GMS_SKIP_IF(why_no_private_lsm());
+    Result r;
+    auto vetoes = under_enforce({}, r);
+    CHECK(step_error(r, "to_private") == 0);
+    CHECK(step_error(r, "to_private_vfio_mapped") == EBUSY);
+    CHECK(step_error(r, "to_private_after_vfio_unmap") == 0);
+    CHECK(step_error(r, "to_private_iommufd_mapped") == EBUSY);
+    CHECK(step_error(r, "to_private_after_iommufd_unmap") == 0);
+    for (const auto& s : r.steps)
+        if (s.name != "to_private_vfio_mapped" && s.name != "to_private_iommufd_mapped") {
+            INFO(s.name);
+            CHECK(s.error == 0);
+        }
+    check_vetoes(vetoes, r, "enforce");
+}
+
+TEST_CASE("enforce --audit: the conversions of DMA-mapped ranges succeed and each is logged with its mapping",
+          "[private][enforce]")
+{
+    GMS_SKIP_IF(why_no_private_lsm());
+    Result r;
+    auto vetoes = under_enforce({"--audit"}, r);
+    for (const auto& s : r.steps) {
+        INFO(s.name);
+        CHECK(s.error == 0);
+    }
+    check_vetoes(vetoes, r, "audit");
+}
+
+TEST_CASE("the conversion kernel advertises VM types 0x3, KVM_MEMORY_ATTRIBUTE_PRIVATE on a type-1 VM, /dev/iommu "
+          "and a VFIO device cdev",
+          "[private][facts]")
+{
+    // On the lane's conversion row (GMS_KERNEL_ROW, tests/vm/kernels.tsv)
+    // this must run; elsewhere it runs where private memory exists.
+    const char* row = std::getenv("GMS_KERNEL_ROW");
+    if (!row || std::string(row) != "conversion")
+        GMS_SKIP_IF(gms::test::why_no_private());
+    CHECK(gms::test::kvm_vm_types() == 0x3);
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    REQUIRE(kvm >= 0);
+    int vm = ioctl(kvm, KVM_CREATE_VM, 1UL);  // KVM_X86_SW_PROTECTED_VM
+    REQUIRE(vm >= 0);
+    CHECK(ioctl(vm, KVM_CHECK_EXTENSION, 233) == 8);  // KVM_CAP_MEMORY_ATTRIBUTES: PRIVATE only
+    close(vm);
+    close(kvm);
+    CHECK(access("/dev/iommu", F_OK) == 0);
+    CHECK(access("/dev/vfio/devices/vfio0", F_OK) == 0);
+}
