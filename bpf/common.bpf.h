@@ -31,6 +31,7 @@ GMS_SETTING(bool, targ_filter_tgid);	/* only tasks whose tgid is in `tgids` */
 GMS_SETTING(bool, targ_filter_vm);	/* only events of VMs in `vms` */
 GMS_SETTING(__u64, targ_wakeup_bytes);	/* wake the consumer past this fill */
 GMS_SETTING(__u32, targ_gmem_dev);	/* kernel dev_t of the filesystem of gmem inodes */
+GMS_SETTING(__u32, targ_anon_dev);	/* kernel dev_t of anon_inodefs: VM and vCPU files */
 GMS_SETTING(bool, targ_set_spte);	/* kvm_mmu_set_spte is attached */
 GMS_SETTING(bool, targ_aggregate);	/* hot events go to `agg`, not the ring buffer */
 GMS_SETTING(__u32, targ_stack_sample);	/* aggregate: 1 in N page removals records its stacks; 0: none */

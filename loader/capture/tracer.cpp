@@ -181,6 +181,7 @@ std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std:
     skel_->rodata->targ_filter_vm = !opts.vms.empty();
     skel_->rodata->targ_wakeup_bytes = opts.wakeup_bytes;
     skel_->rodata->targ_gmem_dev = gmem_dev_;
+    skel_->rodata->targ_anon_dev = anon_inodefs_dev();
     skel_->rodata->targ_set_spte = wanted.contains("kvm_mmu_set_spte");
     skel_->rodata->targ_aggregate = opts.aggregate;
     skel_->rodata->targ_stack_sample = opts.stack_sample;

@@ -36,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     try {
         gms::RecordingReader reader(path);
         gms::Engine engine, watched;
-        watched.watch(0, watch_gfn % (1u << 20));
+        watched.watch(0, 0, watch_gfn % (1u << 20));
         std::ostringstream trace;
         gms::PerfettoWriter perfetto(trace);
         while (auto ev = reader.next()) {
