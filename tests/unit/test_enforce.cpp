@@ -467,7 +467,7 @@ TEST_CASE("enforce's index at scale on the portable tier: 65,536 mappings and 4,
 }
 
 TEST_CASE("enforce's index past its limit: fails closed for that process, counts what is not indexed, lifts "
-          "when those are unmapped; --fail-open lets them pass and counts the passes",
+          "when those are unmapped, --fail-open lets them pass and counts the passes",
           "[enforce][live]")
 {
     GMS_REQUIRE_LIVE();
@@ -523,7 +523,7 @@ TEST_CASE("enforce's index past its limit: fails closed for that process, counts
     }
 }
 
-TEST_CASE("enforce at VMM scale: 10,000 VFIO type1 mappings over one buffer and 1,000 memslots; a conversion over "
+TEST_CASE("enforce at VMM scale: 10,000 VFIO type1 mappings over one buffer and 1,000 memslots, a conversion over "
           "any mapped page is vetoed, one beside it passes to KVM, and after unmapping half the answers follow",
           "[enforce][vfio]")
 {
@@ -586,7 +586,7 @@ TEST_CASE("enforce at VMM scale: 10,000 VFIO type1 mappings over one buffer and 
 }
 
 TEST_CASE("enforce past the index's limit with VFIO: conversions of the process's VMs are vetoed (fail closed) "
-          "and --status counts what is not indexed; with --fail-open they pass and --status says so",
+          "and --status counts what is not indexed, with --fail-open they pass and --status says so",
           "[enforce][vfio]")
 {
     GMS_SKIP_IF(why_no_lsm());
