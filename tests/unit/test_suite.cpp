@@ -50,11 +50,14 @@ TEST_CASE("ctest lists exactly the test cases Catch2 has, each under its whole n
     }
 
     // Every CTest entry, whatever it runs: CTest's list is Catch2's.
-    auto ctest = gms::test::run({"ctest", "--test-dir", build_dir(), "-N", "--show-only=json-v1"});
+    auto ctest = gms::test::run({"ctest", "--test-dir", build_dir(), "-N"});
     REQUIRE(ctest.exit_code == 0);
     std::set<std::string> ctest_names;
-    for (const auto& t : nlohmann::json::parse(ctest.out).at("tests"))
-        ctest_names.insert(t.at("name").get<std::string>());
+    std::istringstream in(ctest.out);
+    for (std::string line; std::getline(in, line);)
+        if (auto at = line.find(": "); line.find("Test") != std::string::npos && line.find('#') != std::string::npos &&
+                                         at != std::string::npos)
+            ctest_names.insert(line.substr(at + 2));
     CHECK(ctest_names == catch_names);
 }
 
