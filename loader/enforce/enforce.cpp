@@ -250,7 +250,11 @@ std::vector<PinEntry> read_pins(int fd)
 int64_t index_op(int prog_fd, gms_index_op op)
 {
     // A syscall program's context is copied back to ctx_in (ctx_out must be unset).
-    LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &op, .ctx_size_in = sizeof(op));
+    // (Not LIBBPF_OPTS: a GNU statement expression that clang's -Wpedantic refuses.)
+    bpf_test_run_opts run{};
+    run.sz = sizeof(run);
+    run.ctx_in = &op;
+    run.ctx_size_in = sizeof(op);
     if (bpf_prog_test_run_opts(prog_fd, &run) != 0)
         throw std::runtime_error(fmt::format("running the index's entry point: {}", strerror(errno)));
     return op.ret;
