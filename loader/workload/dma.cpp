@@ -5,6 +5,7 @@
 // notifier invalidation, a memslot delete, a pin refused by
 // RLIMIT_MEMLOCK, a dma-buf from udmabuf, and a dma-buf of the device's
 // BAR0 exported through VFIO, revoked and restored.
+#include "loader/workload/util.hpp"
 #include "loader/workload/workload.hpp"
 
 #include <dirent.h>
@@ -27,17 +28,8 @@
 namespace gms::workload {
 namespace {
 
-std::string hex(std::uint64_t v)
-{
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%#llx", static_cast<unsigned long long>(v));
-    return buf;
-}
-
-int ioctl_err(int fd, unsigned long request, void* arg)
-{
-    return ::ioctl(fd, request, arg) < 0 ? errno : 0;
-}
+using util::hex;
+using util::ioctl_err;
 
 // The first /dev/vfio/<N>: an IOMMU group whose devices are bound to vfio-pci.
 std::string find_vfio_group(std::uint64_t wanted)

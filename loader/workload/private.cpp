@@ -5,6 +5,7 @@
 // mappings, so on a kernel without enforcement that conversion succeeds.
 #include "loader/workload/iommufd_uapi.h"
 #include "loader/workload/kvm_uapi.h"
+#include "loader/workload/util.hpp"
 #include "loader/workload/workload.hpp"
 
 #include <dirent.h>
@@ -28,17 +29,8 @@
 namespace gms::workload {
 namespace {
 
-std::string hex(std::uint64_t v)
-{
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%#llx", static_cast<unsigned long long>(v));
-    return buf;
-}
-
-int ioctl_err(int fd, unsigned long request, void* arg)
-{
-    return ::ioctl(fd, request, arg) < 0 ? errno : 0;
-}
+using util::hex;
+using util::ioctl_err;
 
 // The first /dev/vfio/devices/vfioN (a VFIO device cdev, 6.6), or vfioN.
 std::string find_vfio_device(std::uint64_t wanted)
