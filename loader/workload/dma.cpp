@@ -247,11 +247,7 @@ Result run_dma(const Scenario& s, std::ostream* log)
     Result result;
     result.kind = s.kind;
     auto step = [&](std::string name, int err, std::string detail = {}) {
-        if (log)
-            *log << "dma: " << name << ": " << (err ? std::strerror(err) : "ok")
-                 << (detail.empty() ? "" : " (" + detail + ")") << '\n';
-        result.steps.push_back({std::move(name), err, std::move(detail)});
-        return err == 0;
+        return util::record_step(result, log, "dma", std::move(name), err, std::move(detail));
     };
     const std::uint64_t bytes = s.pages * page_bytes;
     Mapping buffer = anonymous(bytes);

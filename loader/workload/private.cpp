@@ -180,11 +180,7 @@ Result run_private(const Scenario& s, std::ostream* log)
     Result result;
     result.kind = s.kind;
     auto step = [&](std::string name, int err, std::string detail = {}) {
-        if (log)
-            *log << "private: " << name << ": " << (err ? std::strerror(err) : "ok")
-                 << (detail.empty() ? "" : " (" + detail + ")") << '\n';
-        result.steps.push_back({std::move(name), err, std::move(detail)});
-        return err == 0;
+        return util::record_step(result, log, "private", std::move(name), err, std::move(detail));
     };
 
     Vm::PrivateMemory config{};
