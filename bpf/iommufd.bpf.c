@@ -35,12 +35,10 @@ int BPF_PROG(iommufd_map, void *ictx, void *iopt, unsigned long *iova, void *upt
 	return 0;
 }
 
-/* iopt_map_file_pages(ictx, iopt, *iova, file, start, length, iommu_prot, flags), v6.13+ */
-SEC("fexit")
-int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, struct file *file,
-	     unsigned long start, unsigned long length, int iommu_prot, unsigned int flags, int ret)
+static __always_inline int gms_map_file(__u64 ino, unsigned long *iova, unsigned long start,
+					unsigned long length, unsigned int flags, int ret)
 {
-	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_MAP_FILE, 0, gms_file_ino(file), ret);
+	struct gms_call_event *e = gms_call_begin(GMS_FN_IOMMUFD_MAP_FILE, 0, ino, ret);
 
 	if (!e)
 		return 0;
@@ -50,6 +48,25 @@ int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, stru
 	e->args.map.flags = flags;
 	gms_submit(e);
 	return 0;
+}
+
+/* iopt_map_file_pages(ictx, iopt, *iova, file, start, length, iommu_prot, flags), v6.13 */
+SEC("fexit")
+int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, struct file *file,
+	     unsigned long start, unsigned long length, int iommu_prot, unsigned int flags, int ret)
+{
+	return gms_map_file(gms_file_ino(file), iova, start, length, flags, ret);
+}
+
+/*
+ * v6.19 (iommufd's dma-buf series): iopt_map_file_pages(ictx, iopt, *iova,
+ * fd, ...) takes the fd, a memfd or a dma-buf, still open in the caller.
+ */
+SEC("fexit")
+int BPF_PROG(iommufd_map_file_fd, void *ictx, void *iopt, unsigned long *iova, int fd,
+	     unsigned long start, unsigned long length, int iommu_prot, unsigned int flags, int ret)
+{
+	return gms_map_file(gms_fd_ino(fd), iova, start, length, flags, ret);
 }
 
 /* iopt_unmap_iova_range(iopt, start, last, *unmapped): -EBUSY while an access pins it. */

@@ -117,6 +117,14 @@ void register_enforce(CLI::App& app, Options& opts, Action& action)
             int veto_errno = parse_errno(err_name);
             block_stop_signals();
             Features f = Features::probe();
+            // The index of DMA mappings is fed by the ioctls' syscall tracepoints.
+            for (const char* tp : {"sys_enter_ioctl", "sys_exit_ioctl"})
+                if (!f.has_tracepoint("syscalls", tp))
+                    throw Error(kUnsupported,
+                                fmt::format("cannot index DMA mappings on this kernel, so nothing is enforced or "
+                                            "audited: no tracepoint syscalls/{} (a kernel built without "
+                                            "CONFIG_FTRACE_SYSCALLS)",
+                                            tp));
             std::string why_not;
             if (!f.bpf_lsm_active())
                 why_not = fmt::format("bpf is not in the kernel's LSM list ({}); boot with lsm=<the list>,bpf",

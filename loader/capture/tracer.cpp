@@ -99,20 +99,20 @@ std::set<std::string, std::less<>> built_programs()
     return out;
 }
 
-namespace {
-
-// The kernel's reason, in one line, for a program libbpf failed to load:
-// the CO-RE relocation it could not resolve, or the verifier's last word
-// (its log ends with the error, then "processed N insns").
+// The verifier's log ends with its error, then "processed N insns". Newer
+// verifiers (7.3's; not 6.18's) follow the error with a diagnostics block
+// ("Verification failed: ...", "Reason:", "At:", "Causal path:",
+// "Suggestion:") whose last lines are advice, not the error.
 std::string refusal_reason(const std::vector<std::string>& warnings, const std::string& prog, int err)
 {
     std::string core, verifier;
-    bool in_log = false;
+    bool in_log = false, diagnostics = false;
     for (const auto& w : warnings) {
         std::stringstream lines(w);
         for (std::string line; std::getline(lines, line);) {
             if (line.find("-- BEGIN PROG LOAD LOG --") != std::string::npos && line.find(prog) != std::string::npos) {
                 in_log = true;
+                diagnostics = false;
                 continue;
             }
             if (line.find("-- END PROG LOAD LOG --") != std::string::npos) {
@@ -121,7 +121,10 @@ std::string refusal_reason(const std::vector<std::string>& warnings, const std::
             }
             if (core.empty() && line.find("failed to resolve CO-RE relocation") != std::string::npos)
                 core = line;
-            if (in_log && !line.empty() && !line.starts_with("processed ") && !line.starts_with("verification time"))
+            if (in_log && line.starts_with("Verification failed:"))
+                diagnostics = true;
+            if (in_log && !diagnostics && !line.empty() && !line.starts_with("processed ") &&
+                !line.starts_with("verification time"))
                 verifier = line;
         }
     }
@@ -136,8 +139,6 @@ std::string refusal_reason(const std::vector<std::string>& warnings, const std::
         return fmt::format("verifier: {} ({})", trim(verifier), errno_name(err));
     return fmt::format("BPF_PROG_LOAD: {}", errno_name(err));
 }
-
-}  // namespace
 
 std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std::set<std::string, std::less<>>& wanted)
 {

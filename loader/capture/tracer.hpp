@@ -56,6 +56,10 @@ void add_counts(gms_agg_val& sum, const gms_agg_val& v);
 
 // Every program the BPF object holds, without loading it.
 std::set<std::string, std::less<>> built_programs();
+// The kernel's reason, in one line, for a program libbpf failed to load
+// with `err`, from libbpf's messages (`warnings`): the CO-RE relocation it
+// could not resolve, or the verifier's error.
+std::string refusal_reason(const std::vector<std::string>& warnings, const std::string& prog, int err);
 
 class Tracer {
 public:

@@ -25,11 +25,18 @@ namespace {
 
 const std::vector<std::string_view> kIoctlProgs = {"syscalls_ioctl_enter", "syscalls_ioctl_exit"};
 const std::vector<std::string_view> kIoctlTps = {"syscalls/sys_enter_ioctl", "syscalls/sys_exit_ioctl"};
+const std::vector<std::string_view> kIommuMapProgs = {"iommu_map", "syscalls_ioctl_enter", "syscalls_ioctl_exit"};
+const std::vector<std::string_view> kIommuUnmapProgs = {"iommu_unmap", "syscalls_ioctl_enter", "syscalls_ioctl_exit"};
 
 Mechanism ioctl(std::string_view what) { return {Mech::syscall, what, kIoctlProgs, kIoctlTps}; }
 // Precise tier: the programs attach to the first of the hook's symbols in BTF.
 Mechanism fentry(std::vector<std::string_view> progs) { return {Mech::fentry, "", std::move(progs)}; }
 Mechanism fexit(std::vector<std::string_view> progs) { return {Mech::fexit, "", std::move(progs)}; }
+// ... to the hook's symbol only where its argument `arg` is (or is not) a pointer.
+Mechanism fexit_if_arg(int arg, bool pointer, std::vector<std::string_view> progs)
+{
+    return {Mech::fexit, "", std::move(progs), {}, arg, pointer};
+}
 // ... or to a function of another signature that serves the same hook.
 Mechanism fentry_on(std::string_view symbol, std::vector<std::string_view> progs)
 {
@@ -88,8 +95,10 @@ const std::vector<Hook> kCatalog = {
      {fentry({"gmem_release"}), {Mech::syscall, "close of a gmem fd", {"syscalls_close_enter"}, {"syscalls/sys_enter_close"}}},
      "gmem file released (precise tier) or its fd closed (portable tier)", false, GMS_FN_GMEM_RELEASE,
      {{GMS_EV_GMEM_CLOSE}}, {"gmem_close", "gmem_close"}},
+    // kvm_gmem_error_folio answers MF_DELAYED, which 7.3's memory_failure()
+    // counts as a failed truncation: MADV_HWPOISON returns EBUSY after it ran.
     {"gmem.error_folio", "gmem", {"kvm_gmem_error_folio"}, {fentry({"gmem_error_folio"})},
-     "memory failure on a gmem folio: inode, index", false, GMS_FN_GMEM_ERROR_FOLIO, {}, {"gmem_hwpoison", ""}},
+     "memory failure on a gmem folio: inode, index", false, GMS_FN_GMEM_ERROR_FOLIO, {}, {"?gmem_hwpoison", ""}},
     {"gmem.set_attributes", "gmem", {"kvm_gmem_set_attributes"},
      {fexit({"gmem_set_attributes"}), ioctl("ioctl KVM_SET_MEMORY_ATTRIBUTES2")},
      "in-place conversion on a gmem fd: offset range, attributes, result, error offset", false,
@@ -155,8 +164,11 @@ const std::vector<Hook> kCatalog = {
     {"iommufd.map", "iommufd", {"iopt_map_user_pages"}, {fexit({"iommufd_map"}), ioctl("ioctl IOMMU_IOAS_MAP")},
      "IOAS map of user memory: user va, iova, length, result", false, GMS_FN_IOMMUFD_MAP, {on_ioctl(GMS_IOC_IOAS_MAP)},
      {"iommufd_map", "iommufd_map"}},
+    // v6.19 (iommufd's dma-buf series): iopt_map_file_pages takes an fd,
+    // a memfd's or a dma-buf's, where v6.13 took the struct file *.
     {"iommufd.map_file", "iommufd", {"iopt_map_file_pages"},
-     {fexit({"iommufd_map_file"}), ioctl("ioctl IOMMU_IOAS_MAP_FILE")},
+     {fexit_if_arg(3, true, {"iommufd_map_file"}), fexit_if_arg(3, false, {"iommufd_map_file_fd"}),
+      ioctl("ioctl IOMMU_IOAS_MAP_FILE")},
      "IOAS map of a file (memfd, dma-buf): file inode, offset, iova, length, result", false, GMS_FN_IOMMUFD_MAP_FILE,
      {on_ioctl(GMS_IOC_IOAS_MAP_FILE)}, {"iommufd_map_file", "iommufd_map_file"}},
     {"iommufd.unmap", "iommufd", {"iopt_unmap_iova_range"}, {fexit({"iommufd_unmap"}), ioctl("ioctl IOMMU_IOAS_UNMAP")},
@@ -167,10 +179,12 @@ const std::vector<Hook> kCatalog = {
      {"iommufd_map", ""}},
     {"iommufd.access_pin", "iommufd", {"iommufd_access_pin_pages"}, {fexit({"iommufd_access_pin"})},
      "iommufd access pin by an in-kernel user: iova, pages, result", false, GMS_FN_IOMMUFD_ACCESS_PIN},
-    {"iommu.map", "iommu", {}, {{Mech::tracepoint, "iommu/map", {"iommu_map"}}},
+    // The IOMMU tracepoints count only inside a VFIO or iommufd ioctl,
+    // which the ioctl programs delimit.
+    {"iommu.map", "iommu", {}, {{Mech::tracepoint, "iommu/map", kIommuMapProgs, kIoctlTps}},
      "IOMMU mapping made inside a VFIO/iommufd map: iova, paddr, size", false, 0, {{GMS_EV_IOMMU_MAP}},
      {"", "vfio_map"}},
-    {"iommu.unmap", "iommu", {}, {{Mech::tracepoint, "iommu/unmap", {"iommu_unmap"}}},
+    {"iommu.unmap", "iommu", {}, {{Mech::tracepoint, "iommu/unmap", kIommuUnmapProgs, kIoctlTps}},
      "IOMMU mapping removed inside a VFIO/iommufd unmap: iova, size", false, 0, {{GMS_EV_IOMMU_UNMAP}},
      {"", "vfio_unmap"}},
     {"vfio.dma_buf_export", "vfio", {"vfio_pci_core_feature_dma_buf"},
@@ -260,6 +274,9 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
                 else if (!in_btf)
                     ms.reason = fmt::format("no {} in BTF", m.target.empty() ? fmt::format("{}", fmt::join(h.symbols, " or "))
                                                                            : std::string(m.target));
+                else if (m.arg >= 0 && f.btf_func_arg_is_pointer(ms.target, m.arg) != m.arg_pointer)
+                    ms.reason = fmt::format("argument {} of {} is {}a pointer on this kernel", m.arg + 1, ms.target,
+                                            m.arg_pointer ? "not " : "");
                 break;
             }
             case Mech::tp_btf:
@@ -280,14 +297,14 @@ std::vector<HookStatus> resolve(const Features& f, const std::set<std::string, s
             }
             case Mech::syscall:
                 ms.target = m.target;
-                for (auto tp : m.tracepoints) {
-                    auto slash = tp.find('/');
-                    if (!f.has_tracepoint(tp.substr(0, slash), tp.substr(slash + 1)))
-                        ms.reason = fmt::format("no tracepoint {} (CONFIG_FTRACE_SYSCALLS)", tp);
-                }
                 if (!f.loads(ProgKind::tracepoint))
                     ms.reason = fmt::format("tracepoint programs refused: {}", f.load(ProgKind::tracepoint).detail);
                 break;
+            }
+            for (auto tp : m.tracepoints) {
+                auto slash = tp.find('/');
+                if (ms.reason.empty() && !f.has_tracepoint(tp.substr(0, slash), tp.substr(slash + 1)))
+                    ms.reason = fmt::format("no tracepoint {} (CONFIG_FTRACE_SYSCALLS)", tp);
             }
             if (ms.reason.empty() && !built_all)
                 ms.reason = "kernel allows it; no program for it in this build";

@@ -38,8 +38,14 @@ struct Mechanism {
     // or gmem_punch_hole_entry/_exit for a pair); one that serves several
     // (the syscall tier, a shared tracepoint) after what it attaches to.
     std::vector<std::string_view> programs;
-    // syscall: the tracepoints it needs, "syscalls/sys_enter_ioctl".
+    // The syscall tracepoints it needs besides its target,
+    // "syscalls/sys_enter_ioctl".
     std::vector<std::string_view> tracepoints = {};
+    // fentry/fexit on a function whose signature changed across releases:
+    // its argument `arg` (0: the first) must be a pointer, or must not be
+    // (`arg_pointer`); -1: no check.
+    int arg = -1;
+    bool arg_pointer = true;
 };
 
 // A record that shows a hook fired: its type (GMS_EV_*), for an ioctl

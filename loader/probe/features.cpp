@@ -248,6 +248,30 @@ std::string Features::btf_func_owner(std::string_view name) const
     return "";
 }
 
+std::optional<bool> Features::btf_func_arg_is_pointer(std::string_view name, unsigned index) const
+{
+    std::string n(name);
+    auto arg = [&](const struct btf* b) -> std::optional<bool> {
+        int id = btf__find_by_name_kind(b, n.c_str(), BTF_KIND_FUNC);
+        if (id <= 0)
+            return std::nullopt;
+        const struct btf_type* proto = btf__type_by_id(b, btf__type_by_id(b, id)->type);
+        if (!proto || !btf_is_func_proto(proto) || index >= btf_vlen(proto))
+            return std::nullopt;
+        const struct btf_type* t = btf__type_by_id(b, btf_params(proto)[index].type);
+        while (t && (btf_is_typedef(t) || btf_is_mod(t)))
+            t = btf__type_by_id(b, t->type);
+        return t && btf_is_ptr(t);
+    };
+    if (vmlinux_)
+        if (auto r = arg(vmlinux_))
+            return r;
+    for (const auto& [mod, b] : modules_)
+        if (auto r = arg(b))
+            return r;
+    return std::nullopt;
+}
+
 bool Features::has_btf_typedef(std::string_view name) const
 {
     std::string n(name);

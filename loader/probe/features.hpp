@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -54,6 +55,9 @@ public:
 
     // "vmlinux" or the module whose BTF has FUNC `name`; "" if none.
     std::string btf_func_owner(std::string_view name) const;
+    // Whether argument `index` (0: the first) of FUNC `name` is a pointer,
+    // through typedefs and qualifiers; nullopt without that FUNC or argument.
+    std::optional<bool> btf_func_arg_is_pointer(std::string_view name, unsigned index) const;
     bool has_btf_typedef(std::string_view name) const;  // e.g. btf_trace_<tp>
     bool has_kallsyms(std::string_view name) const;
     bool has_tracepoint(std::string_view category, std::string_view name) const;

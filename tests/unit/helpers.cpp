@@ -115,6 +115,18 @@ std::string why_no_private()
     return "";
 }
 
+std::string why_no_lsm_after(std::string first)
+{
+    if (!first.empty())
+        return first;
+    auto f = Features::probe();
+    if (!f.bpf_lsm_active())
+        return "bpf is not in this kernel's LSM list (" + (f.lsm_list().empty() ? "unknown" : f.lsm_list()) + ")";
+    if (!f.loads(ProgKind::lsm))
+        return "this kernel refuses LSM programs (" + f.load(ProgKind::lsm).detail + ")";
+    return "";
+}
+
 Run run(const std::vector<std::string>& argv)
 {
     return Background(argv).stop(0);

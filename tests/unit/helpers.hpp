@@ -53,6 +53,8 @@ std::string why_no_vfio();
 // KVM_X86_SW_PROTECTED_VM, /dev/iommu and a VFIO device cdev (the VM
 // lane's `conversion` kernel, tests/vm/build-kernel.sh).
 std::string why_no_private();
+// `first` when it is not empty, else why the BPF LSM cannot veto here ("" if it can).
+std::string why_no_lsm_after(std::string first);
 // The VM types KVM_CREATE_VM takes here (KVM_CAP_VM_TYPES), -errno if
 // /dev/kvm cannot say.
 int kvm_vm_types();

@@ -98,16 +98,7 @@ struct Veto {
     gms::Tracer tracer;
 };
 
-std::string why_no_lsm()
-{
-    std::string why = gms::test::why_no_vfio();
-    if (!why.empty())
-        return why;
-    auto f = gms::Features::probe();
-    if (!f.bpf_lsm_active() || !f.loads(gms::ProgKind::lsm))
-        return "the BPF LSM cannot run here (" + f.load(gms::ProgKind::lsm).detail + ")";
-    return "";
-}
+std::string why_no_lsm() { return gms::test::why_no_lsm_after(gms::test::why_no_vfio()); }
 
 // A buffer that is both slot 1 of a VM and mapped for DMA through VFIO.
 struct DmaVm {

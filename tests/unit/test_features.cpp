@@ -92,3 +92,39 @@ TEST_CASE("on the host lane: portable tier loads, precise tier and LSM are refus
     CHECK(pin.chosen < 0);
     CHECK_THAT(pin.why_none, Catch::Contains("EPERM"));
 }
+
+TEST_CASE("a function's argument is told apart as pointer or not through the kernel's BTF", "[features][live]")
+{
+    GMS_REQUIRE_ROOT();
+    auto f = gms::Features::probe();
+    // vfs_read(struct file *, char __user *, size_t, loff_t *) on every release
+    CHECK(f.btf_func_arg_is_pointer("vfs_read", 0) == true);
+    CHECK(f.btf_func_arg_is_pointer("vfs_read", 1) == true);   // through the __user qualifier
+    CHECK(f.btf_func_arg_is_pointer("vfs_read", 2) == false);  // through the size_t typedef
+    CHECK_FALSE(f.btf_func_arg_is_pointer("vfs_read", 4).has_value());
+    CHECK_FALSE(f.btf_func_arg_is_pointer("gmemscope_no_such_function", 0).has_value());
+}
+
+// libbpf's messages around a refused load, in the two shapes the
+// verifier's log takes (written here, not captured from a kernel).
+TEST_CASE("a refused program's reason is the verifier's error, before 7.3's diagnostics block and after", "[features]")
+{
+    auto log = [](std::string body) {
+        return std::vector<std::string>{"libbpf: prog 'p': BPF program load failed: -EACCES",
+                                        "libbpf: prog 'p': -- BEGIN PROG LOAD LOG --\n" + body +
+                                            "-- END PROG LOAD LOG --"};
+    };
+    std::string insns = "0: R1=ctx() R10=fp0\n4: (79) r0 = *(u64 *)(r0 +8)\nR0 invalid mem access 'scalar'\n";
+    CHECK(gms::refusal_reason(log(insns + "processed 5 insns (limit 1000000)\n"), "p", -EACCES) ==
+          "verifier: R0 invalid mem access 'scalar' (EACCES)");
+    CHECK(gms::refusal_reason(log(insns + "\nVerification failed: Register Type Safety: Invalid dereference\n\n"
+                                          "Reason:\n  R0 is an integer scalar here, not a pointer to memory.\n\n"
+                                          "Suggestion:\n  Preserve a pointer-valued register where needed, or "
+                                          "reload\n  calls, or other operations that can invalidate it.\n\n"
+                                          "processed 5 insns (limit 1000000)\n"),
+                              "p", -EACCES) == "verifier: R0 invalid mem access 'scalar' (EACCES)");
+    CHECK(gms::refusal_reason({"libbpf: prog 'p': relo #3: failed to resolve CO-RE relocation <byte_off> [7] "
+                               "struct kvm_arch.n_used_mmu_pages"},
+                              "p", -ESRCH)
+              .starts_with("CO-RE relocation: failed to resolve CO-RE relocation"));
+}

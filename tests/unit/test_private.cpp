@@ -60,7 +60,7 @@ TEST_CASE("scenario private refuses a kernel without KVM_X86_SW_PROTECTED_VM and
 }
 
 TEST_CASE("scenario private: conversions both ways, punches, rebind, DMA mappings and a memory failure all "
-          "succeed",
+          "run as the kernel allows",
           "[private][workload]")
 {
     GMS_SKIP_IF(gms::test::why_no_private());
@@ -68,7 +68,12 @@ TEST_CASE("scenario private: conversions both ways, punches, rebind, DMA mapping
     std::vector<std::string> names;
     for (const auto& s : r.steps) {
         INFO(s.name << ": " << s.detail);
-        CHECK(s.error == 0);
+        // 7.3's memory_failure() counts kvm_gmem_error_folio's MF_DELAYED
+        // as a failed truncation: the page is poisoned and madvise says EBUSY.
+        if (s.name == "gmem_hwpoison")
+            CHECK((s.error == 0 || s.error == EBUSY));
+        else
+            CHECK(s.error == 0);
         names.push_back(s.name);
     }
     CHECK(names == std::vector<std::string>{
@@ -118,16 +123,7 @@ int step_error(const Result& r, const std::string& name)
     return it->error;
 }
 
-std::string why_no_private_lsm()
-{
-    std::string why = gms::test::why_no_private();
-    if (!why.empty())
-        return why;
-    auto f = gms::Features::probe();
-    if (!f.bpf_lsm_active() || !f.loads(gms::ProgKind::lsm))
-        return "the BPF LSM cannot run here (" + f.load(gms::ProgKind::lsm).detail + ")";
-    return "";
-}
+std::string why_no_private_lsm() { return gms::test::why_no_lsm_after(gms::test::why_no_private()); }
 
 // The private scenario run while `gmemscope --json enforce [args]` runs;
 // its veto records (one JSON object each).

@@ -77,7 +77,8 @@ START=$SECONDS
 WORK=$KERNELS/work-$KEY
 # An interrupted build resumes: the unpacked tree stays (marked .unpacked)
 # and make rebuilds only what is missing or out of date.
-SRC=$(find "$WORK" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*' 2>/dev/null | head -n 1)
+SRC=""
+[[ -d $WORK ]] && SRC=$(find "$WORK" -mindepth 1 -maxdepth 1 -type d -name 'linux-source-*' | head -n 1)
 if [[ -n $SRC && -f $WORK/.unpacked ]]; then
     log "resuming the build in $WORK ($(cat "$WORK/.seconds" 2>/dev/null || echo 0) s spent before)"
 else
