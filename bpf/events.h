@@ -141,7 +141,7 @@ union gms_ioctl_args {
 struct gms_ioctl_event {
 	struct gms_hdr hdr;
 	__u64 vm;		/* struct kvm * the fd leads to, or 0 */
-	__u64 obj;		/* gmem: inode number of the fd's file */
+	__u64 obj;		/* gmem: inode number of the fd's file; VFIO_DEVICE_FEATURE_DMA_BUF: the new dma-buf's */
 	__s64 ret;		/* return value: 0, a new fd, or -errno */
 	__u64 dur_ns;
 	__u32 fd;
@@ -305,7 +305,12 @@ union gms_call_args {
 		__u32 pad;
 	} pin;
 	struct { __u64 iova; __u64 start; __u64 length; __u32 flags; __u32 pad; } map;	/* iommufd */
-	struct { __u64 size; __u64 flags; char exp_name[16]; } dma_buf;
+	struct {
+		__u64 size;
+		__u64 flags;		/* vfio.dma_buf_move: 1 revoked, 0 restored */
+		__u64 dev;		/* VFIO: the exporting device (struct vfio_pci_core_device *) */
+		char exp_name[16];
+	} dma_buf;
 	struct { __u32 fd; __u32 fd_kind; } vm_end;	/* portable tier: the fd whose close ends the VM */
 	__u64 raw[5];
 };

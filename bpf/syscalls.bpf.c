@@ -253,6 +253,10 @@ static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
 			gms_learn_gmem(e->args.create_gmem.ino, e->vm);
 		}
 		break;
+	case GMS_IOC_VFIO_DMA_BUF:
+		if (ret >= 0)
+			e->obj = gms_file_ino(gms_fd_file(ret));
+		break;
 	case GMS_IOC_SET_MEMORY_ATTRIBUTES2:
 		bpf_probe_read_user(&e->args.attrs.error_offset, 8, uarg + 32);
 		break;

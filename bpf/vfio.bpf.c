@@ -74,6 +74,7 @@ int BPF_PROG(vfio_dma_buf_export, void *vdev, __u32 flags, void *arg, size_t arg
 	if (!e)
 		return 0;
 	e->args.dma_buf.flags = flags;
+	e->args.dma_buf.dev = (__u64)vdev;
 	gms_submit(e);
 	return 0;
 }
@@ -87,6 +88,7 @@ int BPF_PROG(vfio_dma_buf_move, void *vdev, bool revoked)
 	if (!e)
 		return 0;
 	e->args.dma_buf.flags = revoked;
+	e->args.dma_buf.dev = (__u64)vdev;
 	gms_submit(e);
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include "cli/target.hpp"
 #include "loader/model/engine.hpp"
 #include "loader/capture/recording.hpp"
+#include "loader/report/report.hpp"
 
 namespace gms::cli {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 struct Query {
     std::string input;
     std::string vm;
-    std::optional<uint64_t> gfn, gpa, hva, pfn, iova;
+    std::optional<uint64_t> gfn, gpa, hva, pfn, iova, dma_buf;
     TargetOptions live;
 };
 
@@ -139,8 +140,47 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
     return 0;
 }
 
+// A dma-buf's life, by its inode (report lists them).
+int print_dma_buf(const Options& opts, const Engine& e, uint64_t ino)
+{
+    auto it = e.dma_bufs().find(ino);
+    if (it == e.dma_bufs().end())
+        throw Error(kFailed, fmt::format("no dma-buf with inode {} was seen exported ({} were)", ino,
+                                         e.dma_bufs().size()));
+    const DmaBuf& d = it->second;
+    uint64_t t0 = e.t0_ns();
+    auto at = [t0](uint64_t ns) { return ns >= t0 ? double(ns - t0) / 1e9 : 0.0; };
+    const auto timeline = e.timeline(d);
+    if (opts.json) {
+        nlohmann::json tl = nlohmann::json::array();
+        for (const auto& t : timeline)
+            tl.push_back({{"ts_ns", t.ts_ns}, {"what", t.what}, {"inferred", false}});
+        fmt::print("{}\n", dump_line({{"type", "explain"}, {"dma_buf", dma_buf_json(e, d)}, {"timeline", tl}}));
+        return 0;
+    }
+    fmt::print("dma-buf ino {} ({})\n", ino, d.exporter.empty() ? "exporter unseen" : d.exporter);
+    for (const auto& t : timeline)
+        fmt::print("  {:12.6f} s   {}\n", at(t.ts_ns), t.what);
+    bool revoked = !d.moves.empty() && d.moves.back().revoked;
+    fmt::print("  now: {}\n", revoked ? "revoked" : "usable by its importers (as far as traced)");
+    return 0;
+}
+
 int from_recording(const Options& opts, const Query& q)
 {
+    if (q.dma_buf) {
+        Engine engine;
+        std::string damage;
+        try {
+            damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
+        } catch (const BadRecording& e) {
+            throw Error(kBadInput, e.what());
+        }
+        int rc = print_dma_buf(opts, engine, *q.dma_buf);
+        std::fflush(stdout);
+        report_damage(damage);
+        return rc;
+    }
     VmRef ref = q.vm.empty() ? VmRef{} : parse_vm(q.vm);
     uint64_t vm = 0;   // the engine's key, from a translated address
     std::optional<std::pair<uint64_t, uint64_t>> target;
@@ -186,14 +226,20 @@ int from_recording(const Options& opts, const Query& q)
 
 int live(const Options& opts, const Query& q)
 {
-    if (!q.gfn && !q.gpa)
-        throw Error(kUsage, "live, explain takes --gfn or --gpa (other addresses: explain a recording with -i)");
+    if (!q.gfn && !q.gpa && !q.dma_buf)
+        throw Error(kUsage, "live, explain takes --gfn, --gpa or --dma-buf (other addresses: explain a recording "
+                            "with -i)");
     VmRef ref = q.vm.empty() ? VmRef{} : parse_vm(q.vm);
-    uint64_t gfn = q.gfn ? *q.gfn : *q.gpa >> 12;
     TargetOptions live = q.live;
     live.command_stdout_to_stderr = opts.json;
     Target target = open_target("explain", live);
     Engine engine;
+    if (q.dma_buf) {
+        run_session(*target.tracer, target.child.get(), target.session, [&](const Event& ev) { engine.add(ev); },
+                    [&](const gms_drops_record& c) { engine.add(Event{c}); });
+        return print_dma_buf(opts, engine, *q.dma_buf);
+    }
+    uint64_t gfn = q.gfn ? *q.gfn : *q.gpa >> 12;
     engine.watch(ref.kvm, ref.lifetime, gfn);
     run_session(*target.tracer, target.child.get(), target.session, [&](const Event& ev) { engine.add(ev); },
                 [&](const gms_drops_record& c) { engine.add(Event{c}); });
@@ -217,6 +263,8 @@ void register_explain(CLI::App& app, Options& opts, Action& action)
     by->add_option("--hva", q.hva, "Host virtual address in the VM's process")->check(unsigned_number());
     by->add_option("--pfn", q.pfn, "Host page frame number")->check(unsigned_number());
     by->add_option("--iova", q.iova, "IO virtual address of a DMA mapping")->check(unsigned_number());
+    by->add_option("--dma-buf", q.dma_buf, "Or a dma-buf's life, by its inode (report lists them)")
+        ->check(unsigned_number());
     by->require_option(1);
     // -i reads a recording: what only live tracing takes is refused with it.
     input->excludes(

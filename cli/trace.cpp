@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/target.hpp"
+#include "loader/model/engine.hpp"
+#include "loader/report/report.hpp"
 
 namespace gms::cli {
 
@@ -30,6 +32,16 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
             else
                 fmt::print(stderr, "tracing with {} programs; Ctrl-C to stop\n", target.tracer->attached().size());
             uint64_t t0 = 0;
+            // The engine follows along for what no single record says: a
+            // conversion to private over a range a device can still reach.
+            Engine engine;
+            engine.on_exposure = [&](const Exposure& x) {
+                if (opts.json)
+                    fmt::print("{}\n", dump_line({{"type", "finding"}, {"severity", "critical"},
+                                                   {"kind", "dma_private"}, {"exposure", exposure_json(engine, x)}}));
+                else
+                    fmt::print("CRITICAL {}\n", engine.describe(x));
+            };
             auto sink = [&](const Event& ev) {
                 if (!t0)
                     t0 = ev.hdr().ts_ns;
@@ -37,6 +49,7 @@ void register_trace(CLI::App& app, Options& opts, Action& action)
                     fmt::print("{}\n", dump_line(to_json(ev)));
                 else
                     fmt::print("{}\n", to_line(ev, t0));
+                engine.add(ev);
             };
             uint64_t last_lost = 0;
             auto on_counters = [&](const gms_drops_record& c) {

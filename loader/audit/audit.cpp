@@ -502,6 +502,9 @@ std::vector<Finding> find_problems(const AuditReport& r, const Engine* recording
                                            to_string(p.space), p.owner.comm, p.owner.tgid),
                                vm, slot->second.gmem_ino});
         }
+        for (const auto& x : recording->exposures())
+            out.push_back({Severity::critical, "dma_private_converted", recording->describe(x),
+                           recording->vms().at(x.vm).id, 0});
         for (const auto& f : recording->failures())
             if (!f.pins.empty())
                 out.push_back({Severity::error, "pins_converting",

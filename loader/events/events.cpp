@@ -26,6 +26,11 @@ std::string comm_of(const gms_hdr& h)
     return std::string(h.comm, strnlen(h.comm, sizeof(h.comm)));
 }
 
+std::string exporter_name(const gms_call_args& a)
+{
+    return std::string(a.dma_buf.exp_name, strnlen(a.dma_buf.exp_name, sizeof(a.dma_buf.exp_name)));
+}
+
 const gms_hdr& Event::hdr() const
 {
     return std::visit([](const auto& r) -> const gms_hdr& { return r.hdr; }, rec);
@@ -251,6 +256,8 @@ json body_json(const gms_ioctl_event& e)
               {"args_read", !(e.hdr.flags & GMS_F_ARGS_UNREAD)}};
     if (e.fd_kind == GMS_FD_GMEM)
         j["gmem_ino"] = u64_json(e.obj);
+    if (e.op == GMS_IOC_VFIO_DMA_BUF && e.ret >= 0)
+        j["dma_buf_ino"] = u64_json(e.obj);
     if (e.ret < 0)
         j["errno"] = errno_name(e.ret);
     return j;
@@ -351,11 +358,14 @@ json call_args_json(const gms_call_event& e)
         return {{"iova", hex(a.map.iova)}, {"start", hex(a.map.start)}, {"length_bytes", u64_json(a.map.length)},
                 {"flags", a.map.flags}};
     case GMS_FN_VFIO_DMA_BUF_EXPORT:
+        return {{"device", hex(a.dma_buf.dev)}, {"flags", u64_json(a.dma_buf.flags)}};
     case GMS_FN_VFIO_DMA_BUF_MOVE:
+        return {{"device", hex(a.dma_buf.dev)}, {"revoked", a.dma_buf.flags != 0}};
     case GMS_FN_DMA_BUF_EXPORT:
-    case GMS_FN_DMA_BUF_MOVE_NOTIFY:
         return {{"size_bytes", u64_json(a.dma_buf.size)}, {"flags", u64_json(a.dma_buf.flags)},
-                {"exporter", std::string(a.dma_buf.exp_name, strnlen(a.dma_buf.exp_name, sizeof(a.dma_buf.exp_name)))}};
+                {"exporter", exporter_name(a)}};
+    case GMS_FN_DMA_BUF_MOVE_NOTIFY:
+        return {{"size_bytes", u64_json(a.dma_buf.size)}, {"exporter", exporter_name(a)}};
     case GMS_FN_KVM_MMU_INVALIDATE_BEGIN:
         return json::object();
     case GMS_FN_KVM_DESTROY_VM:
@@ -471,6 +481,8 @@ std::string ioctl_line(const gms_ioctl_event& e)
     case GMS_IOC_VFIO_DMA_BUF:
         args = fmt::format("region={} ranges={} offset={:#x} length={:#x}", a.dma_buf.region_index,
                            a.dma_buf.nr_ranges, a.dma_buf.offset, a.dma_buf.length);
+        if (e.ret >= 0)
+            args += fmt::format(" dma-buf ino {}", e.obj);
         break;
     }
     std::string ret = e.ret < 0 ? fmt::format("= {} ({})", e.ret, errno_name(e.ret))

@@ -324,6 +324,18 @@ void Engine::on_ioctl(const gms_ioctl_event& e)
     case GMS_IOC_IOAS_UNMAP:
         on_dma(e);
         return;
+    case GMS_IOC_VFIO_DMA_BUF:
+        if (e.ret >= 0 && e.obj) {
+            DmaBuf& d = dma_buf(e.obj, e.hdr);
+            if (d.exporter.empty())
+                d.exporter = "vfio_pci";
+            d.fd = e.ret;
+            d.region = e.args.dma_buf.region_index;
+            d.offset = e.args.dma_buf.offset;
+            d.length = e.args.dma_buf.length;
+            d.nr_ranges = e.args.dma_buf.nr_ranges;
+        }
+        return;
     }
     if (is_conversion(e.op))
         on_attrs(e);
@@ -392,11 +404,12 @@ void Engine::on_attrs(const gms_ioctl_event& e)
     }
     if (ranges.empty())
         ranges.emplace_back(key, 0, 0);
-    on_conversion(e.hdr, std::string(ioctl_op_name(e.op)), e.ret, to_private, ranges, error_gfn);
+    on_conversion(e.hdr, e.hdr.ts_ns + e.dur_ns, std::string(ioctl_op_name(e.op)), e.ret, to_private, ranges,
+                  error_gfn);
 }
 
-void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret, bool to_private,
-                           const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
+void Engine::on_conversion(const gms_hdr& h, uint64_t span_end, const std::string& op, int64_t ret,
+                           bool to_private, const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
                            std::optional<std::pair<uint64_t, uint64_t>> error_gfn)
 {
     std::string what = to_private ? "shared->private" : "private->shared";
@@ -410,6 +423,8 @@ void Engine::on_conversion(const gms_hdr& h, const std::string& op, int64_t ret,
                                           h.pid, result); });
         if (ret == 0 && id && g1 > g0)
             vms_.at(id).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
+        if (ret == 0 && to_private && id && g1 > g0)
+            expose(h, span_end, op, id, g0, g1);
         if (ret < 0) {
             Failure f{h.ts_ns, id, owner_of(h), op, ret, g0, g1, std::nullopt, to_private,
                       g1 > g0 ? pins_over(id, g0, g1) : std::vector<PinOverlap>{}, {}};
@@ -506,7 +521,7 @@ void Engine::on_call(const gms_call_event& e)
         }
         return;
     case GMS_FN_KVM_SET_MEM_ATTRIBUTES:
-        on_conversion(e.hdr, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
+        on_conversion(e.hdr, e.hdr.ts_ns, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
                       {{vm_key, a.range.start, a.range.end}}, std::nullopt);
         return;
     case GMS_FN_GMEM_SET_ATTRIBUTES:
@@ -522,10 +537,18 @@ void Engine::on_call(const gms_call_event& e)
         });
         if (ranges.empty())
             ranges.emplace_back(vm_key, 0, 0);
-        on_conversion(e.hdr, std::string(e.fn == GMS_FN_GMEM_CONVERT ? "kvm_gmem_convert_range" : "kvm_gmem_set_attributes"),
+        on_conversion(e.hdr, e.hdr.ts_ns,
+                      std::string(e.fn == GMS_FN_GMEM_CONVERT ? "kvm_gmem_convert_range" : "kvm_gmem_set_attributes"),
                       e.ret, a.range.attributes & kAttrPrivate, ranges, error_gfn);
         return;
     }
+    case GMS_FN_VFIO_DMA_BUF_EXPORT:
+    case GMS_FN_VFIO_DMA_BUF_MOVE:
+    case GMS_FN_DMA_BUF_EXPORT:
+    case GMS_FN_DMA_BUF_MOVE_NOTIFY:
+    case GMS_FN_IOMMUFD_MAP_FILE:
+        on_dma_buf(e);
+        return;
     case GMS_FN_VFIO_PIN:
     case GMS_FN_VFIO_UNPIN: {
         bool pin = e.fn == GMS_FN_VFIO_PIN;
@@ -548,6 +571,80 @@ void Engine::on_call(const gms_call_event& e)
         return;
     }
     }
+}
+
+DmaBuf& Engine::dma_buf(uint64_t ino, const gms_hdr& h)
+{
+    DmaBuf& d = dma_bufs_[ino];
+    d.ino = ino;
+    // The export ioctl's record is stamped at its entry, before the
+    // kernel functions' records inside it: the earliest is the export.
+    if (!d.exported_ns || h.ts_ns < d.exported_ns) {
+        d.exported_ns = h.ts_ns;
+        d.owner = owner_of(h);
+    }
+    return d;
+}
+
+void Engine::on_dma_buf(const gms_call_event& e)
+{
+    const auto& a = e.args.dma_buf;
+    switch (e.fn) {
+    case GMS_FN_VFIO_DMA_BUF_EXPORT:
+        if (e.ret >= 0 && e.ino) {
+            DmaBuf& d = dma_buf(e.ino, e.hdr);
+            d.device = a.dev;
+            d.fd = e.ret;
+            if (d.exporter.empty())
+                d.exporter = "vfio_pci";
+        }
+        return;
+    case GMS_FN_DMA_BUF_EXPORT:
+        if (e.ret == 0 && e.ino) {
+            DmaBuf& d = dma_buf(e.ino, e.hdr);
+            d.exporter = exporter_name(e.args);
+            d.size_bytes = a.size;
+        }
+        return;
+    case GMS_FN_VFIO_DMA_BUF_MOVE:
+        // Every dma-buf of the device is revoked or restored with it.
+        for (auto& [ino, d] : dma_bufs_)
+            if (d.device == a.dev)
+                d.moves.push_back({e.hdr.ts_ns, a.flags != 0});
+        return;
+    case GMS_FN_DMA_BUF_MOVE_NOTIFY:
+        if (auto it = dma_bufs_.find(e.ino); it != dma_bufs_.end())
+            it->second.notified_ns.push_back(e.hdr.ts_ns);
+        return;
+    case GMS_FN_IOMMUFD_MAP_FILE:
+        if (auto it = dma_bufs_.find(e.ino); it != dma_bufs_.end()) {
+            const auto& m = e.args.map;
+            it->second.imports.push_back({e.hdr.ts_ns, owner_of(e.hdr), m.iova, m.start, m.length, e.ret});
+        }
+        return;
+    }
+}
+
+void Engine::expose(const gms_hdr& h, uint64_t span_end, const std::string& op, uint64_t vm, uint64_t g0, uint64_t g1)
+{
+    // One conversion seen twice (the ioctl and the kernel's tracepoint
+    // inside it) is one exposure.
+    for (auto it = exposures_.rbegin(); it != exposures_.rend() && it->ts_ns >= h.ts_ns; ++it)
+        if (it->tid == h.pid && it->vm == vm && it->first_gfn == g0 && it->end_gfn == g1 && it->ts_ns <= span_end)
+            return;
+    std::vector<PinOverlap> pins = pins_over(vm, g0, g1);
+    if (pins.empty() || exposures_.size() >= kMaxFailures)
+        return;
+    Exposure x{h.ts_ns, vm, owner_of(h), h.pid, op, g0, g1, std::move(pins)};
+    for (const auto& p : x.pins)
+        note(vm, p.first_gfn, p.first_gfn + p.pages, h.ts_ns, [&] {
+            return fmt::format("CRITICAL: made private while DMA-mapped: {}", describe(p));
+        });
+    auto at = std::upper_bound(exposures_.begin(), exposures_.end(), x.ts_ns,
+                               [](uint64_t ts, const Exposure& y) { return ts < y.ts_ns; });
+    at = exposures_.insert(at, std::move(x));
+    if (on_exposure)
+        on_exposure(*at);
 }
 
 void Engine::on_dma(const gms_ioctl_event& e)
@@ -754,7 +851,7 @@ std::vector<PinOverlap> Engine::pins_over(uint64_t vm_id, uint64_t first_gfn, ui
         dv->second.overlaps(vp0, vp0 + (g1 - g0), [&](uint64_t a, uint64_t b, const DmaRun& r) {
             auto owner = dma_owner_.find(r.space);
             out.push_back({r.space, owner == dma_owner_.end() ? Owner{} : owner->second, g0 + (a - vp0), b - a,
-                           r.iova_page << kPageShift, r.since_ns});
+                           r.iova_page << kPageShift, r.since_ns, a << kPageShift});
         });
     }
     return out;
@@ -822,6 +919,80 @@ std::string Engine::describe(const Failure& f) const
                            p.first_gfn, p.first_gfn + p.pages, to_string(p.space), p.owner.tgid, p.owner.comm, since,
                            p.iova);
     }
+    return out;
+}
+
+std::string Engine::describe(const PinOverlap& p) const
+{
+    double since = p.since_ns >= t0_ns_ ? double(p.since_ns - t0_ns_) / 1e9 : 0;
+    return fmt::format("{} pages (gfn [{:#x}, {:#x}), vaddr {:#x}) mapped at iova {:#x} by {} (pid {} {}) since {:.6f} s",
+                       p.pages, p.first_gfn, p.first_gfn + p.pages, p.vaddr, p.iova, to_string(p.space), p.owner.tgid,
+                       p.owner.comm, since);
+}
+
+std::string Engine::describe(const Exposure& x) const
+{
+    double at = x.ts_ns >= t0_ns_ ? double(x.ts_ns - t0_ns_) / 1e9 : 0;
+    std::string out = fmt::format("{:.6f} s: gfn [{:#x}, {:#x}) of VM {} made private by {}/{} ({}) while a device "
+                                  "can still reach its shared backing:",
+                                  at, x.first_gfn, x.end_gfn, vm_name(x.vm), x.caller.comm, x.caller.tgid, x.op);
+    for (const auto& p : x.pins)
+        out += " " + describe(p) + ";";
+    out.back() = '.';
+    return out;
+}
+
+std::string Engine::describe(const DmaBuf& d) const
+{
+    auto at = [&](uint64_t ns) { return ns >= t0_ns_ ? double(ns - t0_ns_) / 1e9 : 0.0; };
+    std::string out = fmt::format("dma-buf ino {} ({}", d.ino, d.exporter.empty() ? "exporter unseen" : d.exporter);
+    if (d.size_bytes)
+        out += fmt::format(", {} KiB", d.size_bytes >> 10);
+    out += fmt::format("): exported by {}/{}", d.owner.comm, d.owner.tgid);
+    if (d.fd >= 0)
+        out += fmt::format(" as fd {}", d.fd);
+    out += fmt::format(" at {:.6f} s", at(d.exported_ns));
+    if (d.region)
+        out += fmt::format(", BAR{} [{:#x}, {:#x}){}", *d.region, d.offset, d.offset + d.length,
+                           d.nr_ranges > 1 ? fmt::format(" and {} more ranges", d.nr_ranges - 1) : "");
+    if (d.device)
+        out += fmt::format(", device {:#x}", d.device);
+    for (const auto& m : d.moves)
+        out += fmt::format("; {} at {:.6f} s", m.revoked ? "revoked" : "restored", at(m.ts_ns));
+    if (!d.notified_ns.empty())
+        out += fmt::format("; importers told to drop their mappings {}x", d.notified_ns.size());
+    for (const auto& i : d.imports)
+        out += fmt::format("; mapped into an iommufd IOAS at iova {:#x} at {:.6f} s{}", i.iova, at(i.ts_ns),
+                           i.ret < 0 ? fmt::format(" (failed {})", errno_name(i.ret)) : "");
+    return out;
+}
+
+std::vector<TimelineEntry> Engine::timeline(const DmaBuf& d) const
+{
+    std::vector<TimelineEntry> out;
+    std::string what = fmt::format("exported by {}/{}", d.owner.comm, d.owner.tgid);
+    if (d.fd >= 0)
+        what += fmt::format(" as fd {}", d.fd);
+    if (d.region)
+        what += fmt::format(": BAR{} [{:#x}, {:#x}), {} range{}", *d.region, d.offset, d.offset + d.length,
+                            d.nr_ranges, d.nr_ranges == 1 ? "" : "s");
+    if (d.size_bytes)
+        what += fmt::format(", {} bytes", d.size_bytes);
+    if (d.device)
+        what += fmt::format(", device {:#x}", d.device);
+    out.push_back({d.exported_ns, what});
+    for (const auto& i : d.imports)
+        out.push_back({i.ts_ns, fmt::format("mapped into an iommufd IOAS by {}/{}: iova {:#x}, {} bytes from offset "
+                                            "{:#x}{}",
+                                            i.by.comm, i.by.tgid, i.iova, i.length, i.offset,
+                                            i.ret < 0 ? fmt::format(": failed {} ({})", i.ret, errno_name(i.ret))
+                                                      : "")});
+    for (const auto& m : d.moves)
+        out.push_back({m.ts_ns, m.revoked ? "revoked: the device's MMIO is gone (memory decode cleared, or a reset)"
+                                          : "restored: the device's MMIO is back"});
+    for (uint64_t ns : d.notified_ns)
+        out.push_back({ns, "importers told to drop their mappings (dmabuf.move_notify)"});
+    std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.ts_ns < b.ts_ns; });
     return out;
 }
 

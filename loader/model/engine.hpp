@@ -139,6 +139,47 @@ struct PinOverlap {
     uint64_t pages = 0;
     uint64_t iova = 0;
     uint64_t since_ns = 0;
+    uint64_t vaddr = 0;   // the shared backing's user address at first_gfn
+};
+
+// A conversion to private that KVM performed over gfns whose shared
+// backing a device could still reach through a DMA mapping: the critical
+// finding (DMA keeps reaching pages the guest now believes private).
+struct Exposure {
+    uint64_t ts_ns = 0;
+    uint64_t vm = 0;
+    Owner caller;
+    uint32_t tid = 0;
+    std::string op;
+    uint64_t first_gfn = 0, end_gfn = 0;
+    std::vector<PinOverlap> pins;
+};
+
+// A dma-buf's life: who exported what, and when its importers lost it.
+struct DmaBufMove {
+    uint64_t ts_ns;
+    bool revoked;   // false: restored
+};
+struct DmaBufImport {   // mapped into an iommufd IOAS (IOMMU_IOAS_MAP_FILE)
+    uint64_t ts_ns;
+    Owner by;
+    uint64_t iova, offset, length;
+    int64_t ret;
+};
+struct DmaBuf {
+    uint64_t ino = 0;
+    std::string exporter;   // "vfio_pci", "udmabuf", ...; "" if unseen
+    Owner owner;            // the process whose call exported it
+    uint64_t exported_ns = 0;
+    int64_t fd = -1;        // its fd there, -1 if unseen
+    uint64_t size_bytes = 0;
+    uint64_t device = 0;    // VFIO: struct vfio_pci_core_device *
+    std::optional<uint32_t> region;   // VFIO: the BAR (region index)
+    uint64_t offset = 0, length = 0;  // VFIO: its first range
+    uint32_t nr_ranges = 0;
+    std::vector<DmaBufMove> moves;    // VFIO revokes and restores, in order
+    std::vector<uint64_t> notified_ns;   // importers told to drop their mappings
+    std::vector<DmaBufImport> imports;
 };
 
 struct GfnInfo {
@@ -209,6 +250,8 @@ struct StormStats {
 class Engine {
 public:
     void add(const Event& ev);
+    // Called with each exposure as the engine finds it (trace prints them).
+    std::function<void(const Exposure&)> on_exposure;
 
     // Record the causal chain of this gfn as events come: of the VM at
     // struct kvm address `kvm` (0: any VM), its `lifetime`-th there (0: every one).
@@ -226,6 +269,8 @@ public:
     uint64_t vm_key_at(uint64_t kvm) const;
     const std::map<uint64_t, GmemFile>& gmem_files() const { return gmem_; }
     const std::vector<Failure>& failures() const { return failures_; }
+    const std::vector<Exposure>& exposures() const { return exposures_; }
+    const std::map<uint64_t, DmaBuf>& dma_bufs() const { return dma_bufs_; }
     // Every failed call of a traced kind, by (call, errno).
     const std::map<std::pair<std::string, int64_t>, FailureGroup>& failure_groups() const { return failure_groups_; }
     const std::map<uint64_t, StormStats>& storms() const { return storms_; }
@@ -242,6 +287,12 @@ public:
     std::optional<uint64_t> vm_of_gmem(uint64_t ino) const;
 
     std::string describe(const Failure& f) const;
+    std::string describe(const Exposure& x) const;
+    // One line a mapping: what it is, whose, where, since when.
+    std::string describe(const PinOverlap& p) const;
+    std::string describe(const DmaBuf& d) const;
+    // A dma-buf's life in time order: export, imports, revokes, restores.
+    std::vector<TimelineEntry> timeline(const DmaBuf& d) const;
     // Total interval-map segments held: the engine's memory driver.
     size_t segments() const;
 
@@ -261,9 +312,16 @@ private:
     void on_fallocate(const gms_fallocate_event& e);
     void on_call(const gms_call_event& e);
     void add_failure(Failure f);
-    void on_conversion(const gms_hdr& h, const std::string& op, int64_t ret, bool to_private,
+    // span_end: when the call ended (syscall records are stamped at entry),
+    // so that two records of one conversion make one exposure.
+    void on_conversion(const gms_hdr& h, uint64_t span_end, const std::string& op, int64_t ret, bool to_private,
                        const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
                        std::optional<std::pair<uint64_t, uint64_t>> error_gfn);
+    void on_dma_buf(const gms_call_event& e);
+    // The dma-buf at inode `ino`, exported no later than `h`.
+    DmaBuf& dma_buf(uint64_t ino, const gms_hdr& h);
+    // Records the critical finding if the gfns just made private are DMA-mapped.
+    void expose(const gms_hdr& h, uint64_t span_end, const std::string& op, uint64_t vm, uint64_t g0, uint64_t g1);
     // gfns of a gmem index range through the current bindings: f(vm, slot, first_gfn, end_gfn).
     template <typename F>
     void gfns_of_index(uint64_t ino, uint64_t first, uint64_t end, F&& f) const;
@@ -290,6 +348,8 @@ private:
     std::map<uint32_t, IntervalMap<DmaRun>> dma_vaddr_;      // tgid: vaddr page -> mapping
     std::map<DmaSpace, Owner> dma_owner_;
     std::vector<Failure> failures_;
+    std::vector<Exposure> exposures_;
+    std::map<uint64_t, DmaBuf> dma_bufs_;   // by inode
     std::map<std::pair<std::string, int64_t>, FailureGroup> failure_groups_;
     std::map<uint64_t, StormStats> storms_;
     std::optional<gms_drops_record> counters_;

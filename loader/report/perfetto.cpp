@@ -1,6 +1,7 @@
 #include "loader/report/perfetto.hpp"
 
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -12,6 +13,7 @@ constexpr int kMmuTid = 2;           // KVM MMU: zaps, SPTE changes
 constexpr int kKernelTid = 3;        // kernel functions (precise tier) and IOMMU mappings
 constexpr int kVcpuTidBase = 100;    // vCPU n
 constexpr int kGmemTidBase = 10000;  // gmem files, in order of appearance
+constexpr int kDmaBufPid = 1000000;  // the dma-bufs, one thread each
 
 
 }  // namespace
@@ -168,8 +170,49 @@ void PerfettoWriter::add(const Event& ev)
         ev.rec);
 }
 
+// What the engine concludes over the whole recording: each dma-buf's
+// life as spans, and the critical exposures as instants in their VM.
+void PerfettoWriter::put_findings()
+{
+    auto us = [this](uint64_t ns) { return ns >= t0_ns_ ? double(ns - t0_ns_) / 1000.0 : 0.0; };
+    int tid = 0;
+    for (const auto& [ino, d] : engine_.dma_bufs()) {
+        meta(kDmaBufPid, 0, "dma-bufs");
+        meta(kDmaBufPid, ++tid,
+             fmt::format("dma-buf ino {} ({}{})", ino, d.exporter.empty() ? "?" : d.exporter,
+                         d.region ? fmt::format(" BAR{}", *d.region) : ""));
+        uint64_t end = std::max(last_ns_, d.exported_ns);
+        put({{"ph", "X"}, {"pid", kDmaBufPid}, {"tid", tid}, {"cat", "dma_buf"}, {"name", "exported"},
+             {"ts", us(d.exported_ns)}, {"dur", us(end) - us(d.exported_ns)},
+             {"args", {{"text", engine_.describe(d)}}}});
+        std::optional<uint64_t> revoked;
+        auto close_revoke = [&](uint64_t at) {
+            put({{"ph", "X"}, {"pid", kDmaBufPid}, {"tid", tid}, {"cat", "dma_buf"}, {"name", "revoked"},
+                 {"ts", us(*revoked)}, {"dur", us(at) - us(*revoked)}});
+            revoked.reset();
+        };
+        for (const auto& m : d.moves) {
+            if (m.revoked && !revoked)
+                revoked = m.ts_ns;
+            else if (!m.revoked && revoked)
+                close_revoke(m.ts_ns);
+        }
+        if (revoked)
+            close_revoke(end);
+        for (const auto& t : engine_.timeline(d))
+            if (t.ts_ns != d.exported_ns)
+                put({{"ph", "i"}, {"s", "t"}, {"pid", kDmaBufPid}, {"tid", tid}, {"cat", "dma_buf"},
+                     {"ts", us(t.ts_ns)}, {"name", t.what}});
+    }
+    for (const auto& x : engine_.exposures())
+        put({{"ph", "i"}, {"s", "p"}, {"pid", pid_of(x.vm)}, {"tid", kIoctlTid}, {"cat", "finding"},
+             {"ts", us(x.ts_ns)}, {"name", "CRITICAL: made private while DMA-mapped"},
+             {"args", {{"text", engine_.describe(x)}}}});
+}
+
 void PerfettoWriter::finish()
 {
+    put_findings();
     for (auto& [id, pin] : open_pins_) {
         pin["ph"] = "e";
         pin["ts"] = double(last_ns_ - t0_ns_) / 1000.0;

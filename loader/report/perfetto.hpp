@@ -18,7 +18,8 @@ class PerfettoWriter {
 public:
     explicit PerfettoWriter(std::ostream& out);
     void add(const Event& ev);
-    // Closes pins still open at the end and the JSON document.
+    // Adds the dma-bufs' lives and the critical exposures, closes pins
+    // still open at the end and the JSON document.
     void finish();
 
 private:
@@ -26,6 +27,7 @@ private:
     int gmem_tid(uint64_t vm, uint64_t ino);
     void put(const nlohmann::json& j);
     void meta(int pid, int tid, const std::string& name);
+    void put_findings();
 
     std::ostream& out_;
     Engine engine_;   // inode -> VM for records that do not carry it

@@ -285,7 +285,63 @@ std::string report_text(const Engine& engine)
         for (const auto& f : engine.failures())
             out += "  " + engine.describe(f) + "\n";
     }
+    if (!engine.exposures().empty()) {
+        out += "\nCRITICAL: made private while a device can still reach the shared backing:\n";
+        for (const auto& x : engine.exposures())
+            out += "  " + engine.describe(x) + "\n";
+    }
+    if (!engine.dma_bufs().empty()) {
+        out += "\ndma-bufs:\n";
+        for (const auto& [ino, d] : engine.dma_bufs())
+            out += "  " + engine.describe(d) + "\n";
+    }
     return out;
+}
+
+nlohmann::json pins_json(const std::vector<PinOverlap>& pins)
+{
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& p : pins)
+        a.push_back({{"by", to_string(p.space)}, {"tgid", p.owner.tgid}, {"comm", p.owner.comm},
+                     {"first_gfn", hex(p.first_gfn)}, {"pages", p.pages}, {"iova", hex(p.iova)},
+                     {"vaddr", hex(p.vaddr)}, {"since_ns", p.since_ns}});
+    return a;
+}
+
+nlohmann::json exposure_json(const Engine& engine, const Exposure& x)
+{
+    const Vm& v = engine.vms().at(x.vm);
+    return {{"ts_ns", u64_json(x.ts_ns)}, {"vm", hex(v.id)}, {"vm_lifetime", v.lifetime}, {"call", x.op},
+            {"tgid", x.caller.tgid}, {"comm", x.caller.comm}, {"first_gfn", hex(x.first_gfn)},
+            {"end_gfn", hex(x.end_gfn)}, {"mappings", pins_json(x.pins)}, {"text", engine.describe(x)}};
+}
+
+nlohmann::json dma_buf_json(const Engine& engine, const DmaBuf& d)
+{
+    using nlohmann::json;
+    json moves = json::array(), imports = json::array();
+    for (const auto& m : d.moves)
+        moves.push_back({{"ts_ns", u64_json(m.ts_ns)}, {"revoked", m.revoked}});
+    for (const auto& i : d.imports)
+        imports.push_back({{"ts_ns", u64_json(i.ts_ns)}, {"tgid", i.by.tgid}, {"comm", i.by.comm},
+                           {"iova", hex(i.iova)}, {"offset", u64_json(i.offset)},
+                           {"length_bytes", u64_json(i.length)}, {"ret", i.ret}});
+    json j = {{"ino", u64_json(d.ino)}, {"exporter", d.exporter}, {"tgid", d.owner.tgid}, {"comm", d.owner.comm},
+              {"exported_ns", u64_json(d.exported_ns)}, {"moves", moves},
+              {"move_notifies", u64_json(d.notified_ns.size())}, {"imports", imports}, {"text", engine.describe(d)}};
+    if (d.fd >= 0)
+        j["fd"] = d.fd;
+    if (d.size_bytes)
+        j["size_bytes"] = u64_json(d.size_bytes);
+    if (d.device)
+        j["device"] = hex(d.device);
+    if (d.region) {
+        j["region"] = *d.region;
+        j["offset"] = u64_json(d.offset);
+        j["length_bytes"] = u64_json(d.length);
+        j["nr_ranges"] = d.nr_ranges;
+    }
+    return j;
 }
 
 nlohmann::json report_json(const Engine& engine)
@@ -345,11 +401,7 @@ nlohmann::json report_json(const Engine& engine)
     }
     json failures = json::array();
     for (const auto& f : engine.failures()) {
-        json pins = json::array();
-        for (const auto& p : f.pins)
-            pins.push_back({{"by", to_string(p.space)}, {"tgid", p.owner.tgid}, {"comm", p.owner.comm},
-                            {"first_gfn", hex(p.first_gfn)}, {"pages", p.pages}, {"iova", hex(p.iova)},
-                            {"since_ns", p.since_ns}});
+        json pins = pins_json(f.pins);
         json j = {{"ts_ns", u64_json(f.ts_ns)}, {"call", f.op}, {"ret", f.ret}, {"errno", errno_name(f.ret)},
                   {"tgid", f.caller.tgid}, {"comm", f.caller.comm}, {"pins", pins}, {"text", engine.describe(f)}};
         if (auto v = engine.vms().find(f.vm); f.vm && v != engine.vms().end()) {
@@ -365,6 +417,12 @@ nlohmann::json report_json(const Engine& engine)
             j["error_gfn"] = hex(*f.error_gfn);
         failures.push_back(j);
     }
+    json exposures = json::array();
+    for (const auto& x : engine.exposures())
+        exposures.push_back(exposure_json(engine, x));
+    json dma_bufs = json::array();
+    for (const auto& [ino, d] : engine.dma_bufs())
+        dma_bufs.push_back(dma_buf_json(engine, d));
     json groups = json::array();
     for (const auto& [key, g] : engine.failure_groups())
         groups.push_back({{"call", key.first}, {"ret", key.second}, {"errno", errno_name(key.second)},
@@ -376,7 +434,8 @@ nlohmann::json report_json(const Engine& engine)
         if (!g.vm)
             unknown.push_back(gmem_json(g));
     json j = {{"type", "summary"}, {"events", counts}, {"vms", vms}, {"failures", failures},
-              {"failed_calls", groups}, {"gmem_files_no_vm", unknown}};
+              {"failed_calls", groups}, {"gmem_files_no_vm", unknown}, {"exposures", exposures},
+              {"dma_bufs", dma_bufs}};
     if (auto st = engine.storms().find(0); st != engine.storms().end())
         j["storm_no_vm"] = storm_json(st->second);
     if (const auto& c = engine.counters()) {

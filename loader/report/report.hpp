@@ -12,6 +12,10 @@ namespace gms {
 
 std::string report_text(const Engine& engine);
 nlohmann::json report_json(const Engine& engine);
+// A critical exposure as report --json lists it (#/$defs/exposure).
+nlohmann::json exposure_json(const Engine& engine, const Exposure& x);
+// One dma-buf as report --json lists it (schemas/summary.schema.json#/$defs/dma_buf).
+nlohmann::json dma_buf_json(const Engine& engine, const DmaBuf& d);
 // An invalidation storm's figures: rates, histograms, top sources.
 std::string storm_text(const Engine& engine, uint64_t vm, const StormStats& st);
 

@@ -6,6 +6,7 @@
 // RLIMIT_MEMLOCK, a dma-buf from udmabuf, and a dma-buf of the device's
 // BAR0 exported through VFIO, revoked and restored.
 #include "loader/workload/util.hpp"
+#include "loader/workload/vfio_dma_buf.hpp"
 #include "loader/workload/workload.hpp"
 
 #include <dirent.h>
@@ -103,24 +104,8 @@ int make_udmabuf(std::uint64_t pages)
     return 0;
 }
 
-// VFIO_DEVICE_FEATURE_DMA_BUF (include/uapi/linux/vfio.h, v6.19+ with
-// CONFIG_VFIO_PCI_DMABUF), which Debian 12's <linux/vfio.h> lacks.
-constexpr std::uint32_t vfio_device_feature_dma_buf = 11;
-struct VfioDmaBufRequest {
-    std::uint32_t argsz, feature_flags;   // struct vfio_device_feature; its data[] is what follows
-    std::uint32_t region_index, open_flags, flags, nr_ranges;
-    struct {
-        std::uint64_t offset, length;
-    } range;
-};
-static_assert(sizeof(VfioDmaBufRequest) == sizeof(vfio_device_feature) + 16 + 16);
-
-// A VFIO PCI dma-buf of the device's BAR0, then its revocation: memory
-// decode cleared in the command register through the config region
-// (vfio_basic_config_write() -> vfio_pci_dma_buf_move(vdev, true), whose
-// dma_buf_invalidate_mappings() tells importers), decode restored
-// (vfio_pci_dma_buf_move(vdev, false)), and the dma-buf closed. `step`
-// records each; the later ones only if the export succeeded.
+// A VFIO PCI dma-buf of the device's BAR0, revoked and restored
+// (loader/workload/vfio_dma_buf.hpp).
 template <typename Step>
 void vfio_dma_buf(const VfioContainer& vfio, Step&& step)
 {
@@ -129,40 +114,8 @@ void vfio_dma_buf(const VfioContainer& vfio, Step&& step)
     if (!step("vfio_device", dev < 0 ? -dev : 0, detail))
         return;
     Fd device(dev);
-    vfio_region_info bar0{}, config{};
-    bar0.argsz = config.argsz = sizeof(vfio_region_info);
-    bar0.index = VFIO_PCI_BAR0_REGION_INDEX;
-    config.index = VFIO_PCI_CONFIG_REGION_INDEX;
-    int err = ioctl_err(dev, VFIO_DEVICE_GET_REGION_INFO, &bar0);
-    if (!err)
-        err = ioctl_err(dev, VFIO_DEVICE_GET_REGION_INFO, &config);
-    if (!step("vfio_regions", err, "BAR0 " + hex(bar0.size) + " bytes"))
-        return;
-    VfioDmaBufRequest req{};
-    req.argsz = sizeof(req);
-    req.feature_flags = VFIO_DEVICE_FEATURE_GET | vfio_device_feature_dma_buf;
-    req.region_index = VFIO_PCI_BAR0_REGION_INDEX;
-    req.open_flags = O_RDWR | O_CLOEXEC;
-    req.nr_ranges = 1;
-    req.range = {0, bar0.size};
-    int buf = ::ioctl(dev, VFIO_DEVICE_FEATURE, &req);
-    if (!step("vfio_dmabuf_export", buf < 0 ? errno : 0, "BAR0 [0, " + hex(bar0.size) + ")"))
-        return;
-    Fd dmabuf(buf);
-    // A short transfer of the config region is an error of its own (EIO).
-    auto config_io = [&](ssize_t n) { return n == 2 ? 0 : n < 0 ? errno : EIO; };
-    const off_t command = static_cast<off_t>(config.offset) + PCI_COMMAND;
-    std::uint16_t cmd = 0;
-    err = config_io(::pread(dev, &cmd, sizeof(cmd), command));
-    std::uint16_t off = static_cast<std::uint16_t>(cmd & ~PCI_COMMAND_MEMORY);
-    if (!err)
-        err = config_io(::pwrite(dev, &off, sizeof(off), command));
-    step("vfio_dmabuf_revoke", err, "PCI_COMMAND " + hex(cmd) + " -> " + hex(off));
-    if (!err)
-        step("vfio_dmabuf_restore", config_io(::pwrite(dev, &cmd, sizeof(cmd), command)),
-             "PCI_COMMAND " + hex(cmd));
-    dmabuf.reset();
-    step("vfio_dmabuf_close", 0);
+    auto nothing = [](int, std::uint64_t) {};
+    vfio_dma_buf_life(dev, "vfio_dmabuf", step, nothing, nothing);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "loader/workload/iommufd_uapi.h"
 #include "loader/workload/kvm_uapi.h"
 #include "loader/workload/util.hpp"
+#include "loader/workload/vfio_dma_buf.hpp"
 #include "loader/workload/workload.hpp"
 
 #include <dirent.h>
@@ -132,6 +133,7 @@ public:
         return ioctl_err(iommufd_.get(), uapi::iommu_ioas_unmap_ioctl, &unmap);
     }
     int fd() const { return iommufd_.get(); }
+    int device() const { return device_.get(); }
 
 private:
     Fd device_;
@@ -282,6 +284,22 @@ Result run_private(const Scenario& s, std::ostream* log)
             if (step("iommufd_map_file", err ? err : iommufd.map_file(memfd.get(), 0, file_iova, private_bytes),
                      file_where))
                 step("iommufd_unmap_file", iommufd.unmap(file_iova, private_bytes), file_where);
+
+            // The device's own BAR as a dma-buf mapped into the IOAS (the
+            // VMM's shared dma-buf of the TDISP threads): on the revoke the
+            // kernel takes the mapping's pages away (iopt_dmabuf_revoked).
+            const std::uint64_t bar_iova = file_iova + private_bytes;
+            bool mapped = false;
+            vfio_dma_buf_life(
+                iommufd.device(), "iommufd_dmabuf", step,
+                [&](int buf, std::uint64_t bytes) {
+                    mapped = step("iommufd_map_dmabuf", iommufd.map_file(buf, 0, bar_iova, bytes),
+                                  "iova " + hex(bar_iova) + " bytes " + hex(bytes));
+                },
+                [&](int, std::uint64_t bytes) {
+                    if (mapped)
+                        step("iommufd_unmap_dmabuf", iommufd.unmap(bar_iova, bytes), "iova " + hex(bar_iova));
+                });
         }
     }
 

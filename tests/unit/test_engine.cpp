@@ -477,3 +477,154 @@ TEST_CASE("fallocate: punch-holes, allocations and failed calls counted apart, f
     CHECK(gms::falloc_mode_name(0x11) == "KEEP_SIZE|ZERO_RANGE");
     CHECK(gms::falloc_mode_name(0x103) == "KEEP_SIZE|PUNCH_HOLE|0x100");
 }
+
+namespace {
+
+gms::Event call(uint64_t ts, uint16_t fn, uint64_t ino, int64_t ret)
+{
+    gms_call_event c{};
+    c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+    c.hdr.flags = GMS_F_KFUNC;
+    c.fn = fn;
+    c.vm = kVm;
+    c.ino = ino;
+    c.ret = ret;
+    return {c};
+}
+
+gms::Event set_attributes(uint64_t ts, uint64_t dur, uint64_t gfn, uint64_t pages, bool to_private)
+{
+    gms_ioctl_event e = std::get<gms_ioctl_event>(ioctl(ts, GMS_IOC_SET_MEMORY_ATTRIBUTES, 0).rec);
+    e.dur_ns = dur;
+    e.args.attrs.start = gfn << 12;
+    e.args.attrs.size = pages << 12;
+    e.args.attrs.attributes = to_private ? 8 : 0;
+    return {e};
+}
+
+}  // namespace
+
+// The conversion that matters, on a SYNTHETIC stream: KVM converts a range
+// to private while a VFIO mapping of its shared backing stands.
+TEST_CASE("a conversion to private performed over a DMA-mapped range is a critical exposure, once per conversion",
+          "[engine]")
+{
+    Model m(11);
+    m.slot_pages = 64;
+    m.slot_pgoff = 0;
+    m.region(64, 0);
+    gms_ioctl_event map = std::get<gms_ioctl_event>(ioctl(m.ts += 10, GMS_IOC_VFIO_MAP_DMA, 0, kContainerFd).rec);
+    map.args.vfio_dma.vaddr = kUaddrBase + (8 << 12);
+    map.args.vfio_dma.iova = 0x100000;
+    map.args.vfio_dma.size = 8 << 12;
+    m.engine.add({map});
+    std::vector<std::string> live;
+    m.engine.on_exposure = [&](const gms::Exposure& x) { live.push_back(m.engine.describe(x)); };
+
+    // Beside the mapping, and to shared: no exposure.
+    m.engine.add(set_attributes(m.ts += 10, 5, 0x1020, 8, true));
+    m.engine.add(set_attributes(m.ts += 10, 5, 0x1000, 32, false));
+    CHECK(m.engine.exposures().empty());
+
+    // 7.3 sends the kernel's tracepoint record from inside the ioctl, then
+    // the ioctl's record stamped at its entry: one conversion, one exposure.
+    uint64_t entry = m.ts += 10;
+    gms_call_event tp = std::get<gms_call_event>(call(entry + 2, GMS_FN_KVM_SET_MEM_ATTRIBUTES, 0, 0).rec);
+    tp.hdr.flags = 0;
+    tp.args.range = {0x1000, 0x1020, 8, 0};
+    m.engine.add({tp});
+    m.engine.add(set_attributes(entry, 5, 0x1000, 32, true));
+    REQUIRE(m.engine.exposures().size() == 1);
+    REQUIRE(live.size() == 1);
+    const gms::Exposure& x = m.engine.exposures()[0];
+    CHECK(x.first_gfn == 0x1000);
+    CHECK(x.end_gfn == 0x1020);
+    REQUIRE(x.pins.size() == 1);
+    CHECK(x.pins[0].first_gfn == 0x1008);
+    CHECK(x.pins[0].pages == 8);
+    CHECK(x.pins[0].iova == 0x100000);
+    CHECK(x.pins[0].vaddr == kUaddrBase + (8 << 12));
+    CHECK_THAT(live[0], Catch::Contains("gfn [0x1000, 0x1020)") && Catch::Contains("made private by synthetic/4242") &&
+                            Catch::Contains("VFIO container fd 12") && Catch::Contains("iova 0x100000") &&
+                            Catch::Contains("vaddr 0x7f0000008000"));
+
+    // The same range again, later: a second conversion, a second exposure.
+    m.engine.add(set_attributes(m.ts += 10, 5, 0x1000, 32, true));
+    CHECK(m.engine.exposures().size() == 2);
+    // After the unmap nothing is exposed.
+    gms_ioctl_event unmap = std::get<gms_ioctl_event>(ioctl(m.ts += 10, GMS_IOC_VFIO_UNMAP_DMA, 0, kContainerFd).rec);
+    unmap.args.vfio_dma.iova = 0x100000;
+    unmap.args.vfio_dma.size = 8 << 12;
+    m.engine.add({unmap});
+    m.engine.add(set_attributes(m.ts += 10, 5, 0x1000, 32, true));
+    CHECK(m.engine.exposures().size() == 2);
+}
+
+// A VFIO PCI dma-buf's life as the 7.3 hooks report it (SYNTHETIC stream):
+// the export ioctl, the kernel's export functions inside it, a revoke and
+// a restore of the device, and an iommufd IOAS import.
+TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores, imports, in time order", "[engine]")
+{
+    constexpr uint64_t kBuf = 9001, kDev = 0xffff888123450000;
+    gms::Engine e;
+    gms_ioctl_event x = std::get<gms_ioctl_event>(ioctl(1000, GMS_IOC_VFIO_DMA_BUF, 7, 5).rec);
+    x.vm = 0;
+    x.fd_kind = GMS_FD_OTHER;
+    x.obj = kBuf;
+    x.dur_ns = 50;
+    x.args.dma_buf = {48, 11, 0, 1, 0, 0x100000};
+    gms_call_event vexp = std::get<gms_call_event>(call(1040, GMS_FN_VFIO_DMA_BUF_EXPORT, kBuf, 7).rec);
+    vexp.args.dma_buf.dev = kDev;
+    gms_call_event dexp = std::get<gms_call_event>(call(1020, GMS_FN_DMA_BUF_EXPORT, kBuf, 0).rec);
+    dexp.args.dma_buf.size = 0x100000;
+    std::strcpy(dexp.args.dma_buf.exp_name, "vfio_pci");
+    // in the order the ring buffer hands them over: the ioctl comes at its exit
+    for (const gms::Event& ev : {gms::Event{dexp}, gms::Event{vexp}, gms::Event{x}})
+        e.add(ev);
+    auto move = [&](uint64_t ts, bool revoked) {
+        gms_call_event c = std::get<gms_call_event>(call(ts, GMS_FN_VFIO_DMA_BUF_MOVE, 0, 0).rec);
+        c.args.dma_buf = {0, revoked, kDev, {}};
+        e.add({c});
+        e.add(call(ts + 1, GMS_FN_DMA_BUF_MOVE_NOTIFY, kBuf, 0));
+    };
+    gms_call_event import = std::get<gms_call_event>(call(2000, GMS_FN_IOMMUFD_MAP_FILE, kBuf, 0).rec);
+    import.args.map = {0x200000, 0, 0x100000, 0, 0};
+    e.add({import});
+    move(3000, true);
+    move(4000, false);
+    // another device's revoke leaves this dma-buf alone
+    gms_call_event other = std::get<gms_call_event>(call(5000, GMS_FN_VFIO_DMA_BUF_MOVE, 0, 0).rec);
+    other.args.dma_buf = {0, 1, kDev + 0x1000, {}};
+    e.add({other});
+
+    REQUIRE(e.dma_bufs().size() == 1);
+    const gms::DmaBuf& d = e.dma_bufs().at(kBuf);
+    CHECK(d.exporter == "vfio_pci");
+    CHECK(d.exported_ns == 1000);
+    CHECK(d.owner.tgid == kTgid);
+    CHECK(d.fd == 7);
+    CHECK(d.size_bytes == 0x100000);
+    CHECK(d.device == kDev);
+    CHECK(d.region == 0u);
+    CHECK(d.length == 0x100000);
+    CHECK(d.nr_ranges == 1);
+    REQUIRE(d.moves.size() == 2);
+    CHECK((d.moves[0].ts_ns == 3000 && d.moves[0].revoked));
+    CHECK((d.moves[1].ts_ns == 4000 && !d.moves[1].revoked));
+    CHECK(d.notified_ns == std::vector<uint64_t>{3001, 4001});
+    REQUIRE(d.imports.size() == 1);
+    CHECK(d.imports[0].iova == 0x200000);
+    std::vector<uint64_t> order;
+    std::vector<std::string> what;
+    for (const auto& t : e.timeline(d)) {
+        order.push_back(t.ts_ns);
+        what.push_back(t.what);
+    }
+    CHECK(order == std::vector<uint64_t>{1000, 2000, 3000, 3001, 4000, 4001});
+    CHECK_THAT(what[0], Catch::Contains("exported by synthetic/4242 as fd 7: BAR0 [0x0, 0x100000), 1 range"));
+    CHECK_THAT(what[1], Catch::Contains("mapped into an iommufd IOAS") && Catch::Contains("iova 0x200000"));
+    CHECK_THAT(what[2], Catch::StartsWith("revoked"));
+    CHECK_THAT(what[4], Catch::StartsWith("restored"));
+    CHECK_THAT(e.describe(d), Catch::Contains("dma-buf ino 9001 (vfio_pci, 1024 KiB)") &&
+                                  Catch::Contains("revoked at") && Catch::Contains("restored at"));
+}

@@ -84,7 +84,9 @@ TEST_CASE("scenario private: conversions both ways, punches, rebind, DMA mapping
                        "iommufd_bind", "iommufd_ioas_alloc", "iommufd_attach", "iommufd_map",
                        "to_private_iommufd_mapped", "to_shared_iommufd_mapped", "iommufd_unmap",
                        "to_private_after_iommufd_unmap", "to_shared_after_iommufd_unmap", "iommufd_map_file",
-                       "iommufd_unmap_file", "gmem_hwpoison", "gmem_close"});
+                       "iommufd_unmap_file", "iommufd_dmabuf_regions", "iommufd_dmabuf_export",
+                       "iommufd_map_dmabuf", "iommufd_dmabuf_revoke", "iommufd_dmabuf_restore",
+                       "iommufd_unmap_dmabuf", "iommufd_dmabuf_close", "gmem_hwpoison", "gmem_close"});
     // Ten conversions over the private range, every one accepted by KVM.
     REQUIRE(r.conversions.size() == 10);
     for (const auto& c : r.conversions)
@@ -223,4 +225,120 @@ TEST_CASE("the conversion kernel advertises VM types 0x3, KVM_MEMORY_ATTRIBUTE_P
     close(kvm);
     CHECK(access("/dev/iommu", F_OK) == 0);
     CHECK(access("/dev/vfio/devices/vfio0", F_OK) == 0);
+}
+
+namespace {
+
+// A JSON hex string as gmemscope writes addresses.
+std::string hex_of(uint64_t v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%#llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+gms::test::Run gms_run(std::vector<std::string> args)
+{
+    args.insert(args.begin(), gms::test::binary());
+    auto r = gms::test::run(args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r;
+}
+
+}  // namespace
+
+// The story gmemscope exists to tell, on real conversions KVM performs:
+// with nothing enforced, gfn [0x40000, 0x40008) becomes private twice
+// while a device can still reach its shared backing (VFIO type1, then
+// iommufd). trace says so as it happens; report, explain and audit -i say
+// so from the recording; the BAR dma-buf mapped into the IOAS has its life.
+TEST_CASE("a conversion to private over DMA-mapped memory is critical in trace, report, explain and audit -i; the "
+          "BAR dma-buf's life is in report and explain",
+          "[private][report]")
+{
+    GMS_SKIP_IF(gms::test::why_no_private());
+    gms::test::ScratchDir dir;
+    const std::string rec = dir.path + "/rec";
+    std::vector<std::string> stress = {gms::test::binary(), "stress", "private"};
+    for (const auto& s : settings({"poison=0"}))
+        stress.push_back(s);
+
+    // trace: one finding line per exposure, as it happens
+    std::vector<std::string> trace = {"--json", "trace", "--"};
+    trace.insert(trace.end(), stress.begin(), stress.end());
+    std::vector<nlohmann::json> findings;
+    std::istringstream lines(gms_run(trace).out);
+    for (std::string line; std::getline(lines, line);)
+        if (auto j = nlohmann::json::parse(line); j["type"] == "finding")
+            findings.push_back(j);
+    REQUIRE(findings.size() == 2);
+    for (const auto& f : findings) {
+        CHECK(f["severity"] == "critical");
+        CHECK(f["exposure"]["first_gfn"] == "0x40000");
+        CHECK(f["exposure"]["end_gfn"] == "0x40008");
+    }
+
+    std::vector<std::string> record = {"record", "-o", rec, "--"};
+    record.insert(record.end(), stress.begin(), stress.end());
+    gms_run(record);
+    auto report = nlohmann::json::parse(gms_run({"--json", "report", "-i", rec}).out);
+    REQUIRE(report["vms"].size() >= 1);
+    // the scenario's VM: the one with the gmem memslot at gfn 0x40000
+    uint64_t uaddr = 0;
+    for (const auto& v : report["vms"])
+        for (const auto& s : v["memslots"])
+            if (s["base_gfn"] == "0x40000" && s.contains("gmem_ino"))
+                uaddr = std::stoull(s["uaddr"].get<std::string>(), nullptr, 16);
+    REQUIRE(uaddr != 0);
+    const auto& xs = report["exposures"];
+    REQUIRE(xs.size() == 2);
+    const char* by[] = {"VFIO container fd ", "iommufd fd "};
+    for (size_t i = 0; i < 2; i++) {
+        INFO(xs[i].dump());
+        CHECK(xs[i]["call"] == "KVM_SET_MEMORY_ATTRIBUTES");
+        CHECK(xs[i]["tgid"] != getpid());
+        CHECK(xs[i]["first_gfn"] == "0x40000");
+        CHECK(xs[i]["end_gfn"] == "0x40008");
+        REQUIRE(xs[i]["mappings"].size() == 1);
+        const auto& m = xs[i]["mappings"][0];
+        CHECK_THAT(m["by"].get<std::string>(), Catch::StartsWith(by[i]));
+        CHECK(m["first_gfn"] == "0x40000");
+        CHECK(m["pages"] == kPrivatePages);
+        CHECK(m["iova"] == "0x100000");
+        CHECK(m["vaddr"] == hex_of(uaddr));
+    }
+    auto text = gms_run({"report", "-i", rec}).out;
+    CHECK_THAT(text, Catch::Contains("CRITICAL: made private while a device can still reach the shared backing:"));
+
+    // The BAR0 dma-buf: exported through the iommufd-bound device, mapped
+    // into the IOAS, revoked and restored.
+    REQUIRE(report["dma_bufs"].size() == 1);
+    const auto& d = report["dma_bufs"][0];
+    INFO(d.dump());
+    CHECK(d["exporter"] == "vfio_pci");
+    CHECK(d["region"] == 0);
+    CHECK(d["nr_ranges"] == 1);
+    CHECK(d["offset"] == 0);
+    REQUIRE(d["moves"].size() == 2);
+    CHECK(d["moves"][0]["revoked"] == true);
+    CHECK(d["moves"][1]["revoked"] == false);
+    CHECK(d["move_notifies"] == 2);
+    REQUIRE(d["imports"].size() == 1);
+    CHECK(d["imports"][0]["ret"] == 0);
+    auto life = gms_run({"explain", "-i", rec, "--dma-buf", std::to_string(d["ino"].get<uint64_t>())}).out;
+    CHECK_THAT(life, Catch::Contains("exported by gmemscope") && Catch::Contains("BAR0 [0x0,") &&
+                         Catch::Contains("mapped into an iommufd IOAS") && Catch::Contains("revoked:") &&
+                         Catch::Contains("restored:"));
+
+    // explain of the first private gfn says it, at the conversion
+    auto explain = gms_run({"explain", "-i", rec, "--gfn", "0x40000"}).out;
+    CHECK_THAT(explain, Catch::Contains("CRITICAL: made private while DMA-mapped: 8 pages (gfn [0x40000, 0x40008)"));
+
+    // audit -i: the recording's exposures are critical findings
+    auto audit = nlohmann::json::parse(gms_run({"--json", "audit", "-i", rec}).out);
+    size_t critical = 0;
+    for (const auto& f : audit["findings"])
+        critical += f["code"] == "dma_private_converted" && f["severity"] == "critical";
+    CHECK(critical == 2);
 }
