@@ -269,6 +269,7 @@ enum gms_fn {
 	GMS_FN_DMA_BUF_MOVE_NOTIFY,	/* dma_buf_move_notify / dma_buf_invalidate_mappings */
 	GMS_FN_KVM_MMU_NOTIFIER,	/* kvm_mmu_notifier_invalidate_range_start, or kvm:kvm_unmap_hva_range */
 	GMS_FN_KVM_DESTROY_VM,		/* kvm_destroy_vm, or the close() that drops a VM's last reference */
+	GMS_FN_GMEM_BIND_COMMIT,	/* kvm_gmem_commit_memory_region (v7.3) */
 	GMS_FN_MAX,
 };
 

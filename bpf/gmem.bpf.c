@@ -167,6 +167,28 @@ int BPF_PROG(gmem_bind, struct kvm *kvm, struct kvm_memory_slot *slot, unsigned 
 	return 0;
 }
 
+/*
+ * v7.3: kvm_gmem_commit_memory_region(kvm, slot[, change]) enters a slot
+ * kvm_gmem_prepare_memory_region() bound in its gmem file's bindings;
+ * -EEXIST when another slot binds a page of the range. The result comes
+ * from bpf_get_func_ret(): the series has the function with and without
+ * its third argument.
+ */
+SEC("fexit")
+int BPF_PROG(gmem_bind_commit, struct kvm *kvm, struct kvm_memory_slot *slot)
+{
+	struct gms_call_event *e;
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	e = gms_call_begin(GMS_FN_GMEM_BIND_COMMIT, (__u64)kvm, gms_file_ino(slot->gmem.file), (int)ret);
+	if (!e)
+		return 0;
+	gms_slot_args(e, slot);
+	gms_submit(e);
+	return 0;
+}
+
 SEC("fentry")
 int BPF_PROG(gmem_unbind, struct kvm_memory_slot *slot)
 {

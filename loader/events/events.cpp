@@ -339,6 +339,7 @@ json call_args_json(const gms_call_event& e)
     case GMS_FN_GMEM_CREATE:
         return {{"size_bytes", u64_json(a.gmem_create.size)}, {"flags", u64_json(a.gmem_create.flags)}};
     case GMS_FN_GMEM_BIND:
+    case GMS_FN_GMEM_BIND_COMMIT:
     case GMS_FN_GMEM_UNBIND:
         return {{"slot", a.slot.slot}, {"base_gfn", hex(a.slot.base_gfn)}, {"npages", u64_json(a.slot.npages)},
                 {"gmem_pgoff", hex(a.slot.gmem_pgoff)}, {"uaddr", hex(a.slot.uaddr)}};

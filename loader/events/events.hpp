@@ -72,7 +72,7 @@ size_t record_size(uint32_t type);
 
 std::string_view event_name(uint32_t type);   // "fault", "ioctl", ...
 std::string comm_of(const gms_hdr& h);
-// The dma-buf exporter's name in a dma-buf call record ("vfio_pci", "udmabuf").
+// The dma-buf exporter's name in a dma-buf call record ("vfio_pci_core", "udmabuf").
 std::string exporter_name(const gms_call_args& a);
 std::string_view drop_cause_name(uint32_t cause);
 std::string_view ioctl_op_name(uint32_t op);  // "KVM_SET_MEMORY_ATTRIBUTES", ...

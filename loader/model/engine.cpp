@@ -14,6 +14,9 @@ constexpr uint64_t kPageShift = 12;
 constexpr uint64_t kAttrPrivate = GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE;
 constexpr size_t kMaxFailures = 10000;
 constexpr size_t kMaxPastSlots = 64;
+// The exp_name VFIO's dma-bufs carry (KBUILD_MODNAME of vfio_pci_core.c),
+// for one whose dma_buf_export() was not seen.
+constexpr const char* kVfioExporter = "vfio_pci_core";
 constexpr size_t kMaxTimeline = 100000;
 
 Owner owner_of(const gms_hdr& h) { return {h.tgid, comm_of(h)}; }
@@ -328,7 +331,7 @@ void Engine::on_ioctl(const gms_ioctl_event& e)
         if (e.ret >= 0 && e.obj) {
             DmaBuf& d = dma_buf(e.obj, e.hdr);
             if (d.exporter.empty())
-                d.exporter = "vfio_pci";
+                d.exporter = kVfioExporter;
             d.fd = e.ret;
             d.region = e.args.dma_buf.region_index;
             d.offset = e.args.dma_buf.offset;
@@ -596,7 +599,7 @@ void Engine::on_dma_buf(const gms_call_event& e)
             d.device = a.dev;
             d.fd = e.ret;
             if (d.exporter.empty())
-                d.exporter = "vfio_pci";
+                d.exporter = kVfioExporter;
         }
         return;
     case GMS_FN_DMA_BUF_EXPORT:
@@ -630,8 +633,11 @@ void Engine::expose(const gms_hdr& h, uint64_t span_end, const std::string& op, 
     // One conversion seen twice (the ioctl and the kernel's tracepoint
     // inside it) is one exposure.
     for (auto it = exposures_.rbegin(); it != exposures_.rend() && it->ts_ns >= h.ts_ns; ++it)
-        if (it->tid == h.pid && it->vm == vm && it->first_gfn == g0 && it->end_gfn == g1 && it->ts_ns <= span_end)
+        if (it->tid == h.pid && it->vm == vm && it->first_gfn == g0 && it->end_gfn == g1 && it->ts_ns <= span_end) {
+            if (span_end > h.ts_ns)
+                it->op = op;   // the call the process made, rather than the kernel's function inside it
             return;
+        }
     std::vector<PinOverlap> pins = pins_over(vm, g0, g1);
     if (pins.empty() || exposures_.size() >= kMaxFailures)
         return;

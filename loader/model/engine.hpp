@@ -168,7 +168,7 @@ struct DmaBufImport {   // mapped into an iommufd IOAS (IOMMU_IOAS_MAP_FILE)
 };
 struct DmaBuf {
     uint64_t ino = 0;
-    std::string exporter;   // "vfio_pci", "udmabuf", ...; "" if unseen
+    std::string exporter;   // its exp_name: "vfio_pci_core", "udmabuf", ...; "" if unseen
     Owner owner;            // the process whose call exported it
     uint64_t exported_ns = 0;
     int64_t fd = -1;        // its fd there, -1 if unseen

@@ -1,10 +1,14 @@
 // The hook catalog against itself and against the BPF object.
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "helpers.hpp"
 
 #include "loader/probe/catalog.hpp"
 #include "loader/events/events.hpp"
@@ -120,4 +124,17 @@ TEST_CASE("the self-test can tell every hook from the records it sends", "[catal
         if (!has_portable)
             CHECK(h.trigger.portable.empty());
     }
+}
+
+TEST_CASE("the hooks schema names exactly the catalog's hooks", "[catalog]")
+{
+    std::ifstream in(gms::test::source_dir() + "/schemas/hooks.schema.json");
+    REQUIRE(in);
+    auto schema = nlohmann::json::parse(in);
+    std::set<std::string> in_schema, in_catalog;
+    for (const auto& name : schema["$defs"]["hook_name"]["enum"])
+        in_schema.insert(name.get<std::string>());
+    for (const auto& h : gms::catalog())
+        in_catalog.emplace(h.name);
+    CHECK(in_schema == in_catalog);
 }

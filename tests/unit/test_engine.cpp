@@ -577,7 +577,7 @@ TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores
     vexp.args.dma_buf.dev = kDev;
     gms_call_event dexp = std::get<gms_call_event>(call(1020, GMS_FN_DMA_BUF_EXPORT, kBuf, 0).rec);
     dexp.args.dma_buf.size = 0x100000;
-    std::strcpy(dexp.args.dma_buf.exp_name, "vfio_pci");
+    std::strcpy(dexp.args.dma_buf.exp_name, "vfio_pci_core");
     // in the order the ring buffer hands them over: the ioctl comes at its exit
     for (const gms::Event& ev : {gms::Event{dexp}, gms::Event{vexp}, gms::Event{x}})
         e.add(ev);
@@ -599,7 +599,7 @@ TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores
 
     REQUIRE(e.dma_bufs().size() == 1);
     const gms::DmaBuf& d = e.dma_bufs().at(kBuf);
-    CHECK(d.exporter == "vfio_pci");
+    CHECK(d.exporter == "vfio_pci_core");
     CHECK(d.exported_ns == 1000);
     CHECK(d.owner.tgid == kTgid);
     CHECK(d.fd == 7);
@@ -625,6 +625,6 @@ TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores
     CHECK_THAT(what[1], Catch::Contains("mapped into an iommufd IOAS") && Catch::Contains("iova 0x200000"));
     CHECK_THAT(what[2], Catch::StartsWith("revoked"));
     CHECK_THAT(what[4], Catch::StartsWith("restored"));
-    CHECK_THAT(e.describe(d), Catch::Contains("dma-buf ino 9001 (vfio_pci, 1024 KiB)") &&
+    CHECK_THAT(e.describe(d), Catch::Contains("dma-buf ino 9001 (vfio_pci_core, 1024 KiB)") &&
                                   Catch::Contains("revoked at") && Catch::Contains("restored at"));
 }

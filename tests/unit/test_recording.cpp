@@ -579,13 +579,28 @@ TEST_CASE("record -o through the CLI keeps FILE.old unless -f", "[recording][liv
 
 namespace {
 
-// The first child of pid (from /proc), 0 if none.
+// A child of pid, 0 if none: the process whose /proc/N/stat names pid as
+// its parent (/proc/PID/task/PID/children needs CONFIG_PROC_CHILDREN,
+// which the lane's conversion kernel leaves out).
 pid_t child_of(pid_t pid)
 {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-    pid_t c = 0;
-    in >> c;
-    return c;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        std::string name = entry.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        std::ifstream in(entry.path() / "stat");
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses
+        auto close = stat.rfind(')');
+        if (close == std::string::npos)
+            continue;
+        std::istringstream rest(stat.substr(close + 1));
+        std::string state;
+        pid_t ppid = 0;
+        if (rest >> state >> ppid && ppid == pid)
+            return std::stoi(name);
+    }
+    return 0;
 }
 
 // A punch storm recorded to `path` and the recorder killed by SIGKILL once it runs.

@@ -149,6 +149,21 @@ run_dma_story() {
     fi
 }
 
+# Where the kernel has iommufd (of the lane's rows, the conversion kernel,
+# which also has private memory): the private scenario recorded,
+# explained at its first private gfn, and reported.
+run_private_story() {
+    [ -e /dev/iommu ] || return 0
+    /bin/gmemscope record -o /tmp/private.rec -- \
+        /bin/gmemscope stress private pages=32 private_pages=8 punch_pages=2 poison=0 >/tmp/private.txt 2>&1
+    rc=$?
+    /bin/gmemscope explain -i /tmp/private.rec --gfn 0x40000 >>/tmp/private.txt 2>&1
+    /bin/gmemscope report -i /tmp/private.rec >>/tmp/private.txt 2>&1
+    say "private scenario, recorded and explained:"
+    show /tmp/private.txt
+    [ $rc = 0 ] && result PASS "private scenario recorded" || result FAIL "private scenario recorded" "record exit $rc"
+}
+
 # The text of the first WARN("SKIPPED: ...") in compact output, which
 # quotes it and may run over several lines.
 skip_reason() {
@@ -214,6 +229,7 @@ run_hooks
 run_selftest
 run_enforce
 run_dma_story
+run_private_story
 run_unit_tests
 check_kernel_log
 say "summary: $NPASS passed, $NSKIP skipped, $NFAIL failed; at $(cut -d' ' -f1 /proc/uptime)s uptime"

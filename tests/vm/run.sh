@@ -29,23 +29,12 @@ END_MARK="=== GMS-VM-LANE END ==="
 # fires in each calling function).
 trap '[[ -n ${ERR_SHOWN:-} ]] || echo "vm-lane: error: line $LINENO: $BASH_COMMAND" >&2; ERR_SHOWN=1' ERR
 
-log() { echo "vm-lane${KNAME:+[$KNAME]}: $*" >&2; }
-skip() { echo "SKIPPED: $*"; exit 77; }
-die() { echo "vm-lane${KNAME:+[$KNAME]}: error: $*" >&2; exit 1; }
+LOG_TAG=vm-lane   # vm-lane[NAME] once a row is chosen
+# shellcheck source=tests/vm/lib.sh
+. "$ROOT/tests/vm/lib.sh"
 
 # step NAME START: how long a step took, from START (a $SECONDS value).
 step() { log "step $1: $(($SECONDS - $2)) s"; }
-
-# Runs a command silently; shows its output only if it fails.
-quiet() {
-    local out
-    if ! out=$("$@" 2>&1); then
-        printf '%s\n' "$out" | tail -n 30 >&2
-        echo "vm-lane: failed: $*" >&2
-        ERR_SHOWN=1
-        return 1
-    fi
-}
 
 # The table's rows, as K_NAME[i], K_SOURCE[i], K_SUITE[i], K_MODULES[i],
 # K_FACTS[i]; `-` fields become empty.
@@ -60,64 +49,17 @@ read_table() {
     done <"$TABLE"
 }
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-
 ensure_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
-    ((${#missing[@]})) || return 0
-    log "installing ${missing[*]}"
-    if ! { quiet apt-get update && DEBIAN_FRONTEND=noninteractive \
-            quiet apt-get install -y --no-install-recommends "${missing[@]}"; }; then
+    if ! install_packages "${PACKAGES[@]}"; then
         command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86 is not installed and cannot be installed"
-        skip "cannot install ${missing[*]}"
+        skip "cannot install the lane's packages: ${PACKAGES[*]}"
     fi
 }
 
-# The Debian archive URI this system already uses for its release suite,
-# from one-line (sources.list, *.list) or deb822 (*.sources) files.
-system_mirror() {
-    local codename
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-    {
-        cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-            awk -v s="$codename" '$1 == "deb" {
-                i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                if ($(i + 1) == s) print $i }' || true   # a system may have no one-line sources
-        cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-            awk -v s="$codename" 'BEGIN { RS = "" } {
-                uri = ""; deb = 0; suite = 0
-                n = split($0, lines, "\n")
-                for (j = 1; j <= n; j++) {
-                    if (lines[j] ~ /^#/) continue
-                    split(lines[j], w, /[ \t]+/)
-                    if (w[1] == "Types:" && lines[j] ~ /[ \t]deb([ \t]|$)/) deb = 1
-                    if (w[1] == "URIs:") uri = w[2]
-                    if (w[1] == "Suites:" && lines[j] ~ ("[ \t]" s "([ \t]|$)")) suite = 1
-                }
-                if (deb && suite && uri != "") print uri }' || true
-    } | head -n 1
-}
-
-# apt with its own sources list, lists and cache under $CACHE/apt/SUITE:
-# the system's apt configuration and state are only read, never written.
-# Sandbox::User=root: the _apt user may not be able to write into $CACHE.
-private_apt() {
-    local tool=$1 dir=$CACHE/apt/$SUITE; shift
-    "$tool" -o Dir::Etc::sourcelist="$dir/sources.list" -o Dir::Etc::sourceparts=- \
-        -o Dir::State::Lists="$dir/lists" -o Dir::Cache="$dir/cache" \
-        -o APT::Sandbox::User=root "$@"
-}
-
+# The private apt (tests/vm/lib.sh) of this row's suite, its lists fetched.
 update_lists() {
-    local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg opts="" dir=$CACHE/apt/$SUITE
-    mirror=$(system_mirror)
-    [[ -n $mirror ]] || skip "no Debian mirror found in /etc/apt/sources.list{,.d}"
-    [[ -f $keyring ]] && opts="[signed-by=$keyring] "
-    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
-    echo "deb ${opts}${mirror} $SUITE main" >"$dir/sources.list"
-    log "fetching the package lists of $SUITE from $mirror"
-    quiet private_apt apt-get update || skip "apt-get update of $mirror $SUITE failed"
+    APT_DIR=$CACHE/apt/$SUITE
+    private_apt_suite "$SUITE" || skip "cannot fetch the package lists of $SUITE (see above)"
 }
 
 # The ERE of a package template ("linux-binary-%"): the release, grouped,
@@ -407,6 +349,7 @@ run_kernel() {
     for i in "${!K_NAME[@]}"; do [[ ${K_NAME[i]} == "$KNAME" ]] && break; done
     [[ ${K_NAME[i]} == "$KNAME" ]] || die "no kernel $KNAME in ${TABLE#"$ROOT"/} (--list names them)"
     SOURCE=${K_SOURCE[i]} SUITE=${K_SUITE[i]} FACTS=${K_FACTS[i]}
+    LOG_TAG="vm-lane[$KNAME]"
     IFS=, read -r -a MODULES <<<"${K_MODULES[i]}"
     LANE=$STATIC/lane/$KNAME
     rm -rf "$LANE"; mkdir -p "$LANE"
