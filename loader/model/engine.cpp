@@ -420,10 +420,21 @@ void Engine::on_conversion(const gms_hdr& h, uint64_t span_end, const std::strin
         // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
         uint64_t id = std::get<0>(range), g0 = std::get<1>(range), g1 = std::get<2>(range);
         std::string result = ret < 0 ? fmt::format("failed {} ({})", ret, errno_name(ret)) : "done";
-        if (g1 > g0)
+        if (g1 > g0) {
+            // The record from inside a call comes first; the call's own
+            // record, when it comes, tells the same conversion.
+            if (span_end)
+                forget_inner(h.pid, id, g0, g1, h.ts_ns, span_end);
+            size_t before = timeline_.size();
             note(id, g0, g1, h.ts_ns,
                  [&] { return fmt::format("{} of gfn [{:#x}, {:#x}) by {} from {}/{}: {}", what, g0, g1, op, comm_of(h),
                                           h.pid, result); });
+            if (!span_end) {
+                inner_.push_back({h.pid, id, g0, g1, h.ts_ns, timeline_.size() > before ? before : kNoEntry});
+                if (inner_.size() > 64)
+                    inner_.pop_front();
+            }
+        }
         if (ret == 0 && id && g1 > g0)
             vms_.at(id).attrs.assign(g0, g1, to_private ? kAttrPrivate : 0);
         if (ret == 0 && to_private && id && g1 > g0)
@@ -524,7 +535,7 @@ void Engine::on_call(const gms_call_event& e)
         }
         return;
     case GMS_FN_KVM_SET_MEM_ATTRIBUTES:
-        on_conversion(e.hdr, e.hdr.ts_ns, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
+        on_conversion(e.hdr, 0, "kvm_vm_set_mem_attributes", e.ret, a.range.attributes & kAttrPrivate,
                       {{vm_key, a.range.start, a.range.end}}, std::nullopt);
         return;
     case GMS_FN_GMEM_SET_ATTRIBUTES:
@@ -540,7 +551,7 @@ void Engine::on_call(const gms_call_event& e)
         });
         if (ranges.empty())
             ranges.emplace_back(vm_key, 0, 0);
-        on_conversion(e.hdr, e.hdr.ts_ns,
+        on_conversion(e.hdr, 0,
                       std::string(e.fn == GMS_FN_GMEM_CONVERT ? "kvm_gmem_convert_range" : "kvm_gmem_set_attributes"),
                       e.ret, a.range.attributes & kAttrPrivate, ranges, error_gfn);
         return;
@@ -624,6 +635,22 @@ void Engine::on_dma_buf(const gms_call_event& e)
             const auto& m = e.args.map;
             it->second.imports.push_back({e.hdr.ts_ns, owner_of(e.hdr), m.iova, m.start, m.length, e.ret});
         }
+        return;
+    }
+}
+
+void Engine::forget_inner(uint32_t tid, uint64_t vm, uint64_t g0, uint64_t g1, uint64_t ts, uint64_t span_end)
+{
+    for (auto it = inner_.begin(); it != inner_.end(); ++it) {
+        if (it->tid != tid || it->vm != vm || it->g0 != g0 || it->g1 != g1 || it->ts < ts || it->ts > span_end)
+            continue;
+        if (size_t gone = it->entry; gone != kNoEntry && gone < timeline_.size()) {
+            timeline_.erase(timeline_.begin() + std::ptrdiff_t(gone));
+            for (auto& other : inner_)
+                if (other.entry != kNoEntry && other.entry > gone)
+                    other.entry--;
+        }
+        inner_.erase(it);
         return;
     }
 }
@@ -729,8 +756,8 @@ void Engine::on_fault(const gms_fault_event& e)
     }
     std::string gmem = e.gmem_ino ? fmt::format(" gmem ino {} index {:#x}", e.gmem_ino, e.gmem_index) : "";
     note(key, e.gfn, e.gfn + 1, e.hdr.ts_ns,
-         [&] { return fmt::format("{} fault on vCPU {}: slot {}{} -> pfn {:#x}{}", e.hdr.flags & GMS_FAULT_WRITE ? "write" : "read",
-                     e.vcpu_id, e.slot_id, gmem, e.pfn,
+         [&] { return fmt::format("{} {}fault on vCPU {}: slot {}{} -> pfn {:#x}{}", e.hdr.flags & GMS_FAULT_WRITE ? "write" : "read",
+                     e.hdr.flags & GMS_FAULT_PRIVATE ? "private " : "", e.vcpu_id, e.slot_id, gmem, e.pfn,
                      e.hdr.flags & GMS_FAULT_ALLOCATED ? " (page allocated in the gmem page cache)" : ""); });
 }
 

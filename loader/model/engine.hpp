@@ -313,11 +313,15 @@ private:
     void on_call(const gms_call_event& e);
     void add_failure(Failure f);
     // span_end: when the call ended (syscall records are stamped at entry),
-    // so that two records of one conversion make one exposure.
+    // 0 for a record from inside the call (the kernel's tracepoint or
+    // function): the two records of one conversion tell it once.
     void on_conversion(const gms_hdr& h, uint64_t span_end, const std::string& op, int64_t ret, bool to_private,
                        const std::vector<std::tuple<uint64_t, uint64_t, uint64_t>>& ranges,
                        std::optional<std::pair<uint64_t, uint64_t>> error_gfn);
     void on_dma_buf(const gms_call_event& e);
+    // Drops the timeline entry of the record from inside the call that
+    // this call's record (tid, range, [ts, span_end]) tells again.
+    void forget_inner(uint32_t tid, uint64_t vm, uint64_t g0, uint64_t g1, uint64_t ts, uint64_t span_end);
     // The dma-buf at inode `ino`, exported no later than `h`.
     DmaBuf& dma_buf(uint64_t ino, const gms_hdr& h);
     // Records the critical finding if the gfns just made private are DMA-mapped.
@@ -360,6 +364,14 @@ private:
     std::set<uint64_t> watch_keys_;   // the watched VMs' keys, as they appear
     std::vector<TimelineEntry> timeline_;
     std::map<uint64_t, uint64_t> punched_at_;   // watched gfn's vm -> ts of the punch not yet re-faulted
+    // Conversions seen from inside a call whose own record has not come yet.
+    static constexpr size_t kNoEntry = ~size_t{0};
+    struct Inner {
+        uint32_t tid;
+        uint64_t vm, g0, g1, ts;
+        size_t entry;   // its timeline_ entry, kNoEntry if none
+    };
+    std::deque<Inner> inner_;
 };
 
 }  // namespace gms

@@ -116,7 +116,8 @@ const std::vector<Hook> kCatalog = {
      {fentry({"kvm_destroy_vm"}),
       {Mech::syscall, "close of a VM's last file reference", {"syscalls_close_enter"}, {"syscalls/sys_enter_close"}}},
      "VM destroyed: the end of its lifetime (portable tier: the close() that drops its last reference)", false,
-     GMS_FN_KVM_DESTROY_VM},
+     // the dma scenario's VM is destroyed when the scenario ends
+     GMS_FN_KVM_DESTROY_VM, {}, {"vm_create", "vm_create"}},
     {"kvm.set_memory_region", "kvm", {"kvm_set_memory_region", "__kvm_set_memory_region"},
      {ioctl("ioctl KVM_SET_USER_MEMORY_REGION(2)")}, "memslot created, moved or deleted", false, 0,
      {on_ioctl(GMS_IOC_SET_MEMORY_REGION), on_ioctl(GMS_IOC_SET_MEMORY_REGION2)}, {"", "vm_create"}},

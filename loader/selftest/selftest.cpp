@@ -238,7 +238,7 @@ nlohmann::json to_json(const SelftestReport& r)
     nlohmann::json refused = nlohmann::json::object();
     for (const auto& [p, why] : r.refused)
         refused[p] = why;
-    return {{"selftest", hooks}, {"triggers", r.triggers}, {"refused", refused}, {"ok", r.ok()}};
+    return {{"type", "selftest"}, {"selftest", hooks}, {"triggers", r.triggers}, {"refused", refused}, {"ok", r.ok()}};
 }
 
 }  // namespace gms

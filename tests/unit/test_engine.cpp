@@ -628,3 +628,32 @@ TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores
     CHECK_THAT(e.describe(d), Catch::Contains("dma-buf ino 9001 (vfio_pci_core, 1024 KiB)") &&
                                   Catch::Contains("revoked at") && Catch::Contains("restored at"));
 }
+
+// SYNTHETIC: 7.3's tracepoint inside KVM_SET_MEMORY_ATTRIBUTES and the
+// ioctl's own record are one conversion in explain's timeline, told by the
+// ioctl; a tracepoint record with no ioctl record (the syscall tier off)
+// stays.
+TEST_CASE("explain tells a conversion seen from inside its ioctl and by the ioctl once", "[engine]")
+{
+    gms::Engine e;
+    e.watch(kVm, 0, 0x1003);
+    e.add(create_vm(100, kVm));
+    e.add(bind(110, 1, 0x1000, 16, kIno));
+    auto tp = [&](uint64_t ts, bool to_private) {
+        gms_call_event c = std::get<gms_call_event>(call(ts, GMS_FN_KVM_SET_MEM_ATTRIBUTES, 0, 0).rec);
+        c.hdr.flags = 0;
+        c.args.range = {0x1000, 0x1008, to_private ? 8u : 0u, 0};
+        e.add({c});
+    };
+    tp(205, true);
+    e.add(set_attributes(200, 10, 0x1000, 8, true));
+    tp(305, false);   // its ioctl record lost
+    std::vector<std::string> conversions;
+    for (const auto& t : e.timeline())
+        if (t.what.find("of gfn [0x1000, 0x1008)") != std::string::npos)
+            conversions.push_back(t.what);
+    REQUIRE(conversions.size() == 2);
+    CHECK_THAT(conversions[0], Catch::Contains("] shared->private") &&
+                                   Catch::Contains("by KVM_SET_MEMORY_ATTRIBUTES from synthetic/4242: done"));
+    CHECK_THAT(conversions[1], Catch::Contains("] private->shared") && Catch::Contains("by kvm_vm_set_mem_attributes"));
+}

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -253,7 +254,7 @@ gms::test::Run gms_run(std::vector<std::string> args)
 // while a device can still reach its shared backing (VFIO type1, then
 // iommufd). trace says so as it happens; report, explain and audit -i say
 // so from the recording; the BAR dma-buf mapped into the IOAS has its life.
-TEST_CASE("a conversion to private over DMA-mapped memory is critical in trace, report, explain and audit -i; the "
+TEST_CASE("a conversion to private over DMA-mapped memory is critical in trace, report, explain and audit -i, and the "
           "BAR dma-buf's life is in report and explain",
           "[private][report]")
 {
@@ -343,4 +344,97 @@ TEST_CASE("a conversion to private over DMA-mapped memory is critical in trace, 
     for (const auto& f : audit["findings"])
         critical += f["code"] == "dma_private_converted" && f["severity"] == "critical";
     CHECK(critical == 2);
+}
+
+// explain of gfn 0x40000, the first private page, from a recording of the
+// private scenario: every entry, in order, as the workload made it happen
+// (pages=32 private_pages=8 punch_pages=2, poison=0). `P` stands for the
+// scenario's pid, `I` its gmem inode, `H` its shared backing's address;
+// pfns and fds vary and are matched as numbers.
+TEST_CASE("explain of a real private gfn: binding, conversion with the zap it caused, private faults with the gmem "
+          "pfn, punch, conversion back, rebind, the mapped conversions and the critical finding",
+          "[private][explain]")
+{
+    GMS_SKIP_IF(gms::test::why_no_private());
+    gms::test::ScratchDir dir;
+    const std::string rec = dir.path + "/rec";
+    std::vector<std::string> record = {"record", "-o", rec, "--", gms::test::binary(), "--json", "stress", "private"};
+    for (const auto& s : settings({"poison=0"}))
+        record.push_back(s);
+    auto stress = nlohmann::json::parse(gms_run(record).out);
+    const std::string ino = std::to_string(stress["gmem_ino"].get<uint64_t>());
+    const std::string hva = stress["buffer_vaddr"];
+    auto doc = nlohmann::json::parse(gms_run({"--json", "explain", "-i", rec, "--gfn", "0x40000"}).out);
+
+    auto esc = [](std::string s) {
+        std::string out;
+        for (char c : s) {
+            if (std::string("[](){}.*+?^$|\\").find(c) != std::string::npos)
+                out += '\\';
+            out += c;
+        }
+        return out;
+    };
+    const std::string pfn = "pfn 0x[0-9a-f]+", by = "gmemscope/[0-9]+", fd = "[0-9]+";
+    const std::string conv8 = "of gfn \\[0x40000, 0x40008\\) by KVM_SET_MEMORY_ATTRIBUTES from " + by + ": done";
+    const std::string zap8 = esc("KVM MMU invalidation of gfn [0x40000, 0x40008) ended (its SPTEs zapped)");
+    const std::string bound = esc("memslot 1 bound: gfn [0x40000, 0x40020) -> gmem ino " + ino +
+                                  " index [0x0, 0x20), hva " + hva);
+    const std::string shared_fault = "write fault on vCPU 0: slot 1 gmem ino " + ino + " index 0x0 -> " + pfn + "$";
+    const std::string private_fault = "write private fault on vCPU 0: slot 1 gmem ino " + ino + " index 0x0 -> " + pfn +
+                                      esc(" (page allocated in the gmem page cache)");
+    const std::string critical = esc("CRITICAL: made private while DMA-mapped: 8 pages (gfn [0x40000, 0x40008), vaddr " +
+                                     hva + ") mapped at iova 0x100000 by ");
+    std::vector<std::string> want = {
+        bound,
+        shared_fault,
+        "shared->private " + conv8,
+        zap8,
+        private_fault,
+        "punch-hole: fallocate\\(KEEP_SIZE\\|PUNCH_HOLE\\) of gmem ino " + ino + " offset 0x0 len 0x1000 by " + by,
+        esc("gmem ino " + ino + " index [0x0, 0x1) invalidated by ") + by,
+        esc("KVM MMU invalidation of gfn [0x40000, 0x40001) ended (its SPTEs zapped)"),
+        private_fault,
+        "private->shared " + conv8,
+        zap8,
+        "memslot 1 deleted by " + by,
+        bound,
+        shared_fault,
+        "DMA-mapped and pinned by VFIO container fd " + fd + " \\(" + by + "\\): iova 0x100000, 8 pages",
+        "VFIO pinned 8 pages by " + by + ": vaddr " + hva + " iova 0x100000 " + pfn,
+        "shared->private " + conv8,
+        critical + "VFIO container fd " + fd,
+        zap8,
+        "private->shared " + conv8,
+        zap8,
+        "DMA-unmapped and unpinned from VFIO container fd " + fd,
+        "VFIO unpinned 8 pages by " + by,
+        "shared->private " + conv8,
+        zap8,
+        "private->shared " + conv8,
+        zap8,
+        "DMA-mapped and pinned by iommufd fd " + fd + " IOAS [0-9]+ \\(" + by + "\\): iova 0x100000, 8 pages",
+        "shared->private " + conv8,
+        critical + "iommufd fd " + fd + " IOAS [0-9]+",
+        zap8,
+        "private->shared " + conv8,
+        zap8,
+        "DMA-unmapped and unpinned from iommufd fd " + fd,
+        "shared->private " + conv8,
+        zap8,
+        "private->shared " + conv8,
+        zap8,
+    };
+    std::vector<std::string> got;
+    for (const auto& t : doc["timeline"])
+        got.push_back(t["what"]);
+    std::string all;
+    for (const auto& g : got)
+        all += "  " + g + "\n";
+    INFO("explain's timeline:\n" << all);
+    for (size_t i = 0; i < want.size() && i < got.size(); i++) {
+        INFO("entry " << i << ": " << got[i] << "\n  want: " << want[i]);
+        CHECK(std::regex_search(got[i], std::regex("^\\[vm [0-9a-f]+\\] " + want[i])));
+    }
+    CHECK(got.size() >= want.size());
 }
