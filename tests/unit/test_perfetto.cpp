@@ -100,3 +100,55 @@ TEST_CASE("export: DMA pin spans in their VM's process, every instant on a threa
     CHECK(seen.count("zap_page"));
     CHECK(seen.count("call"));
 }
+
+// A VFIO dma-buf exported, revoked and restored (SYNTHETIC stream): a
+// track of its own in the dma-bufs process, its life a span, the revoke a
+// span inside it.
+TEST_CASE("export: a dma-buf's life is a track with its revoked span", "[perfetto]")
+{
+    constexpr uint64_t kBuf = 31, kDev = 0xffff888100550000;
+    std::ostringstream out;
+    gms::PerfettoWriter w(out);
+    gms_ioctl_event x = std::get<gms_ioctl_event>(ioctl(1000, GMS_IOC_VFIO_DMA_BUF, 0, 5).rec);
+    x.obj = kBuf;
+    x.ret = 7;
+    x.args.dma_buf = {48, 11, 0, 1, 0, 0x100000};
+    w.add({x});
+    auto move = [&](uint64_t ts, bool revoked, uint64_t dev) {
+        gms_call_event c{};
+        c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+        c.fn = GMS_FN_VFIO_DMA_BUF_MOVE;
+        c.args.dma_buf.flags = revoked;
+        c.args.dma_buf.dev = dev;
+        w.add({c});
+    };
+    gms_call_event exp{};
+    exp.hdr = hdr(GMS_EV_CALL, sizeof(exp), 1010);
+    exp.fn = GMS_FN_VFIO_DMA_BUF_EXPORT;
+    exp.ino = kBuf;
+    exp.ret = 7;
+    exp.args.dma_buf.dev = kDev;
+    w.add({exp});
+    move(3000, true, kDev);
+    move(5000, false, kDev);
+    move(6000, true, kDev + 1);   // another device
+    w.finish();
+    auto doc = nlohmann::json::parse(out.str());
+    std::vector<nlohmann::json> spans;
+    bool named = false;
+    for (const auto& e : doc["traceEvents"]) {
+        if (e["ph"] == "M" && e["args"]["name"].get<std::string>().starts_with("dma-buf ino 31 (vfio_pci_core BAR0)"))
+            named = true;
+        if (e["ph"] == "X" && e["cat"] == "dma_buf")
+            spans.push_back(e);
+    }
+    CHECK(named);
+    REQUIRE(spans.size() == 2);
+    CHECK(spans[0]["name"] == "exported");
+    CHECK(spans[0]["ts"] == 0.0);
+    CHECK(spans[0]["dur"] == 5.0);   // to the end of the recording, 6000 ns
+    CHECK(spans[1]["name"] == "revoked");
+    CHECK(spans[1]["ts"] == 2.0);
+    CHECK(spans[1]["dur"] == 2.0);
+    CHECK(spans[0]["tid"] == spans[1]["tid"]);
+}
