@@ -126,13 +126,8 @@ static __always_inline void gms_walk_memslots(struct seq_file *seq, struct kvm *
 	__u32 spaces = bpf_core_field_size(kvm->memslots) / sizeof(void *);
 	struct gms_audit_slot_walk done = {.hdr = *h, .vm = (__u64)kvm};
 	struct kvm_memslots *slots;
-	__u64 key = (__u64)kvm, pass = audit_pass, *seen;
 	int node_idx;
 
-	seen = bpf_map_lookup_elem(&audit_walked, &key);
-	if (seen && *seen == pass)
-		return;
-	bpf_map_update_elem(&audit_walked, &key, &pass, BPF_ANY);
 	done.hdr.kind = GMS_AUDIT_SLOT_WALK;
 	done.hdr.size = sizeof(done);
 	for (__u16 as = 0; as < 2 && as < spaces; as++) {
@@ -155,6 +150,137 @@ static __always_inline void gms_walk_memslots(struct seq_file *seq, struct kvm *
 	}
 }
 
+/* Whether this pass reaches the VM for the first time (a VM is reached from each of its fds). */
+static __always_inline bool gms_first_visit(struct kvm *kvm)
+{
+	__u64 key = (__u64)kvm, pass = audit_pass, *seen;
+
+	seen = bpf_map_lookup_elem(&audit_walked, &key);
+	if (seen && *seen == pass)
+		return false;
+	bpf_map_update_elem(&audit_walked, &key, &pass, BPF_ANY);
+	return true;
+}
+
+/*
+ * The walk over a VM's attribute xarray (include/linux/xarray.h): a node
+ * entry is a pointer tagged 2, a value entry (v << 1) | 1; a node has 64
+ * slots, each covering 1 << shift indexes, and knows its parent and its
+ * offset there, so the walk climbs without a stack. Consecutive gfns of
+ * one value are one range.
+ */
+#define GMS_XA_CHUNK 64
+
+struct gms_attr_walk {
+	struct xa_node *node;	/* NULL: the head entry alone */
+	__u64 base;		/* first index of the node */
+	__u64 run_first, run_end, run_attrs;
+	struct gms_audit_attrs rec;
+	__u32 slot;
+	__u32 sent;
+	__u32 lost;
+	__u32 done;
+};
+
+static __always_inline bool gms_xa_is_node(__u64 entry) { return (entry & 3) == 2 && entry > 4096; }
+
+static __always_inline void gms_attr_flush(struct gms_attr_walk *w)
+{
+	if (!w->run_attrs || w->run_end <= w->run_first)
+		return;
+	w->rec.first_gfn = w->run_first;
+	w->rec.end_gfn = w->run_end;
+	w->rec.attributes = w->run_attrs;
+	if (bpf_ringbuf_output(&audit_slots, &w->rec, sizeof(w->rec), BPF_RB_NO_WAKEUP))
+		w->lost++;
+	else
+		w->sent++;
+}
+
+static __always_inline void gms_attr_add(struct gms_attr_walk *w, __u64 first, __u64 end, __u64 attrs)
+{
+	if (attrs == w->run_attrs && first == w->run_end) {
+		w->run_end = end;
+		return;
+	}
+	gms_attr_flush(w);
+	w->run_first = first;
+	w->run_end = end;
+	w->run_attrs = attrs;
+}
+
+static long gms_attr_step(__u32 i, struct gms_attr_walk *w)
+{
+	struct xa_node *node = w->node;
+	__u32 slot = w->slot;
+	__u64 entry = 0, shift;
+
+	if (!node) {
+		w->done = 1;
+		return 1;
+	}
+	shift = BPF_CORE_READ(node, shift);
+	if (slot < GMS_XA_CHUNK) {
+		bpf_probe_read_kernel(&entry, sizeof(entry),
+				      (void *)node + bpf_core_field_offset(struct xa_node, slots) + slot * sizeof(void *));
+		if (gms_xa_is_node(entry) && shift) {
+			w->node = (void *)(entry - 2);
+			w->base += (__u64)slot << (shift & 63);
+			w->slot = 0;
+			return 0;
+		}
+		if (entry & 1) {
+			__u64 first = w->base + ((__u64)slot << (shift & 63));
+
+			gms_attr_add(w, first, first + (1ull << (shift & 63)), entry >> 1);
+		}
+		w->slot = slot + 1;
+		return 0;
+	}
+	/* the node is done: on to the next slot of its parent */
+	w->slot = BPF_CORE_READ(node, offset) + 1;
+	w->node = BPF_CORE_READ(node, parent);
+	if (w->node) {
+		__u64 span_shift = (shift + 12) & 63;	/* the parent covers 64 << (shift + 6) indexes */
+
+		w->base = shift + 12 >= 64 ? 0 : w->base & ~((1ull << span_shift) - 1);
+	}
+	return 0;
+}
+
+/* The VM's gfn ranges with non-zero attributes, as GMS_AUDIT_ATTRS records. */
+static __always_inline void gms_walk_attrs(struct seq_file *seq, struct kvm *kvm, const struct gms_audit_hdr *h)
+{
+	struct gms_audit_attrs_walk done = {.hdr = *h, .vm = (__u64)kvm};
+	struct xarray *xa = gms_kvm_attr_array(kvm);
+	struct gms_attr_walk w = {};
+	__u64 head = 0;
+
+	done.hdr.kind = GMS_AUDIT_ATTRS_WALK;
+	done.hdr.size = sizeof(done);
+	w.rec.hdr = *h;
+	w.rec.hdr.kind = GMS_AUDIT_ATTRS;
+	w.rec.hdr.size = sizeof(w.rec);
+	w.rec.vm = (__u64)kvm;
+	if (xa) {
+		done.present = 1;
+		head = (__u64)BPF_CORE_READ(xa, xa_head);
+		if (gms_xa_is_node(head)) {
+			w.node = (void *)(head - 2);
+			bpf_loop(GMS_AUDIT_ATTR_STEPS, gms_attr_step, &w, 0);
+		} else {
+			if (head & 1)
+				gms_attr_add(&w, 0, 1, head >> 1);
+			w.done = 1;
+		}
+		gms_attr_flush(&w);
+	}
+	done.sent = w.sent;
+	done.lost = w.lost;
+	done.complete = !xa || w.done;
+	bpf_seq_write(seq, &done, sizeof(done));
+}
+
 /* A VM's counters and its memslots, reached from a VM fd or a gmem fd. */
 static __always_inline void gms_audit_kvm(struct seq_file *seq, struct kvm *kvm, struct task_struct *task,
 					  __u32 fd, bool vm_fd)
@@ -167,7 +293,10 @@ static __always_inline void gms_audit_kvm(struct seq_file *seq, struct kvm *kvm,
 	v.online_vcpus = BPF_CORE_READ(kvm, online_vcpus.counter);
 	v.userspace_pid = BPF_CORE_READ(kvm, userspace_pid);
 	bpf_seq_write(seq, &v, sizeof(v));
-	gms_walk_memslots(seq, kvm, &v.hdr);
+	if (gms_first_visit(kvm)) {
+		gms_walk_memslots(seq, kvm, &v.hdr);
+		gms_walk_attrs(seq, kvm, &v.hdr);
+	}
 }
 
 static __always_inline bool gms_name_is(const char *name, const char *want, int n)

@@ -16,6 +16,8 @@ enum gms_audit_kind {
 	GMS_AUDIT_MEMSLOT = 4,	/* one memslot of that VM, sent through the audit_slots ring buffer */
 	GMS_AUDIT_DEVICE = 5,	/* a VFIO or iommufd fd, by its dentry names */
 	GMS_AUDIT_SLOT_WALK = 6,	/* what one memslot walk read, sent and lost */
+	GMS_AUDIT_ATTRS = 7,	/* a gfn range of one VM with the same attributes, through audit_slots */
+	GMS_AUDIT_ATTRS_WALK = 8,	/* what one attributes walk read, sent and lost */
 };
 
 /*
@@ -91,6 +93,28 @@ struct gms_audit_slot_walk {
 	__u16 complete;		/* 0: the walk stopped at GMS_AUDIT_WALK_STEPS */
 	__u32 pad;
 };
+
+/* gfns [first_gfn, end_gfn) of a VM whose attributes are all `attributes` (non-zero). */
+struct gms_audit_attrs {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u64 first_gfn;
+	__u64 end_gfn;
+	__u64 attributes;	/* KVM_MEMORY_ATTRIBUTE_* */
+};
+
+struct gms_audit_attrs_walk {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u32 sent;		/* range records in the ring buffer */
+	__u32 lost;		/* ranges read and not sent: the ring buffer was full */
+	__u16 present;		/* 0: this kernel keeps no per-VM attributes */
+	__u16 complete;		/* 0: the walk stopped at GMS_AUDIT_ATTR_STEPS */
+	__u32 pad;
+};
+
+/* Slots one attributes walk visits at most: 4M gfns (16 GiB) in leaves, with room. */
+#define GMS_AUDIT_ATTR_STEPS (1u << 23)
 
 struct gms_audit_device {
 	struct gms_audit_hdr hdr;

@@ -130,4 +130,23 @@ static __always_inline bool gms_file_last_ref(struct file *file)
 	return BPF_CORE_READ((struct file___old *)file, f_count.counter) == 1;
 }
 
+/*
+ * A VM's shared/private attributes: kvm->mem_attr_array, an xarray of
+ * gfn -> KVM_MEMORY_ATTRIBUTE_* value entries, one per gfn, since v6.8
+ * (commit 5a475554db1e "KVM: Introduce per-page memory attributes",
+ * CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES). NULL where the kernel has none.
+ */
+struct kvm___attrs {
+	struct xarray mem_attr_array;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct xarray *gms_kvm_attr_array(struct kvm *kvm)
+{
+	struct kvm___attrs *k = (void *)kvm;
+
+	if (!bpf_core_field_exists(k->mem_attr_array))
+		return NULL;
+	return (void *)kvm + bpf_core_field_offset(k->mem_attr_array);
+}
+
 #endif /* GMS_CORE_FIXES_BPF_H */

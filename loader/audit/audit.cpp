@@ -293,10 +293,18 @@ void Auditor::read_iterator(AuditReport& r) const
     // Memslots come through the ring buffer, drained after each chunk of
     // the seq_file so that it holds at most the VMs of one chunk.
     auto on_slot = [](void* ctx, void* data, size_t size) {
+        gms_audit_hdr h{};
         gms_audit_memslot m{};
-        if (size >= sizeof(m)) {
+        gms_audit_attrs a{};
+        auto* builder = static_cast<Builder*>(ctx);
+        if (size >= sizeof(h))
+            std::memcpy(&h, data, sizeof(h));
+        if (h.kind == GMS_AUDIT_MEMSLOT && size >= sizeof(m)) {
             std::memcpy(&m, data, sizeof(m));
-            static_cast<Builder*>(ctx)->slot(m);
+            builder->slot(m);
+        } else if (h.kind == GMS_AUDIT_ATTRS && size >= sizeof(a)) {
+            std::memcpy(&a, data, sizeof(a));
+            builder->vms[a.vm].attrs.push_back({a.first_gfn, a.end_gfn, a.attributes});
         }
         return 0;
     };
@@ -374,6 +382,15 @@ void Auditor::read_iterator(AuditReport& r) const
             }
             break;
         }
+        case GMS_AUDIT_ATTRS_WALK: {
+            gms_audit_attrs_walk w{};
+            if (take(buf, off, w)) {
+                AuditVm& v = b.vms[w.vm];
+                v.attrs_read |= w.present != 0;
+                v.attrs_incomplete |= w.lost || !w.complete;
+            }
+            break;
+        }
         case GMS_AUDIT_DEVICE: {
             gms_audit_device d{};
             if (!take(buf, off, d))
@@ -406,7 +423,9 @@ AuditReport Auditor::run(const Engine* recording, const std::string& recording_p
         read_iterator(r);
         r.unseen.push_back("inside VFIO and iommufd fds (containers' DMA mappings, groups' devices, IOAS and "
                            "pinned pages): gmemscope names these fds and does not walk their objects");
-        r.unseen.push_back("shared/private attributes of live VMs: read from a recording (-i) only");
+        if (std::any_of(r.vms.begin(), r.vms.end(), [](const AuditVm& v) { return !v.attrs_read; }))
+            r.unseen.push_back("shared/private attributes: this kernel keeps none per VM (no kvm->mem_attr_array, "
+                               "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES)");
     } else {
         r.source = "procfs";
         Builder b;
@@ -567,6 +586,15 @@ nlohmann::json to_json(const AuditReport& r)
             j["online_vcpus"] = v.online_vcpus;
             j["nr_memslot_pages"] = v.nr_memslot_pages;
             j["memslots_lost"] = v.memslots_lost;
+            if (v.attrs_read) {
+                nlohmann::json attrs = nlohmann::json::array();
+                for (const auto& a : v.attrs)
+                    attrs.push_back({{"first_gfn", fmt::format("{:#x}", a.first_gfn)},
+                                     {"end_gfn", fmt::format("{:#x}", a.end_gfn)}, {"attributes", a.attributes},
+                                     {"private", (a.attributes & kAttrPrivate) != 0}});
+                j["attributes"] = attrs;
+                j["attributes_complete"] = !v.attrs_incomplete;
+            }
         }
         vms.push_back(j);
     }
@@ -633,6 +661,21 @@ std::string to_text(const AuditReport& r)
                                    s.slot.npages, s.slot.flags, s.slot.uaddr,
                                    s.slot.gmem_ino ? std::to_string(s.slot.gmem_ino) : "-",
                                    s.slot.gmem_ino ? fmt::format("{:#x}", s.slot.gmem_pgoff) : "-");
+    }
+    if (std::any_of(r.vms.begin(), r.vms.end(), [](const AuditVm& v) { return v.attrs_read; })) {
+        out += "\nshared/private (KVM's per-VM attributes; gfns not listed are shared):\n";
+        for (const auto& v : r.vms) {
+            if (!v.attrs_read)
+                continue;
+            if (v.attrs.empty())
+                out += fmt::format("  VM {}: every gfn shared\n", vm_text(v.id));
+            for (const auto& a : v.attrs)
+                out += fmt::format("  VM {}: gfn [{:#x}, {:#x}) {} pages {}\n", vm_text(v.id), a.first_gfn, a.end_gfn,
+                                   a.end_gfn - a.first_gfn,
+                                   a.attributes & kAttrPrivate ? "private" : fmt::format("attributes {:#x}", a.attributes));
+            if (v.attrs_incomplete)
+                out += fmt::format("  VM {}: incomplete (the walk stopped or its ring buffer was full)\n", vm_text(v.id));
+        }
     }
     if (!r.gmem.empty()) {
         out += fmt::format("\n{:>9} {:<17} {:>10} {:>5} {:>9} {:<28} {}\n", "GMEM INO", "VM", "SIZE KiB", "FLAGS",

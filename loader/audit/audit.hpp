@@ -47,6 +47,14 @@ struct AuditVm {
     bool memslots_truncated = false;
     uint64_t memslots_lost = 0;      // read and not delivered: the iterator's ring buffer was full
     bool walk_incomplete = false;    // a walk stopped at its step bound
+    // gfn ranges with non-zero KVM_MEMORY_ATTRIBUTE_* (kvm->mem_attr_array);
+    // every other gfn is shared
+    struct AttrRange {
+        uint64_t first_gfn, end_gfn, attributes;
+    };
+    std::vector<AttrRange> attrs;
+    bool attrs_read = false;         // this kernel keeps per-VM attributes and the walk ran
+    bool attrs_incomplete = false;   // ranges lost (ring buffer full) or the walk stopped at its bound
     int32_t created_vcpus = 0, online_vcpus = 0;
     uint64_t nr_memslot_pages = 0;
 };

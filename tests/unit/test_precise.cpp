@@ -104,8 +104,9 @@ TEST_CASE("precise tier: the verifier accepts every program whose function this 
                                                    "vfio.unpin",
                                                    "dmabuf.export", "dmabuf.move_notify"});
         // Not in 6.12: the conversion series, KVM_GENERIC_MEMORY_ATTRIBUTES
-        // (Debian has no KVM_SW_PROTECTED_VM), iommufd, VFIO PCI dma-buf.
-        CHECK(without == std::set<std::string>{"gmem.set_attributes", "gmem.convert", "kvm.set_mem_attributes",
+        // (Debian has no KVM_SW_PROTECTED_VM), iommufd, VFIO PCI dma-buf,
+        // 7.3's two-step gmem binding.
+        CHECK(without == std::set<std::string>{"gmem.bind_commit", "gmem.set_attributes", "gmem.convert", "kvm.set_mem_attributes",
                                                "iommufd.map", "iommufd.map_file", "iommufd.unmap", "iommufd.pin",
                                                "iommufd.access_pin", "vfio.dma_buf_export", "vfio.dma_buf_move"});
     }

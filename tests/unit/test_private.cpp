@@ -471,3 +471,35 @@ TEST_CASE("explain of a real private gfn: binding, conversion with the zap it ca
     }
     CHECK(got.size() == want.size());
 }
+
+// A live VM held with gfn [0x40000, 0x40008) private and faulted: the
+// audit iterator reads KVM's per-VM attributes (kvm->mem_attr_array).
+TEST_CASE("audit of a live VM shows which gfn ranges are private, read from KVM's per-VM attributes",
+          "[private][audit]")
+{
+    GMS_SKIP_IF(gms::test::why_no_private());
+    std::vector<std::string> argv = {gms::test::binary(), "stress", "--steps", "private"};
+    for (const auto& s : settings({"poison=0", "hold_ms=60000"}))
+        argv.push_back(s);
+    gms::test::Background held(argv);
+    REQUIRE(held.wait_for_stderr(": holding for", std::chrono::seconds(60)));
+    auto doc = nlohmann::json::parse(gms_run({"--json", "audit"}).out);
+    auto text = gms_run({"audit"}).out;
+    held.stop(SIGKILL);
+    const nlohmann::json* vm = nullptr;
+    for (const auto& v : doc["vms"])
+        for (const auto& s : v["memslots"])
+            if (s["base_gfn"] == "0x40000" && s.contains("gmem_ino"))
+                vm = &v;
+    REQUIRE(vm != nullptr);
+    INFO(vm->dump());
+    REQUIRE(vm->contains("attributes"));
+    CHECK((*vm)["attributes_complete"] == true);
+    REQUIRE((*vm)["attributes"].size() == 1);
+    const auto& a = (*vm)["attributes"][0];
+    CHECK(a["first_gfn"] == "0x40000");
+    CHECK(a["end_gfn"] == "0x40008");
+    CHECK(a["attributes"] == 8);
+    CHECK(a["private"] == true);
+    CHECK_THAT(text, Catch::Contains("gfn [0x40000, 0x40008) 8 pages private"));
+}
