@@ -268,12 +268,30 @@ Auditor::Auditor(const Features* features, bool force_procfs, uint32_t slot_ring
     }
     if (slot_ringbuf_bytes)
         bpf_map__set_max_entries(skel_->maps.audit_slots, slot_ringbuf_bytes);
-    if (int err = gmemscope_audit_bpf__load(skel_); err) {
+    int err = gmemscope_audit_bpf__load(skel_);
+    if (err) {
+        // The attributes pass is a program of its own: a kernel refusing
+        // it still gets the rest of the audit.
+        attrs_refused_ = fmt::format("its iterator was refused: {} (run with -v for the verifier log)", strerror(-err));
+        gmemscope_audit_bpf__destroy(skel_);
+        skel_ = gmemscope_audit_bpf__open();
+        if (!skel_) {
+            fallback_ = fmt::format("opening the audit BPF object: {}", strerror(errno));
+            return;
+        }
+        if (slot_ringbuf_bytes)
+            bpf_map__set_max_entries(skel_->maps.audit_slots, slot_ringbuf_bytes);
+        bpf_program__set_autoload(skel_->progs.audit_attrs, false);
+        err = gmemscope_audit_bpf__load(skel_);
+    }
+    if (err) {
         fallback_ = fmt::format("loading the audit iterator: {} (run with -v for the verifier log)", strerror(-err));
     } else {
         link_ = bpf_program__attach_iter(skel_->progs.audit_task_file, nullptr);
         if (!link_)
             fallback_ = fmt::format("attaching iter/task_file: {}", strerror(errno));
+        else if (attrs_refused_.empty() && !(attrs_link_ = bpf_program__attach_iter(skel_->progs.audit_attrs, nullptr)))
+            attrs_refused_ = fmt::format("attaching its iterator: {}", strerror(errno));
     }
     if (!fallback_.empty()) {
         gmemscope_audit_bpf__destroy(skel_);
@@ -283,6 +301,7 @@ Auditor::Auditor(const Features* features, bool force_procfs, uint32_t slot_ring
 
 Auditor::~Auditor()
 {
+    bpf_link__destroy(attrs_link_);
     bpf_link__destroy(link_);
     gmemscope_audit_bpf__destroy(skel_);
 }
@@ -313,21 +332,26 @@ void Auditor::read_iterator(AuditReport& r) const
     if (!rb)
         throw std::runtime_error(fmt::format("opening the audit ring buffer: {}", strerror(errno)));
     skel_->bss->audit_pass++;
-    int fd = bpf_iter_create(bpf_link__fd(link_));
-    if (fd < 0)
-        throw std::runtime_error(fmt::format("creating the audit iterator: {}", strerror(errno)));
     std::string buf;
-    char chunk[16384];
-    ssize_t n;
-    while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
-        buf.append(chunk, size_t(n));
+    // The main pass, then the attributes pass: their records are alike.
+    for (bpf_link* link : {link_, attrs_link_}) {
+        if (!link)
+            continue;
+        int fd = bpf_iter_create(bpf_link__fd(link));
+        if (fd < 0)
+            throw std::runtime_error(fmt::format("creating the audit iterator: {}", strerror(errno)));
+        char chunk[16384];
+        ssize_t n;
+        while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+            buf.append(chunk, size_t(n));
+            ring_buffer__consume(rb.get());
+        }
+        int err = errno;
+        close(fd);
+        if (n < 0)
+            throw std::runtime_error(fmt::format("reading the audit iterator: {}", strerror(err)));
         ring_buffer__consume(rb.get());
     }
-    int err = errno;
-    close(fd);
-    if (n < 0)
-        throw std::runtime_error(fmt::format("reading the audit iterator: {}", strerror(err)));
-    ring_buffer__consume(rb.get());
 
     std::map<uint64_t, std::pair<uint64_t, bool>> walks;   // vm -> memslots lost, walk incomplete
     gms_audit_hdr h{};
@@ -386,6 +410,7 @@ void Auditor::read_iterator(AuditReport& r) const
             gms_audit_attrs_walk w{};
             if (take(buf, off, w)) {
                 AuditVm& v = b.vms[w.vm];
+                v.attrs_walked = true;
                 v.attrs_read |= w.present != 0;
                 v.attrs_incomplete |= w.lost || !w.complete;
             }
@@ -423,7 +448,9 @@ AuditReport Auditor::run(const Engine* recording, const std::string& recording_p
         read_iterator(r);
         r.unseen.push_back("inside VFIO and iommufd fds (containers' DMA mappings, groups' devices, IOAS and "
                            "pinned pages): gmemscope names these fds and does not walk their objects");
-        if (std::any_of(r.vms.begin(), r.vms.end(), [](const AuditVm& v) { return !v.attrs_read; }))
+        if (!attrs_refused_.empty())
+            r.unseen.push_back("shared/private attributes: " + attrs_refused_);
+        else if (std::any_of(r.vms.begin(), r.vms.end(), [](const AuditVm& v) { return v.attrs_walked && !v.attrs_read; }))
             r.unseen.push_back("shared/private attributes: this kernel keeps none per VM (no kvm->mem_attr_array, "
                                "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES)");
     } else {

@@ -53,7 +53,8 @@ struct AuditVm {
         uint64_t first_gfn, end_gfn, attributes;
     };
     std::vector<AttrRange> attrs;
-    bool attrs_read = false;         // this kernel keeps per-VM attributes and the walk ran
+    bool attrs_walked = false;       // the attributes pass reached it (from a VM fd)
+    bool attrs_read = false;         // ... and this kernel keeps per-VM attributes
     bool attrs_incomplete = false;   // ranges lost (ring buffer full) or the walk stopped at its bound
     int32_t created_vcpus = 0, online_vcpus = 0;
     uint64_t nr_memslot_pages = 0;
@@ -123,6 +124,8 @@ private:
     void read_iterator(AuditReport& r) const;
     struct gmemscope_audit_bpf* skel_ = nullptr;
     struct bpf_link* link_ = nullptr;
+    struct bpf_link* attrs_link_ = nullptr;   // the attributes pass (bpf/audit.bpf.c audit_attrs)
+    std::string attrs_refused_;                // why that pass does not run, "" if it does
     std::string fallback_;
 };
 

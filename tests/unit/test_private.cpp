@@ -377,9 +377,9 @@ TEST_CASE("a conversion to private over DMA-mapped memory is critical in trace, 
 
 // explain of gfn 0x40000, the first private page, from a recording of the
 // private scenario: every entry, in order, as the workload made it happen
-// (pages=32 private_pages=8 punch_pages=2, poison=0). `P` stands for the
-// scenario's pid, `I` its gmem inode, `H` its shared backing's address;
-// pfns and fds vary and are matched as numbers.
+// (pages=32 private_pages=8 punch_pages=2, poison=0), with the gmem inode
+// and the shared backing's address the scenario reports; pids, pfns, fds
+// and the lengths of VFIO's pin runs vary and are matched as numbers.
 TEST_CASE("explain of a real private gfn: binding, conversion with the zap it caused, private faults with the gmem "
           "pfn, punch, conversion back, rebind, the mapped conversions and the critical finding",
           "[private][explain]")
@@ -486,6 +486,7 @@ TEST_CASE("audit of a live VM shows which gfn ranges are private, read from KVM'
     auto doc = nlohmann::json::parse(gms_run({"--json", "audit"}).out);
     auto text = gms_run({"audit"}).out;
     held.stop(SIGKILL);
+    INFO(text);
     const nlohmann::json* vm = nullptr;
     for (const auto& v : doc["vms"])
         for (const auto& s : v["memslots"])

@@ -159,7 +159,14 @@ run_private_story() {
     rc=$?
     /bin/gmemscope explain -i /tmp/private.rec --gfn 0x40000 >>/tmp/private.txt 2>&1
     /bin/gmemscope report -i /tmp/private.rec >>/tmp/private.txt 2>&1
-    say "private scenario, recorded and explained:"
+    /bin/gmemscope stress --steps private pages=32 private_pages=8 poison=0 hold_ms=30000 2>/tmp/held.txt &
+    held=$!
+    for _ in $(seq 60); do grep -q "holding for" /tmp/held.txt && break; sleep 0.5; done
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    /bin/gmemscope audit >>/tmp/private.txt 2>&1
+    echo "audit took $(awk -v t0="$t0" '{ printf "%.1f s", $1 - t0 }' /proc/uptime)" >>/tmp/private.txt
+    kill $held 2>/dev/null; wait $held 2>/dev/null
+    say "private scenario, recorded and explained, and audited while held:"
     show /tmp/private.txt
     [ $rc = 0 ] && result PASS "private scenario recorded" || result FAIL "private scenario recorded" "record exit $rc"
 }
