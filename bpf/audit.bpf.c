@@ -190,6 +190,19 @@ struct gms_attr_walk {
 	__u32 done;
 };
 
+/*
+ * The walk's state lives in a map value, not on the stack: the verifier
+ * does not track what a map value holds, so it checks gms_attr_step once
+ * instead of following each step's values until they repeat (past its
+ * complexity limit on 7.3).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gms_attr_walk);
+} audit_attr_walk SEC(".maps");
+
 static __always_inline bool gms_xa_is_node(__u64 entry) { return (entry & 3) == 2 && entry > 4096; }
 
 static __always_inline void gms_attr_flush(struct gms_attr_walk *w)
@@ -261,31 +274,35 @@ static __always_inline void gms_walk_attrs(struct seq_file *seq, struct kvm *kvm
 {
 	struct gms_audit_attrs_walk done = {.hdr = *h, .vm = (__u64)kvm};
 	struct xarray *xa = gms_kvm_attr_array(kvm);
-	struct gms_attr_walk w = {};
+	__u32 zero = 0;
+	struct gms_attr_walk *w = bpf_map_lookup_elem(&audit_attr_walk, &zero);
 	__u64 head = 0;
 
+	if (!w)
+		return;
+	__builtin_memset(w, 0, sizeof(*w));
 	done.hdr.kind = GMS_AUDIT_ATTRS_WALK;
 	done.hdr.size = sizeof(done);
-	w.rec.hdr = *h;
-	w.rec.hdr.kind = GMS_AUDIT_ATTRS;
-	w.rec.hdr.size = sizeof(w.rec);
-	w.rec.vm = (__u64)kvm;
+	w->rec.hdr = *h;
+	w->rec.hdr.kind = GMS_AUDIT_ATTRS;
+	w->rec.hdr.size = sizeof(w->rec);
+	w->rec.vm = (__u64)kvm;
 	if (xa) {
 		done.present = 1;
 		head = (__u64)BPF_CORE_READ(xa, xa_head);
 		if (gms_xa_is_node(head)) {
-			w.node = (void *)(head - 2);
-			bpf_loop(GMS_AUDIT_ATTR_STEPS, gms_attr_step, &w, 0);
+			w->node = (void *)(head - 2);
+			bpf_loop(GMS_AUDIT_ATTR_STEPS, gms_attr_step, w, 0);
 		} else {
 			if (head & 1)
-				gms_attr_add(&w, 0, 1, head >> 1);
-			w.done = 1;
+				gms_attr_add(w, 0, 1, head >> 1);
+			w->done = 1;
 		}
-		gms_attr_flush(&w);
+		gms_attr_flush(w);
 	}
-	done.sent = w.sent;
-	done.lost = w.lost;
-	done.complete = !xa || w.done;
+	done.sent = w->sent;
+	done.lost = w->lost;
+	done.complete = !xa || w->done;
 	bpf_seq_write(seq, &done, sizeof(done));
 }
 

@@ -479,7 +479,7 @@ TEST_CASE("audit of a live VM shows which gfn ranges are private, read from KVM'
 {
     GMS_SKIP_IF(gms::test::why_no_private());
     std::vector<std::string> argv = {gms::test::binary(), "stress", "--steps", "private"};
-    for (const auto& s : settings({"poison=0", "hold_ms=60000"}))
+    for (const auto& s : settings({"poison=0", "hold_ms=120000"}))
         argv.push_back(s);
     gms::test::Background held(argv);
     REQUIRE(held.wait_for_stderr(": holding for", std::chrono::seconds(60)));

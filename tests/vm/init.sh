@@ -159,7 +159,7 @@ run_private_story() {
     rc=$?
     /bin/gmemscope explain -i /tmp/private.rec --gfn 0x40000 >>/tmp/private.txt 2>&1
     /bin/gmemscope report -i /tmp/private.rec >>/tmp/private.txt 2>&1
-    /bin/gmemscope stress --steps private pages=32 private_pages=8 poison=0 hold_ms=30000 2>/tmp/held.txt &
+    /bin/gmemscope stress --steps private pages=32 private_pages=8 poison=0 hold_ms=120000 2>/tmp/held.txt &
     held=$!
     for _ in $(seq 60); do grep -q "holding for" /tmp/held.txt && break; sleep 0.5; done
     t0=$(cut -d' ' -f1 /proc/uptime)
