@@ -230,12 +230,18 @@ static __always_inline void gms_attr_add(struct gms_attr_walk *w, __u64 first, _
 	w->run_attrs = attrs;
 }
 
-static long gms_attr_step(__u32 i, struct gms_attr_walk *w)
+static long gms_attr_step(__u32 i, void *unused)
 {
-	struct xa_node *node = w->node;
-	__u32 slot = w->slot;
+	__u32 zero = 0;
+	struct gms_attr_walk *w = bpf_map_lookup_elem(&audit_attr_walk, &zero);
+	struct xa_node *node;
+	__u32 slot;
 	__u64 entry = 0, shift;
 
+	if (!w)
+		return 1;
+	node = w->node;
+	slot = w->slot;
 	if (!node) {
 		w->done = 1;
 		return 1;
@@ -292,7 +298,8 @@ static __always_inline void gms_walk_attrs(struct seq_file *seq, struct kvm *kvm
 		head = (__u64)BPF_CORE_READ(xa, xa_head);
 		if (gms_xa_is_node(head)) {
 			w->node = (void *)(head - 2);
-			bpf_loop(GMS_AUDIT_ATTR_STEPS, gms_attr_step, w, 0);
+			/* bpf_loop's context must be on the stack: the step looks the state up */
+			bpf_loop(GMS_AUDIT_ATTR_STEPS, gms_attr_step, NULL, 0);
 		} else {
 			if (head & 1)
 				gms_attr_add(w, 0, 1, head >> 1);

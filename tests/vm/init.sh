@@ -163,7 +163,11 @@ run_private_story() {
     held=$!
     for _ in $(seq 60); do grep -q "holding for" /tmp/held.txt && break; sleep 0.5; done
     t0=$(cut -d' ' -f1 /proc/uptime)
-    /bin/gmemscope audit >>/tmp/private.txt 2>&1
+    /bin/gmemscope audit >/tmp/audit.txt 2>&1
+    cat /tmp/audit.txt >>/tmp/private.txt
+    if grep -q "was refused" /tmp/audit.txt; then   # the end of the refused program's verifier log
+        /bin/gmemscope -v audit 2>&1 | grep -B25 -- "-- END PROG LOAD LOG --" | tail -n 26 >>/tmp/private.txt
+    fi
     echo "audit took $(awk -v t0="$t0" '{ printf "%.1f s", $1 - t0 }' /proc/uptime)" >>/tmp/private.txt
     kill $held 2>/dev/null; wait $held 2>/dev/null
     say "private scenario, recorded and explained, and audited while held:"
