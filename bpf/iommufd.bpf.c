@@ -59,8 +59,8 @@ int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, stru
 }
 
 /*
- * v6.19 (iommufd's dma-buf series): iopt_map_file_pages(ictx, iopt, *iova,
- * fd, ...) takes the fd, a memfd or a dma-buf, still open in the caller.
+ * By v7.3 (iommufd's dma-buf series): iopt_map_file_pages(ictx, iopt,
+ * *iova, fd, ...) takes the fd, a memfd or a dma-buf, still open in the caller.
  */
 SEC("fexit")
 int BPF_PROG(iommufd_map_file_fd, void *ictx, void *iopt, unsigned long *iova, int fd,

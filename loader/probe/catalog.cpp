@@ -168,7 +168,7 @@ const std::vector<Hook> kCatalog = {
     {"iommufd.map", "iommufd", {"iopt_map_user_pages"}, {fexit({"iommufd_map"}), ioctl("ioctl IOMMU_IOAS_MAP")},
      "IOAS map of user memory: user va, iova, length, result", false, GMS_FN_IOMMUFD_MAP, {on_ioctl(GMS_IOC_IOAS_MAP)},
      {"iommufd_map", "iommufd_map"}},
-    // v6.19 (iommufd's dma-buf series): iopt_map_file_pages takes an fd,
+    // By v7.3 (iommufd's dma-buf series) iopt_map_file_pages takes an fd,
     // a memfd's or a dma-buf's, where v6.13 took the struct file *.
     {"iommufd.map_file", "iommufd", {"iopt_map_file_pages"},
      {fexit_if_arg(3, true, {"iommufd_map_file"}), fexit_if_arg(3, false, {"iommufd_map_file_fd"}),
