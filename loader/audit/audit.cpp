@@ -261,18 +261,10 @@ Auditor::Auditor(const Features* features, bool force_procfs, uint32_t slot_ring
                              : "BPF is not usable here (no privileges)";
         return;
     }
-    skel_ = gmemscope_audit_bpf__open();
-    if (!skel_) {
-        fallback_ = fmt::format("opening the audit BPF object: {}", strerror(errno));
-        return;
-    }
-    if (slot_ringbuf_bytes)
-        bpf_map__set_max_entries(skel_->maps.audit_slots, slot_ringbuf_bytes);
-    int err = gmemscope_audit_bpf__load(skel_);
-    if (err) {
-        // The attributes pass is a program of its own: a kernel refusing
-        // it still gets the rest of the audit.
-        attrs_refused_ = fmt::format("its iterator was refused: {} (run with -v for the verifier log)", strerror(-err));
+    // The attributes pass is a program of its own: a kernel refusing it
+    // still gets the rest of the audit, loaded without it.
+    int err = 0;
+    for (bool with_attrs : {true, false}) {
         gmemscope_audit_bpf__destroy(skel_);
         skel_ = gmemscope_audit_bpf__open();
         if (!skel_) {
@@ -281,8 +273,13 @@ Auditor::Auditor(const Features* features, bool force_procfs, uint32_t slot_ring
         }
         if (slot_ringbuf_bytes)
             bpf_map__set_max_entries(skel_->maps.audit_slots, slot_ringbuf_bytes);
-        bpf_program__set_autoload(skel_->progs.audit_attrs, false);
+        bpf_program__set_autoload(skel_->progs.audit_attrs, with_attrs);
         err = gmemscope_audit_bpf__load(skel_);
+        if (!err)
+            break;
+        if (with_attrs)
+            attrs_refused_ =
+                fmt::format("its iterator was refused: {} (run with -v for the verifier log)", strerror(-err));
     }
     if (err) {
         fallback_ = fmt::format("loading the audit iterator: {} (run with -v for the verifier log)", strerror(-err));

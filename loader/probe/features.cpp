@@ -235,53 +235,39 @@ std::string Features::tracefs() const
     return "";
 }
 
-std::string Features::btf_func_owner(std::string_view name) const
+// The BTF holding `name` of `kind`, vmlinux's first, and its owner's name
+// ("vmlinux" or the module); {"", nullptr} if none.
+std::pair<std::string, const struct btf*> Features::find_btf(std::string_view name, int kind) const
 {
     std::string n(name);
-    if (vmlinux_ && btf__find_by_name_kind(vmlinux_, n.c_str(), BTF_KIND_FUNC) > 0)
-        return "vmlinux";
+    if (vmlinux_ && btf__find_by_name_kind(vmlinux_, n.c_str(), kind) > 0)
+        return {"vmlinux", vmlinux_};
     for (const auto& [mod, b] : modules_) {
         // Split BTF also finds vmlinux's types; those were checked above.
-        if (btf__find_by_name_kind(b, n.c_str(), BTF_KIND_FUNC) > 0)
-            return mod;
+        if (btf__find_by_name_kind(b, n.c_str(), kind) > 0)
+            return {mod, b};
     }
-    return "";
+    return {"", nullptr};
 }
+
+std::string Features::btf_func_owner(std::string_view name) const { return find_btf(name, BTF_KIND_FUNC).first; }
 
 std::optional<bool> Features::btf_func_arg_is_pointer(std::string_view name, unsigned index) const
 {
-    std::string n(name);
-    auto arg = [&](const struct btf* b) -> std::optional<bool> {
-        int id = btf__find_by_name_kind(b, n.c_str(), BTF_KIND_FUNC);
-        if (id <= 0)
-            return std::nullopt;
-        const struct btf_type* proto = btf__type_by_id(b, btf__type_by_id(b, id)->type);
-        if (!proto || !btf_is_func_proto(proto) || index >= btf_vlen(proto))
-            return std::nullopt;
-        const struct btf_type* t = btf__type_by_id(b, btf_params(proto)[index].type);
-        while (t && (btf_is_typedef(t) || btf_is_mod(t)))
-            t = btf__type_by_id(b, t->type);
-        return t && btf_is_ptr(t);
-    };
-    if (vmlinux_)
-        if (auto r = arg(vmlinux_))
-            return r;
-    for (const auto& [mod, b] : modules_)
-        if (auto r = arg(b))
-            return r;
-    return std::nullopt;
+    const struct btf* b = find_btf(name, BTF_KIND_FUNC).second;
+    if (!b)
+        return std::nullopt;
+    int id = btf__find_by_name_kind(b, std::string(name).c_str(), BTF_KIND_FUNC);
+    const struct btf_type* proto = btf__type_by_id(b, btf__type_by_id(b, id)->type);
+    if (!proto || !btf_is_func_proto(proto) || index >= btf_vlen(proto))
+        return std::nullopt;
+    const struct btf_type* t = btf__type_by_id(b, btf_params(proto)[index].type);
+    while (t && (btf_is_typedef(t) || btf_is_mod(t)))
+        t = btf__type_by_id(b, t->type);
+    return t && btf_is_ptr(t);
 }
 
-bool Features::has_btf_typedef(std::string_view name) const
-{
-    std::string n(name);
-    if (vmlinux_ && btf__find_by_name_kind(vmlinux_, n.c_str(), BTF_KIND_TYPEDEF) > 0)
-        return true;
-    for (const auto& [mod, b] : modules_)
-        if (btf__find_by_name_kind(b, n.c_str(), BTF_KIND_TYPEDEF) > 0)
-            return true;
-    return false;
-}
+bool Features::has_btf_typedef(std::string_view name) const { return find_btf(name, BTF_KIND_TYPEDEF).second; }
 
 bool Features::has_kallsyms(std::string_view name) const { return kallsyms_.contains(name); }
 

@@ -67,6 +67,7 @@ public:
 private:
     Features() = default;
     void load_btf();
+    std::pair<std::string, const struct btf*> find_btf(std::string_view name, int kind) const;
     void probe_loads();
 
     std::string release_;
