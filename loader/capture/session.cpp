@@ -154,6 +154,8 @@ SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts,
         }
         poll(fds, 3, timeout);
         tracer.consume(sink);
+        if (opts.after_batch)
+            opts.after_batch();
         if (fds[1].revents & POLLIN)
             end.signal = signals.take();
         bool command_done = child && child->poll_exit() >= 0;
@@ -168,6 +170,8 @@ SessionEnd run_session(Tracer& tracer, Child* child, const SessionOptions& opts,
     }
     // The command's last records are in the ring buffer already: take them.
     tracer.consume(sink);
+    if (opts.after_batch)
+        opts.after_batch();
     if (child)
         end.command_status = child->poll_exit();
     end.counters = tracer.counters();

@@ -67,6 +67,9 @@ struct SessionOptions {
     double duration_s = 0;          // 0: until the command ends or a signal
     int poll_ms = 100;              // consumer timer; wakeups are batched
     double counters_every_s = 1.0;  // how often on_counters is called
+    // Called after each batch of records taken from the ring buffer (each
+    // poll's wakeup, and the last batch): where a sink's buffered output is flushed.
+    std::function<void()> after_batch;
 };
 
 struct SessionEnd {

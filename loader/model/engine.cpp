@@ -95,9 +95,27 @@ uint64_t Engine::new_vm(uint64_t kvm, const gms_hdr& h)
     v.lifetime = uint32_t(keys.size());
     v.owner = owner_of(h);
     live_[kvm] = key;
+    alive_.insert(key);
     if (watch_kvm_ == kvm && (!watch_lifetime_ || watch_lifetime_ == v.lifetime))
         watch_keys_.insert(key);
     return key;
+}
+
+void Engine::bind(uint64_t ino, uint64_t key, uint32_t slot)
+{
+    auto& slots = bound_[ino];
+    std::pair<uint64_t, uint32_t> b{key, slot};
+    slots.insert(std::lower_bound(slots.begin(), slots.end(), b), b);
+}
+
+void Engine::unbind(uint64_t ino, uint64_t key, uint32_t slot)
+{
+    auto it = bound_.find(ino);
+    if (it == bound_.end())
+        return;
+    std::erase(it->second, std::pair<uint64_t, uint32_t>{key, slot});
+    if (it->second.empty())
+        bound_.erase(it);
 }
 
 std::optional<uint64_t> Engine::live_key(uint64_t kvm) const
@@ -151,6 +169,10 @@ void Engine::end_vm(uint64_t key, uint64_t ts, std::string why)
     v.end = std::move(why);
     if (auto it = live_.find(v.id); it != live_.end() && it->second == key)
         live_.erase(it);
+    alive_.erase(key);
+    for (const auto& [id, s] : v.slots)
+        if (s.gmem_ino)
+            unbind(s.gmem_ino, key, id);
     punched_at_.erase(key);
     note(key, 0, ~0ull, ts, [&] { return fmt::format("VM {} ended: {}", vm_name(key), v.end); });
 }
@@ -193,6 +215,15 @@ void Engine::note(uint64_t vm_id, uint64_t first_gfn, uint64_t end_gfn, uint64_t
 
 void Engine::touch_story(Vm& v, uint64_t g0, uint64_t g1, auto&& change)
 {
+    // Within one range (a fault, a punch inside a run of like pages): one
+    // lookup and one assign, no list of parts.
+    uint64_t end = 0;
+    if (const PageStory* cur = v.story.find(g0, nullptr, &end); cur && end >= g1) {
+        PageStory story = *cur;
+        change(story);
+        v.story.assign(g0, g1, story);
+        return;
+    }
     // Range by range, not gfn by gfn: the work is bounded by the story's
     // segments, whatever size a record claims.
     std::vector<std::tuple<uint64_t, uint64_t, PageStory>> parts;
@@ -214,14 +245,15 @@ void Engine::touch_story(Vm& v, uint64_t g0, uint64_t g1, auto&& change)
 template <typename F>
 void Engine::gfns_of_index(uint64_t ino, uint64_t first, uint64_t end, F&& f) const
 {
-    for (const auto& [id, v] : vms_)
-        for (const auto& [slot_id, s] : v.slots) {
-            if (s.gmem_ino != ino || v.ended_ns)
-                continue;
-            uint64_t lo = std::max(first, s.gmem_pgoff), hi = std::min(end, s.gmem_pgoff + s.npages);
-            if (lo < hi)
-                f(id, s, s.base_gfn + (lo - s.gmem_pgoff), s.base_gfn + (hi - s.gmem_pgoff));
-        }
+    auto it = bound_.find(ino);
+    if (it == bound_.end())
+        return;
+    for (auto [id, slot_id] : it->second) {
+        const Memslot& s = vms_.at(id).slots.at(slot_id);
+        uint64_t lo = std::max(first, s.gmem_pgoff), hi = std::min(end, s.gmem_pgoff + s.npages);
+        if (lo < hi)
+            f(id, s, s.base_gfn + (lo - s.gmem_pgoff), s.base_gfn + (hi - s.gmem_pgoff));
+    }
 }
 
 std::optional<uint64_t> Engine::vm_of_gmem(uint64_t ino) const
@@ -358,6 +390,8 @@ void Engine::on_region(const gms_ioctl_event& e)
              [&] { return fmt::format("memslot {} deleted by {}/{} (its SPTEs are zapped)", s.slot, comm_of(e.hdr), e.hdr.pid); });
         if (watching_ && watch_gfn_ >= s.base_gfn && watch_gfn_ < s.base_gfn + s.npages)
             punched_at_.erase(key);   // deleting the memslot zapped its SPTEs
+        if (s.gmem_ino)
+            unbind(s.gmem_ino, key, s.slot);
         v.past_slots.push_back(s);
         if (v.past_slots.size() > kMaxPastSlots)
             v.past_slots.erase(v.past_slots.begin());
@@ -369,6 +403,7 @@ void Engine::on_region(const gms_ioctl_event& e)
               r.gmem_offset >> kPageShift, e.hdr.ts_ns};
     v.slots[r.slot] = s;
     if (r.gmem_ino) {
+        bind(r.gmem_ino, key, r.slot);
         GmemFile& g = gmem_[r.gmem_ino];
         g.ino = r.gmem_ino;
         if (!g.vm)
@@ -516,8 +551,9 @@ void Engine::on_call(const gms_call_event& e)
         return;
     case GMS_FN_KVM_MMU_NOTIFIER:
         // User addresses of the VM's process: the memslots over them say which gfns.
-        for (const auto& [id, v] : vms_) {
-            if (v.ended_ns || (e.vm && id != vm_key) || (!e.vm && v.owner.tgid != e.hdr.tgid))
+        for (uint64_t id : alive_) {
+            const Vm& v = vms_.at(id);
+            if ((e.vm && id != vm_key) || (!e.vm && v.owner.tgid != e.hdr.tgid))
                 continue;
             for (const auto& [n, s] : v.slots) {
                 uint64_t lo = std::max<uint64_t>(a.range.start, s.uaddr);
@@ -799,18 +835,21 @@ void Engine::on_fallocate(const gms_fallocate_event& e)
     uint64_t id = known ? *known : e.vm ? key_of(e.vm, e.hdr) : 0;
     StormStats& st = storms_[id];
     uint64_t first = e.offset >> kPageShift, end = (e.offset + e.len + 4095) >> kPageShift;
-    std::string what = fmt::format("fallocate({}) of gmem ino {} offset {:#x} len {:#x} by {}/{}", falloc_mode_name(e.mode),
-                                   e.gmem_ino, e.offset, e.len, comm_of(e.hdr), e.hdr.pid);
+    // Written only where it is read (a watched gfn, a failure's first example): most calls are neither.
+    auto what = [&] {
+        return fmt::format("fallocate({}) of gmem ino {} offset {:#x} len {:#x} by {}/{}", falloc_mode_name(e.mode),
+                           e.gmem_ino, e.offset, e.len, comm_of(e.hdr), e.hdr.pid);
+    };
     gfns_of_index(e.gmem_ino, first, end, [&](uint64_t vid, const Memslot&, uint64_t g0, uint64_t g1) {
         note(vid, g0, g1, e.hdr.ts_ns, [&] {
             return fmt::format("{} {} = {} [{} us]",
-                               e.ret < 0 ? "failed" : e.mode & GMS_FALLOC_FL_PUNCH_HOLE ? "punch-hole:" : "allocation:", what,
+                               e.ret < 0 ? "failed" : e.mode & GMS_FALLOC_FL_PUNCH_HOLE ? "punch-hole:" : "allocation:", what(),
                                e.ret < 0 ? "-" + errno_name(e.ret) : std::to_string(e.ret), e.dur_ns / 1000);
         });
     });
     if (e.ret < 0) {
         st.failed_fallocates++;
-        count_failure("fallocate", e.ret, e.hdr.ts_ns, [&] { return what; });
+        count_failure("fallocate", e.ret, e.hdr.ts_ns, what);
         return;
     }
     if (!(e.mode & GMS_FALLOC_FL_PUNCH_HOLE)) {
@@ -892,8 +931,9 @@ std::vector<PinOverlap> Engine::pins_over(uint64_t vm_id, uint64_t first_gfn, ui
 
 std::optional<std::pair<uint64_t, uint64_t>> Engine::gfn_of_hva(uint32_t tgid, uint64_t hva) const
 {
-    for (const auto& [id, v] : vms_) {
-        if (v.ended_ns || (tgid && v.owner.tgid != tgid))
+    for (uint64_t id : alive_) {
+        const Vm& v = vms_.at(id);
+        if (tgid && v.owner.tgid != tgid)
             continue;
         for (const auto& [sid, s] : v.slots)
             if (hva >= s.uaddr && hva < s.uaddr + (s.npages << kPageShift))

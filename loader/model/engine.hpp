@@ -300,6 +300,8 @@ private:
     // The key of the VM alive at this address, a new VM if none (seen without its creation).
     uint64_t key_of(uint64_t kvm, const gms_hdr& h);
     uint64_t new_vm(uint64_t kvm, const gms_hdr& h);
+    void bind(uint64_t ino, uint64_t key, uint32_t slot);
+    void unbind(uint64_t ino, uint64_t key, uint32_t slot);
     std::optional<uint64_t> live_key(uint64_t kvm) const;
     void end_vm(uint64_t key, uint64_t ts, std::string why);
     void count_failure(const std::string& call, int64_t ret, uint64_t ts, const std::function<std::string()>& what);
@@ -346,6 +348,11 @@ private:
     std::map<uint64_t, Vm> vms_;
     std::map<uint64_t, uint64_t> live_;                  // struct kvm * -> key of the VM alive there
     std::map<uint64_t, std::vector<uint64_t>> at_addr_;  // struct kvm * -> keys of its VMs, in order
+    std::set<uint64_t> alive_;                           // keys of the VMs not seen to end
+    // gmem inode -> (VM key, slot) of each memslot bound to it in a VM not
+    // seen to end, in key then slot order (the order of vms_): a record of
+    // a gmem page finds its gfns without a walk over every VM.
+    std::map<uint64_t, std::vector<std::pair<uint64_t, uint32_t>>> bound_;
     std::map<uint64_t, GmemFile> gmem_;
     IntervalMap<PfnOwner> pfn_owner_;                       // pfn -> gmem page
     std::map<DmaSpace, IntervalMap<VaddrRun>> dma_iova_;     // iova page -> vaddr page

@@ -42,6 +42,15 @@ public:
             // Already so: nothing to do (a fault on a page known resident).
             if (prev->second.end >= end && at(prev->second.value, start - prev->first) == v)
                 return;
+            // Exactly one range: its value changes in place (a page's story,
+            // fault after fault), no node freed and allocated again.
+            if (prev->first == start && prev->second.end == end) {
+                prev->second.value = v;
+                merge_next(prev);
+                if (prev != segs_.begin())
+                    merge_next(std::prev(prev));
+                return;
+            }
             // Continues the range that ends at start (storms move in order):
             // grow it instead of adding a node.
             if (prev->second.end == start && joins(prev->first, prev->second, v)) {

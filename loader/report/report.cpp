@@ -77,6 +77,16 @@ std::vector<Range> ranges_of(const Engine& engine, const Vm& v)
     return merged;
 }
 
+// gmem files by their VM's key, each in inode order: one pass over the
+// files rather than one per VM.
+std::map<uint64_t, std::vector<const GmemFile*>> gmem_by_vm(const Engine& engine)
+{
+    std::map<uint64_t, std::vector<const GmemFile*>> out;
+    for (const auto& [ino, g] : engine.gmem_files())
+        out[g.vm].push_back(&g);
+    return out;
+}
+
 std::string state_of(const Range& r)
 {
     if (!r.slot || !r.slot->gmem_ino)
@@ -216,6 +226,7 @@ std::string report_text(const Engine& engine)
     }
     uint64_t t0 = engine.t0_ns();
     auto at = [t0](uint64_t ns) { return ns >= t0 ? double(ns - t0) / 1e9 : 0.0; };
+    const auto gmem_of = gmem_by_vm(engine);
     for (const auto& [id, v] : engine.vms()) {
         out += fmt::format("\nVM {}  (pid {} {}{})\n", engine.vm_name(id), v.owner.tgid, v.owner.comm,
                            v.fd >= 0 ? fmt::format(", vm fd {}", v.fd) : "");
@@ -253,16 +264,16 @@ std::string report_text(const Engine& engine)
         v.attrs.for_each([&](uint64_t s, uint64_t e, uint64_t a) {
             out += fmt::format("  gfn [{:#x}, {:#x}) attributes {:#x}{}\n", s, e, a, a & GMS_KVM_MEMORY_ATTRIBUTE_PRIVATE ? " (private)" : "");
         });
-        for (const auto& [ino, g] : engine.gmem_files()) {
-            if (g.vm != id)
-                continue;
-            uint64_t resident = 0;
-            g.resident.for_each([&](uint64_t s, uint64_t e, const PfnRun&) { resident += e - s; });
-            out += fmt::format("  gmem ino {}: {} pages resident in {} pfn runs{}{}\n", ino, resident,
-                               g.resident.segments(),
-                               g.size_bytes ? fmt::format(", size {} KiB, flags {:#x}", g.size_bytes >> 10, g.flags) : "",
-                               g.closed_ns ? fmt::format(", fd closed at {:.6f} s", at(g.closed_ns)) : "");
-        }
+        if (auto files = gmem_of.find(id); files != gmem_of.end())
+            for (const GmemFile* g : files->second) {
+                uint64_t resident = 0;
+                g->resident.for_each([&](uint64_t s, uint64_t e, const PfnRun&) { resident += e - s; });
+                out += fmt::format("  gmem ino {}: {} pages resident in {} pfn runs{}{}\n", g->ino, resident,
+                                   g->resident.segments(),
+                                   g->size_bytes ? fmt::format(", size {} KiB, flags {:#x}", g->size_bytes >> 10, g->flags)
+                                                 : "",
+                                   g->closed_ns ? fmt::format(", fd closed at {:.6f} s", at(g->closed_ns)) : "");
+            }
         auto st = engine.storms().find(id);
         if (st != engine.storms().end() &&
             (st->second.punches || st->second.allocations || st->second.failed_fallocates))
@@ -351,6 +362,7 @@ nlohmann::json report_json(const Engine& engine)
     for (const auto& [t, n] : engine.event_counts())
         counts[std::string(event_name(t))] = n;
     json vms = json::array();
+    const auto gmem_of = gmem_by_vm(engine);
     for (const auto& [id, v] : engine.vms()) {
         json slots = json::array();
         auto slot_json = [&](const Memslot& s, bool bound) {
@@ -382,9 +394,9 @@ nlohmann::json report_json(const Engine& engine)
             attrs.push_back({{"first_gfn", hex(s)}, {"pages", u64_json(e - s)}, {"attributes", u64_json(a)}});
         });
         json gmem = json::array();
-        for (const auto& [ino, g] : engine.gmem_files())
-            if (g.vm == id)
-                gmem.push_back(gmem_json(g));
+        if (auto files = gmem_of.find(id); files != gmem_of.end())
+            for (const GmemFile* g : files->second)
+                gmem.push_back(gmem_json(*g));
         json j = {{"vm", hex(v.id)}, {"lifetime", v.lifetime}, {"tgid", v.owner.tgid}, {"comm", v.owner.comm},
                   {"memslots", slots}, {"gfn_ranges", ranges}, {"attributes", attrs}, {"gmem_files", gmem}};
         if (v.fd >= 0)
