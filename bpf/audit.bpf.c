@@ -394,6 +394,12 @@ int audit_task_file(struct bpf_iter__task_file *ctx)
 
 		gms_fill_audit_hdr(&c.hdr, GMS_AUDIT_VCPU, sizeof(c), task, fd);
 		bpf_seq_write(seq, &c, sizeof(c));
+	} else if (kind == GMS_FD_VM_STATS || kind == GMS_FD_VCPU_STATS || kind == GMS_FD_KVM_DEVICE) {
+		struct gms_audit_vm_file f = {.vm = (__u64)kvm, .vcpu_id = vcpu_id, .fd_kind = kind};
+
+		gms_fill_audit_hdr(&f.hdr, GMS_AUDIT_VM_FILE, sizeof(f), task, fd);
+		bpf_probe_read_kernel_str(f.name, sizeof(f.name), file->f_path.dentry->d_name.name);
+		bpf_seq_write(seq, &f, sizeof(f));
 	} else if (kind == GMS_FD_GMEM) {
 		struct gms_audit_gmem g = {.vm = (__u64)kvm};
 		struct inode *inode = file->f_inode;

@@ -18,6 +18,7 @@ enum gms_audit_kind {
 	GMS_AUDIT_SLOT_WALK = 6,	/* what one memslot walk read, sent and lost */
 	GMS_AUDIT_ATTRS = 7,	/* a gfn range of one VM with the same attributes, through audit_slots */
 	GMS_AUDIT_ATTRS_WALK = 8,	/* what one attributes walk read, sent and lost */
+	GMS_AUDIT_VM_FILE = 9,	/* another file holding a VM: a stats fd or a KVM device */
 };
 
 /*
@@ -56,6 +57,15 @@ struct gms_audit_vcpu {
 	__u64 vm;
 	__u32 vcpu_id;
 	__u32 pad;
+};
+
+/* A stats file of a VM or vCPU, or a device made by KVM_CREATE_DEVICE. */
+struct gms_audit_vm_file {
+	struct gms_audit_hdr hdr;
+	__u64 vm;
+	__u32 vcpu_id;		/* GMS_FD_VCPU_STATS: its vCPU */
+	__u32 fd_kind;		/* enum gms_fd_kind */
+	char name[32];		/* dentry name: "kvm-vm-stats", "kvm-vcpu-stats:12", "kvm-vfio" */
 };
 
 struct gms_audit_gmem {

@@ -94,6 +94,9 @@ enum gms_fd_kind {
 	GMS_FD_VM = 2,		/* anon_inode:kvm-vm */
 	GMS_FD_VCPU = 3,	/* anon_inode:kvm-vcpu:N */
 	GMS_FD_GMEM = 4,	/* anon_inode:[kvm-gmem] */
+	GMS_FD_VM_STATS = 5,	/* anon_inode:kvm-vm-stats (KVM_GET_STATS_FD on a VM fd) */
+	GMS_FD_VCPU_STATS = 6,	/* anon_inode:kvm-vcpu-stats:N (KVM_GET_STATS_FD on a vCPU fd) */
+	GMS_FD_KVM_DEVICE = 7,	/* anon_inode:kvm-NAME (KVM_CREATE_DEVICE: kvm-vfio, ...) */
 };
 
 union gms_ioctl_args {

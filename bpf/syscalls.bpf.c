@@ -352,8 +352,9 @@ int syscalls_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
 }
 
 /*
- * The portable tier's view of a VM's end: VM, vCPU and gmem files each
- * hold a reference on their struct kvm (kvm_get_kvm() at creation), and
+ * The portable tier's view of a VM's end: VM, vCPU, stats, KVM device and
+ * gmem files each hold a reference on their struct kvm (kvm_get_kvm() at
+ * creation), and
  * the release of the last one calls kvm_destroy_vm() before close()
  * returns (__fput runs as task work).  A close of a file's last
  * reference while the VM has no other user is that close.  A reference
@@ -389,11 +390,11 @@ int syscalls_close_enter(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	file = gms_fd_file(fd);
 	if (!gms_gmem_file(file, &vm)) {
-		/* VM and vCPU files live on anon_inodefs too */
+		/* KVM's other files live on anon_inodefs too */
 		if (!file || file->f_inode->i_sb->s_dev != targ_anon_dev)
 			return 0;
 		kind = gms_fd_kind(file);
-		if (kind != GMS_FD_VM && kind != GMS_FD_VCPU)
+		if (kind == GMS_FD_OTHER || kind == GMS_FD_KVM)
 			return 0;
 		vm = gms_file_vm(file, kind, NULL);
 		if (gms_vm_selected(vm))

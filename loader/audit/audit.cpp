@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -37,6 +38,7 @@ static_assert(sizeof(gms_audit_gmem) == 72);
 static_assert(sizeof(gms_audit_memslot) == 112);
 static_assert(sizeof(gms_audit_slot_walk) == 56);
 static_assert(sizeof(gms_audit_device) == 80);
+static_assert(sizeof(gms_audit_vm_file) == 80);
 
 namespace {
 
@@ -120,6 +122,8 @@ struct Builder {
             });
             std::sort(v.vcpus.begin(), v.vcpus.end(),
                       [](const AuditVcpu& a, const AuditVcpu& b) { return a.id < b.id; });
+            std::sort(v.files.begin(), v.files.end());
+            v.files.erase(std::unique(v.files.begin(), v.files.end()), v.files.end());
             r.vms.push_back(std::move(v));
         }
         for (auto& [ino, g] : gmem) {
@@ -149,6 +153,20 @@ std::string read_text(const fs::path& p)
     return s;
 }
 
+// A /proc/PID/fd link's kind if it is a stats file or a KVM device (the
+// names gms_fd_kind() tells apart in bpf/files.bpf.h).
+std::optional<std::string> vm_file_kind(const std::string& target)
+{
+    if (target == "anon_inode:kvm-vm-stats")
+        return std::string(fd_kind_name(GMS_FD_VM_STATS));
+    if (target.starts_with("anon_inode:kvm-vcpu-stats:"))
+        return std::string(fd_kind_name(GMS_FD_VCPU_STATS));
+    if (target.starts_with("anon_inode:kvm-") && !target.starts_with("anon_inode:kvm-vm") &&
+        !target.starts_with("anon_inode:kvm-vcpu"))
+        return std::string(fd_kind_name(GMS_FD_KVM_DEVICE));
+    return std::nullopt;
+}
+
 // The fallback: every /proc/PID/fd link.  Sees which processes hold VM,
 // vCPU, gmem, VFIO and iommufd fds and each gmem file's inode and size,
 // nothing behind them.
@@ -156,6 +174,7 @@ void read_procfs(Builder& b)
 {
     std::error_code ec;
     std::map<uint32_t, std::vector<AuditVcpu>> vcpus_of;   // tgid -> vCPUs, placed after all VMs
+    std::map<uint32_t, std::vector<AuditVmFile>> files_of; // tgid -> stats files and KVM devices, likewise
     std::map<uint32_t, uint64_t> vm_of;                     // tgid -> key of its first VM fd
     uint64_t next_key = 1;
     for (const auto& pid_dir : fs::directory_iterator("/proc", ec)) {
@@ -179,6 +198,8 @@ void read_procfs(Builder& b)
                 vm_of.emplace(tgid, key);
             } else if (target.starts_with("anon_inode:kvm-vcpu:")) {
                 vcpus_of[tgid].push_back({uint32_t(std::stoul(target.substr(20))), ref});
+            } else if (auto kind = vm_file_kind(target)) {
+                files_of[tgid].push_back({ref, *kind, target.substr(11)});
             } else if (target == "anon_inode:[kvm-gmem]") {
                 struct stat st {};
                 if (stat(fd_link.path().c_str(), &st) != 0)
@@ -203,11 +224,19 @@ void read_procfs(Builder& b)
             }
         }
     }
+    // A process's vCPUs, stats files and devices go with its first VM fd.
+    auto vm_key = [&](uint32_t tgid) {
+        auto [it, fresh] = vm_of.try_emplace(tgid, next_key);
+        next_key += fresh;
+        return it->second;
+    };
     for (auto& [tgid, vcpus] : vcpus_of) {
-        auto it = vm_of.find(tgid);
-        uint64_t key = it != vm_of.end() ? it->second : next_key++;
-        auto& v = b.vms[key].vcpus;
+        auto& v = b.vms[vm_key(tgid)].vcpus;
         v.insert(v.end(), vcpus.begin(), vcpus.end());
+    }
+    for (auto& [tgid, files] : files_of) {
+        auto& f = b.vms[vm_key(tgid)].files;
+        f.insert(f.end(), files.begin(), files.end());
     }
 }
 
@@ -375,6 +404,15 @@ void Auditor::read_iterator(AuditReport& r) const
             vm.id = c.vm;
             if (std::none_of(vm.vcpus.begin(), vm.vcpus.end(), [&](const AuditVcpu& x) { return x.id == c.vcpu_id; }))
                 vm.vcpus.push_back({c.vcpu_id, holder_of(h)});
+            break;
+        }
+        case GMS_AUDIT_VM_FILE: {
+            gms_audit_vm_file f{};
+            if (!take(buf, off, f))
+                break;
+            AuditVm& vm = b.vms[f.vm];
+            vm.id = f.vm;
+            vm.files.push_back({holder_of(h), std::string(fd_kind_name(f.fd_kind)), cstr(f.name, sizeof(f.name))});
             break;
         }
         case GMS_AUDIT_GMEM: {
@@ -598,11 +636,14 @@ nlohmann::json to_json(const AuditReport& r)
                    dma = nlohmann::json::array(), findings = nlohmann::json::array();
     for (const auto& v : r.vms) {
         nlohmann::json vcpus = nlohmann::json::array(), slots = nlohmann::json::array();
+        nlohmann::json files = nlohmann::json::array();
         for (const auto& c : v.vcpus)
             vcpus.push_back({{"id", c.id}, {"holder", fd_json(c.holder)}});
+        for (const auto& f : v.files)
+            files.push_back({{"kind", f.kind}, {"name", f.name}, {"holder", fd_json(f.holder)}});
         for (const auto& s : v.memslots)
             slots.push_back(slot_json(s));
-        nlohmann::json j = {{"vm_fds", fds_json(v.vm_fds)}, {"vcpus", vcpus}, {"memslots", slots},
+        nlohmann::json j = {{"vm_fds", fds_json(v.vm_fds)}, {"vcpus", vcpus}, {"files", files}, {"memslots", slots},
                             {"memslots_truncated", v.memslots_truncated}};
         if (v.id && r.source == "iterator") {
             j["vm"] = fmt::format("{:#x}", v.id);
@@ -674,6 +715,13 @@ std::string to_text(const AuditReport& r)
         out += fmt::format("{:<17} {:<32} {:>6} {:>6}{} {:>10}\n", vm_text(r.source == "iterator" ? v.id : 0),
                            owner_text(v.vm_fds), v.vcpus.size(), v.memslots.size(), v.memslots_truncated ? "+" : " ",
                            v.nr_memslot_pages);
+    if (std::any_of(r.vms.begin(), r.vms.end(), [](const AuditVm& v) { return !v.files.empty(); })) {
+        out += "\nstats files and KVM devices (each holds its VM):\n";
+        for (const auto& v : r.vms)
+            for (const auto& f : v.files)
+                out += fmt::format("  VM {:<17} {:<20} {}\n", vm_text(r.source == "iterator" ? v.id : 0), f.name,
+                                   owner_text({f.holder}));
+    }
     if (r.memslot_count()) {
         out += fmt::format("\n{:<17} {:>2} {:>5} {:<24} {:>8} {:>5} {:<16} {:>9} {:>10}\n", "MEMSLOT OF VM", "AS",
                            "SLOT", "GFN RANGE", "PAGES", "FLAGS", "USERSPACE ADDR", "GMEM INO", "GMEM PGOFF");

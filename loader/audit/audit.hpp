@@ -39,10 +39,20 @@ struct AuditVcpu {
     FdRef holder;
 };
 
+// Another file that holds a VM: a VM's or vCPU's stats file
+// (KVM_GET_STATS_FD) or a device made by KVM_CREATE_DEVICE.
+struct AuditVmFile {
+    FdRef holder;
+    std::string kind;                // vm_stats, vcpu_stats, kvm_device (fd_kind_name)
+    std::string name;                // its dentry name: kvm-vm-stats, kvm-vcpu-stats:0, kvm-vfio
+    auto operator<=>(const AuditVmFile&) const = default;
+};
+
 struct AuditVm {
     uint64_t id = 0;                 // struct kvm *; 0 when read from /proc (unknown)
     std::vector<FdRef> vm_fds;       // processes holding a kvm-vm fd
     std::vector<AuditVcpu> vcpus;
+    std::vector<AuditVmFile> files;  // stats files and KVM devices
     std::vector<AuditSlot> memslots;
     bool memslots_truncated = false;
     uint64_t memslots_lost = 0;      // read and not delivered: the iterator's ring buffer was full

@@ -161,6 +161,9 @@ std::string_view fd_kind_name(uint32_t kind)
     case GMS_FD_VM: return "vm";
     case GMS_FD_VCPU: return "vcpu";
     case GMS_FD_GMEM: return "gmem";
+    case GMS_FD_VM_STATS: return "vm_stats";
+    case GMS_FD_VCPU_STATS: return "vcpu_stats";
+    case GMS_FD_KVM_DEVICE: return "kvm_device";
     }
     return "other";
 }

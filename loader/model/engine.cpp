@@ -499,7 +499,8 @@ void Engine::on_call(const gms_call_event& e)
             end_vm(*key, e.hdr.ts_ns,
                    e.hdr.flags & GMS_F_KFUNC
                        ? "destroyed (kvm_destroy_vm)"
-                       : fmt::format("its last file reference closed by {} (fd {})", by(), a.vm_end.fd));
+                       : fmt::format("its last file reference closed by {} (fd {}, {})", by(), a.vm_end.fd,
+                                     fd_kind_name(a.vm_end.fd_kind)));
         return;
     }
     // Records of the VM alive at their address; one that has ended gets none.

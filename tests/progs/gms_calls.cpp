@@ -10,6 +10,12 @@
 //                        "ready" on stderr and wait for a signal (the audit
 //                        reads them meanwhile)
 //   print N              N VMs, printing to stdout without newlines
+//   ends LOG             one VM for each kind of file that holds a VM (VM,
+//                        vCPU, VM stats, vCPU stats, KVM device, gmem): its
+//                        other fds closed first, that one last, its close
+//                        timed with CLOCK_MONOTONIC (the recording's clock)
+//   files LOG            a VM with a vCPU, both stats files and a KVM
+//                        device, then "ready" on stderr and wait for a signal
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/kvm.h>
@@ -22,7 +28,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
+#include <vector>
 
 #include "loader/workload/kvm_uapi.h"
 
@@ -191,6 +199,83 @@ int scenario_vms(int n, bool print)
     return 0;
 }
 
+// The fds of one VM: the VM's, then those of the files asked for.
+struct VmFiles {
+    int vm = -1, vcpu = -1, vm_stats = -1, vcpu_stats = -1, device = -1, gmem = -1;
+};
+
+VmFiles make_vm_files(int kvm, int k, bool vcpu, bool vm_stats, bool vcpu_stats, bool device, bool gmem)
+{
+    VmFiles f;
+    f.vm = create_vm(kvm, k);
+    std::string at = " vm_index=" + std::to_string(k);
+    if (vcpu || vcpu_stats)
+        f.vcpu = int(logged(ioctl(f.vm, KVM_CREATE_VCPU, 0), "call=KVM_CREATE_VCPU" + at));
+    if (vm_stats)
+        f.vm_stats = int(logged(ioctl(f.vm, KVM_GET_STATS_FD, 0), "call=KVM_GET_STATS_FD" + at + " of=vm"));
+    if (vcpu_stats)
+        f.vcpu_stats = int(logged(ioctl(f.vcpu, KVM_GET_STATS_FD, 0), "call=KVM_GET_STATS_FD" + at + " of=vcpu"));
+    if (device) {
+        kvm_create_device d{};
+        d.type = KVM_DEV_TYPE_VFIO;
+        f.device = logged(ioctl(f.vm, KVM_CREATE_DEVICE, &d), "call=KVM_CREATE_DEVICE" + at + " type=vfio") < 0
+                       ? -1
+                       : int(d.fd);
+    }
+    if (gmem)
+        f.gmem = int(create_gmem(f.vm, kPage, 0, k));
+    return f;
+}
+
+uint64_t monotonic_ns()
+{
+    timespec t{};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
+}
+
+// VM k ends when its `last` file closes: every other fd of it first.
+int scenario_ends()
+{
+    int kvm = open_kvm();
+    const std::vector<std::string> kinds = {"vm", "vcpu", "vm_stats", "vcpu_stats", "kvm_device", "gmem"};
+    for (int k = 0; k < int(kinds.size()); k++) {
+        const std::string& kind = kinds[size_t(k)];
+        VmFiles f = make_vm_files(kvm, k, kind == "vcpu", kind == "vm_stats", kind == "vcpu_stats",
+                                  kind == "kvm_device", kind == "gmem");
+        std::vector<std::pair<std::string, int>> fds = {{"vm", f.vm},          {"vcpu", f.vcpu},
+                                                        {"vm_stats", f.vm_stats}, {"vcpu_stats", f.vcpu_stats},
+                                                        {"kvm_device", f.device}, {"gmem", f.gmem}};
+        int last = -1;
+        for (const auto& [name, fd] : fds) {
+            if (name == kind)
+                last = fd;
+            else if (fd >= 0)
+                close(fd);
+        }
+        if (last < 0)
+            die(("no " + kind + " fd").c_str());
+        uint64_t before = monotonic_ns();
+        int r = close(last);
+        uint64_t after = monotonic_ns();
+        logged(r, "call=close vm_index=" + std::to_string(k) + " what=" + kind + " fd=" + std::to_string(last) +
+                      " before_ns=" + std::to_string(before) + " after_ns=" + std::to_string(after));
+    }
+    close(kvm);
+    return 0;
+}
+
+// A VM held by every kind of file but gmem, until a signal ends the process.
+int scenario_files()
+{
+    int kvm = open_kvm();
+    make_vm_files(kvm, 0, true, true, true, true, false);
+    std::fflush(g_log);
+    std::fprintf(stderr, "ready\n");
+    for (;;)
+        pause();
+}
+
 // One VM with n memslots of one page of anonymous memory each (the
 // legacy ioctl: no gmem), and a VM with 2 gmem memslots; held until a
 // signal ends the process.
@@ -250,10 +335,18 @@ int main(int argc, char** argv)
         open_log(3);
         return scenario_memslots(std::atoi(argv[2]));
     }
+    if (what == "ends" && argc == 3) {
+        open_log(2);
+        return scenario_ends();
+    }
+    if (what == "files" && argc == 3) {
+        open_log(2);
+        return scenario_files();
+    }
     if (what == "print" && argc == 3) {
         g_log = std::fopen("/dev/null", "w");
         return scenario_vms(std::atoi(argv[2]), true);
     }
-    std::fprintf(stderr, "usage: gms_calls fallocate LOG | vms N LOG | memslots N LOG | print N\n");
+    std::fprintf(stderr, "usage: gms_calls fallocate LOG | vms N LOG | memslots N LOG | ends LOG | files LOG | print N\n");
     return 2;
 }

@@ -440,7 +440,7 @@ TEST_CASE("a VM is its lifetime: a reused struct kvm address is a new VM, events
     auto t = all.timeline();
     REQUIRE(t.size() == 3);
     CHECK_THAT(t[1].what, Catch::StartsWith("[vm ffff888100001000] VM ffff888100001000 ended: its last file reference "
-                                            "closed by synthetic/4242 (fd 5)"));
+                                            "closed by synthetic/4242 (fd 5, vm)"));
     CHECK_THAT(t[2].what, Catch::StartsWith("[vm ffff888100001000#2] memslot 1 bound"));
 }
 

@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -378,6 +380,83 @@ TEST_CASE("audit of a VM with 32764 memslots beside a normal VM: every memslot, 
         said |= f.code == "memslots_truncated" && f.vm == cut->id &&
                 f.message.find(std::to_string(cut->memslots_lost) + " more were read and lost") != std::string::npos;
     CHECK(said);
+    prog.stop(SIGTERM);
+}
+
+TEST_CASE("a VM ends with the close of whichever file held it last: VM, vCPU, VM stats, vCPU stats, KVM device, gmem",
+          "[live][progs]")
+{
+    GMS_REQUIRE_LIVE();
+    GMS_SKIP_IF(why_no_calls());
+    SKIP_WITHOUT_VALIDATOR();
+    ScratchDir dir;
+    record(dir, {kCalls, "ends", dir.path + "/log"});
+    std::vector<LogLine> closes;
+    for (const auto& l : read_log(dir.path + "/log")) {
+        INFO(l.at("call"));
+        REQUIRE(ret_of(l) >= 0);
+        if (l.at("call") == "close")
+            closes.push_back(l);
+    }
+    REQUIRE(closes.size() == 6);
+    json rep = report_json(dir);
+    REQUIRE(rep["vms"].size() == closes.size());
+    for (size_t k = 0; k < closes.size(); k++) {
+        const LogLine& c = closes[k];
+        const json& v = rep["vms"][k];
+        INFO("VM " << k << ", last file " << c.at("what") << ": " << v.dump());
+        REQUIRE(v.contains("ended_ns"));
+        // At the close that dropped the last reference: inside that syscall.
+        CHECK(u64(v["ended_ns"]) >= num(c, "before_ns"));
+        CHECK(u64(v["ended_ns"]) <= num(c, "after_ns"));
+        CHECK_THAT(v["end"].get<std::string>(),
+                   Catch::EndsWith("(fd " + c.at("fd") + ", " + c.at("what") + ")"));
+    }
+}
+
+TEST_CASE("audit lists the stats files and KVM devices that hold a VM, from the iterator and from /proc",
+          "[live][progs]")
+{
+    GMS_REQUIRE_LIVE();
+    GMS_SKIP_IF(why_no_calls());
+    ScratchDir dir;
+    gms::test::Background prog({kCalls, "files", dir.path + "/log"});
+    REQUIRE(prog.wait_for_stderr("ready", std::chrono::seconds(60)));
+    // What the program holds: kind, file name and fd, from its log.
+    std::set<std::tuple<std::string, std::string, int64_t>> want;
+    for (const auto& l : read_log(dir.path + "/log")) {
+        REQUIRE(ret_of(l) >= 0);
+        if (l.at("call") == "KVM_GET_STATS_FD")
+            want.insert(l.at("of") == "vm" ? std::tuple{"vm_stats", "kvm-vm-stats", ret_of(l)}
+                                           : std::tuple{"vcpu_stats", "kvm-vcpu-stats:0", ret_of(l)});
+    }
+    REQUIRE(want.size() == 2);
+    // The device's fd is the lowest free one after the stats files.
+    for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(prog.pid()) + "/fd"))
+        if (std::filesystem::read_symlink(e.path()) == "anon_inode:kvm-vfio")
+            want.insert({"kvm_device", "kvm-vfio", std::stoll(e.path().filename())});
+    REQUIRE(want.size() == 3);
+    for (const char* source : {"iterator", "procfs"}) {
+        INFO(source);
+        std::vector<std::string> argv = {binary(), "--json", "audit"};
+        if (std::string(source) == "procfs")
+            argv.push_back("--procfs");
+        auto r = run(argv);
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        require_valid(r.out, "audit");
+        json a = json::parse(r.out);
+        std::set<std::tuple<std::string, std::string, int64_t>> got;
+        for (const auto& v : a["vms"])
+            for (const auto& f : v["files"])
+                if (f["holder"]["tgid"] == prog.pid())
+                    got.insert({f["kind"], f["name"], f["holder"]["fd"].get<int64_t>()});
+        CHECK(got == want);
+        argv.erase(argv.begin() + 1);   // the same audit as text
+        auto text = run(argv);
+        CHECK_THAT(text.out, Catch::Contains("stats files and KVM devices (each holds its VM):"));
+        CHECK_THAT(text.out, Catch::Contains("kvm-vcpu-stats:0"));
+    }
     prog.stop(SIGTERM);
 }
 
