@@ -22,6 +22,7 @@
 #include "loader/audit/audit.hpp"
 #include "loader/daemon/http.hpp"
 #include "loader/base/log.hpp"
+#include "loader/base/output.hpp"
 #include "loader/daemon/metrics.hpp"
 
 namespace gms::cli {
@@ -85,24 +86,21 @@ DaemonSettings read_config(const std::string& path, DaemonSettings s)
     return s;
 }
 
-// Written beside the target and renamed over it: a collector never reads
-// half a file.  Readable by the collector's user whatever the umask.
-// Whether it was written; the reason is logged.
-bool write_textfile(const std::string& path, const std::string& text)
+// Written beside the target and renamed over it (Output): a collector
+// never reads half a file.  `opened`: an Output opened before, else one is
+// opened now.  Whether it was written; the reason is logged.
+bool write_textfile(const std::string& path, const std::string& text, std::unique_ptr<Output> opened = nullptr)
 {
-    std::string tmp = fmt::format("{}.tmp.{}", path, getpid());
-    int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    bool ok = fd >= 0 && fchmod(fd, 0644) == 0 && write(fd, text.data(), text.size()) == ssize_t(text.size()) &&
-              fsync(fd) == 0;
-    int err = errno;
-    if (fd >= 0)
-        close(fd);
-    if (ok && rename(tmp.c_str(), path.c_str()) == 0)
+    try {
+        if (!opened)
+            opened = std::make_unique<Output>(path, Output::Existing::replace);
+        opened->write(text);
+        opened->commit();
         return true;
-    err = ok ? errno : err;
-    log::info("daemon: cannot write {}: {}", path, strerror(err));
-    unlink(tmp.c_str());
-    return false;
+    } catch (const OutputError& e) {
+        log::info("daemon: {}", e.what());
+        return false;
+    }
 }
 
 std::unique_ptr<MetricsServer> open_server(const std::string& listen)
@@ -147,6 +145,15 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
             sigaddset(&hup, SIGHUP);
             sigprocmask(SIG_BLOCK, &hup, nullptr);
             DaemonSettings s = config.empty() ? flags : read_config(config, flags);
+            // A textfile that cannot be written is an error now, before
+            // anything is loaded, not a line in a log nobody reads.
+            std::unique_ptr<Output> first_textfile;
+            try {
+                if (!s.textfile.empty())
+                    first_textfile = std::make_unique<Output>(s.textfile, Output::Existing::replace);
+            } catch (const OutputError& e) {
+                throw Error(kFailed, fmt::format("--textfile: {}", e.what()));
+            }
             TargetOptions t;
             t.aggregate = true;   // punches, page-cache changes and faults are only counted
             Target target = open_target("daemon", t);
@@ -179,9 +186,7 @@ void register_daemon(CLI::App& app, Options& /*opts*/, Action& action)
                     return std::string("audit failed");
                 }
             };
-            // A textfile that cannot be written is an error now, not a
-            // line in a log nobody reads.
-            if (!s.textfile.empty() && !write_textfile(s.textfile, render()))
+            if (!s.textfile.empty() && !write_textfile(s.textfile, render(), std::move(first_textfile)))
                 throw Error(kFailed, fmt::format("--textfile {}: cannot write it (see above)", s.textfile));
             log::info("daemon: tracing; textfile {}, audit every {} s: first audit: {}",
                       s.textfile.empty() ? "none" : s.textfile, s.audit_interval_s, audit());

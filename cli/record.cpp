@@ -18,13 +18,28 @@ void register_record(CLI::App& app, Options& opts, Action& action)
     static std::string output = "gmemscope.rec";
     static bool force = false;
     auto* sub = app.add_subcommand("record", "Record events to a file (see report)");
-    sub->add_option("-o,--output", output, "Recording file; an existing one is kept as FILE.old")
+    sub->add_option("-o,--output", output,
+                    "Recording file (an existing one is kept as FILE.old), or a stream: - (stdout), "
+                    "a character device, a FIFO")
         ->capture_default_str();
     sub->add_flag("-f,--force", force, "Overwrite an existing FILE instead of keeping it as FILE.old");
     add_target_options(sub, t);
     sub->callback([&opts, &action] {
         action = [&opts] {
-            t.command_stdout_to_stderr = opts.json;
+            // Opened before anything is loaded: an output that cannot be
+            // written is refused before the programs and the command start.
+            std::unique_ptr<Output> out;
+            try {
+                out = std::make_unique<Output>(output, force ? Output::Existing::replace : Output::Existing::keep_old);
+            } catch (const OutputError& e) {
+                throw Error(kFailed, e.what());
+            }
+            if (out->is_stdout() && opts.json)
+                throw Error(kUsage, fmt::format("-o {} writes the recording to stdout, where --json writes too: "
+                                                "choose one",
+                                                output));
+            // The recording holds stdout: the command writes to stderr.
+            t.command_stdout_to_stderr = opts.json || out->is_stdout();
             Target target = open_target("record", t);
             struct timespec mono {}, real {};
             clock_gettime(CLOCK_MONOTONIC, &mono);
@@ -43,13 +58,13 @@ void register_record(CLI::App& app, Options& opts, Action& action)
                                    {"refused", refused_json(*target.tracer)}};
             std::unique_ptr<RecordingWriter> w;
             try {
-                w = std::make_unique<RecordingWriter>(output, meta, force);
+                w = std::make_unique<RecordingWriter>(*out, meta);
             } catch (const std::runtime_error& e) {
                 throw Error(kFailed, e.what());
             }
             RecordingWriter& writer = *w;
-            if (!writer.kept_as().empty())
-                log::info("note: the existing {} was kept as {}", output, writer.kept_as());
+            if (!writer.note().empty())
+                log::info("note: {}", writer.note());
             auto sink = [&](const Event& ev) { writer.write(ev); };
             auto on_counters = [&](const gms_drops_record& c) { writer.write(Event{c}); };
             SessionEnd end;

@@ -126,27 +126,20 @@ BadRecording::BadRecording(const std::string& path, uint64_t off, const std::str
 {
 }
 
-RecordingWriter::RecordingWriter(const std::string& path, const nlohmann::json& meta, bool overwrite) : path_(path)
+RecordingWriter::RecordingWriter(Output& out, const nlohmann::json& meta) : out_(&out)
 {
-    // As perf record does: an earlier recording is kept, not overwritten.
-    // The old name is renamed, never opened, so a symlink planted at
-    // `path` moves aside without its target being touched; O_EXCL and
-    // O_NOFOLLOW then refuse anything put there in between.
-    struct stat st {};
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW;
-    if (!overwrite && lstat(path.c_str(), &st) == 0) {
-        if (S_ISDIR(st.st_mode))
-            throw std::runtime_error(fmt::format("cannot write {}: it is a directory", path));
-        kept_as_ = path + ".old";
-        if (rename(path.c_str(), kept_as_.c_str()) != 0)
-            throw std::runtime_error(
-                fmt::format("cannot keep the existing {} as {}: {} (-f overwrites it)", path, kept_as_, strerror(errno)));
-    }
-    fd_ = open(path.c_str(), flags | (overwrite ? O_TRUNC : O_EXCL), 0644);
-    if (fd_ < 0)
-        throw std::runtime_error(fmt::format("cannot write {}: {}", path,
-                                             errno == ELOOP ? "it is a symbolic link, which is not followed"
-                                                            : strerror(errno)));
+    start(meta);
+}
+
+RecordingWriter::RecordingWriter(const std::string& path, const nlohmann::json& meta, bool overwrite)
+    : owned_(std::make_unique<Output>(path, overwrite ? Output::Existing::replace : Output::Existing::keep_old)),
+      out_(owned_.get())
+{
+    start(meta);
+}
+
+void RecordingWriter::start(const nlohmann::json& meta)
+{
     std::string m = dump_line(meta);   // a command line may hold invalid UTF-8
     m.resize((m.size() + kAlign - 1) / kAlign * kAlign, ' ');
     FileHeader h{};
@@ -155,35 +148,22 @@ RecordingWriter::RecordingWriter(const std::string& path, const nlohmann::json& 
     h.abi = GMS_ABI_VERSION;
     h.meta_bytes = static_cast<uint32_t>(m.size());
     h.crc = header_crc(h, std::as_bytes(std::span{m}));
-    put(&h, sizeof(h));
-    put(m.data(), m.size());
+    out_->write(&h, sizeof(h));
+    out_->write(m.data(), m.size());
+    // As perf record does: the recording has its name from the start.
+    out_->publish();
     block_.reserve(kBlockBytes + 4096);
 }
 
 RecordingWriter::~RecordingWriter()
 {
-    if (fd_ < 0)
+    if (finished_)
         return;
     // Ended by an error: what was recorded still goes to the file (a
     // reader sees the missing end and says so).
     try {
         flush_block();
     } catch (const std::exception&) {
-    }
-    close(fd_);
-}
-
-void RecordingWriter::put(const void* data, size_t len)
-{
-    const char* p = static_cast<const char*>(data);
-    while (len) {
-        ssize_t n = ::write(fd_, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            throw std::runtime_error(fmt::format("writing {}: {}", path_, strerror(n < 0 ? errno : ENOSPC)));
-        p += n;
-        len -= size_t(n);
     }
 }
 
@@ -207,7 +187,7 @@ void RecordingWriter::flush_block()
     block_records_ = 0;
     // One write per block: a full disk cuts the file at a block boundary
     // or inside the last block, never inside an earlier one.
-    put(out.data(), out.size());
+    out_->write(out.data(), out.size());
 }
 
 void RecordingWriter::write(const Event& ev)
@@ -223,10 +203,8 @@ void RecordingWriter::finish(gms_drops_record counters)
     counters.hdr.flags |= GMS_F_FINAL;
     append(&counters, sizeof(counters));
     flush_block();
-    if (fsync(fd_) != 0)
-        throw std::runtime_error(fmt::format("writing {}: {}", path_, strerror(errno)));
-    close(fd_);
-    fd_ = -1;
+    finished_ = true;
+    out_->commit();
 }
 
 RecordingReader::RecordingReader(const std::string& path) : path_(path)

@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loader/base/output.hpp"
 #include "loader/events/events.hpp"
 
 namespace gms {
@@ -48,8 +49,12 @@ struct Damage {
 
 class RecordingWriter {
 public:
-    // An existing `path` is kept as path.old unless `overwrite`; a symlink
-    // at `path` is never followed (O_NOFOLLOW).
+    // Writes the header to `out` and publishes it (a recorder killed
+    // from then on leaves a readable recording at its name).  Only
+    // sequential writes: `out` may be a pipe.
+    RecordingWriter(Output& out, const nlohmann::json& meta);
+    // The same into a file of its own (Output::Existing::keep_old unless
+    // `overwrite`).
     RecordingWriter(const std::string& path, const nlohmann::json& meta, bool overwrite = false);
     ~RecordingWriter();
     RecordingWriter(const RecordingWriter&) = delete;
@@ -57,19 +62,21 @@ public:
 
     // A counters record also ends the current block: it reaches the file.
     void write(const Event& ev);
-    // Ends the recording: the last counters, flagged final, then fsync.
+    // Ends the recording: the last counters, flagged final, then
+    // Output::commit (fsync for a file).
     void finish(gms_drops_record counters);
     uint64_t records() const { return records_; }
-    // Where the existing file was moved, "" if there was none.
-    const std::string& kept_as() const { return kept_as_; }
+    // What became of an existing file (Output::note), "" if nothing.
+    const std::string& note() const { return out_->note(); }
 
 private:
+    void start(const nlohmann::json& meta);
     void append(const void* data, size_t len);
     void flush_block();
-    void put(const void* data, size_t len);
 
-    std::string path_, kept_as_;
-    int fd_ = -1;
+    std::unique_ptr<Output> owned_;
+    Output* out_ = nullptr;
+    bool finished_ = false;
     std::vector<std::byte> block_;
     uint32_t block_records_ = 0;
     uint64_t records_ = 0;
