@@ -18,6 +18,7 @@ void register_report(CLI::App& app, Options& opts, Action& action)
         action = [&opts] {
             Engine engine;
             std::string damage;
+            nlohmann::json damage_json;
             try {
                 RecordingReader reader(input);
                 if (!opts.json)
@@ -26,13 +27,19 @@ void register_report(CLI::App& app, Options& opts, Action& action)
                 while (auto ev = reader.next())
                     engine.add(*ev);
                 damage = reader.damage_text();
+                damage_json = reader.damage_json();
             } catch (const BadRecording& e) {
                 throw Error(kBadInput, e.what());
             }
-            if (opts.json)
-                fmt::print("{}\n", dump_line(report_json(engine)));
-            else
-                fmt::print("{}", report_text(engine));
+            if (opts.json) {
+                // One document: the damage goes inside it, not after it as an error.
+                auto out = report_json(engine);
+                if (!damage_json.is_null())
+                    out["damage"] = std::move(damage_json);
+                fmt::print("{}\n", dump_line(out));
+                return damage.empty() ? int(kOk) : int(kDamaged);
+            }
+            fmt::print("{}", report_text(engine));
             std::fflush(stdout);
             report_damage(damage);
             return 0;

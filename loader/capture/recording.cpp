@@ -1,10 +1,10 @@
 #include "loader/capture/recording.hpp"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -54,13 +54,57 @@ uint32_t header_crc(FileHeader h, std::span<const std::byte> meta)
     return crc32c(meta, crc32c(std::as_bytes(std::span{&h, 1})));
 }
 
-// Fuzzing builds accept any checksum, so that the fuzzer reaches what
-// comes after it (libFuzzer convention, FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION).
+// Fuzzing builds take a stored checksum of 0 as the only wrong one, so
+// that the fuzzer reaches both what comes after a checksum and the
+// salvage of what fails it (libFuzzer convention,
+// FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION).
+bool crc_matches(uint32_t stored, uint32_t computed)
+{
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-constexpr bool kCheckCrc = false;
+    (void)computed;
+    return stored != 0;
 #else
-constexpr bool kCheckCrc = true;
+    return stored == computed;
 #endif
+}
+
+// The writer ends a block once it holds kBlockBytes, so one holds less
+// than that plus a record (whose size is 16 bits); metadata is a JSON
+// line of a few KiB.  Larger size fields are damage, never allocated.
+constexpr size_t kMaxBlockBytes = kBlockBytes + (64 << 10);
+constexpr size_t kMaxMetaBytes = 16 << 20;
+
+// A whole record at the start of `rec` whose header the writer could have written.
+bool plausible(std::span<const std::byte> rec)
+{
+    gms_hdr h{};
+    if (rec.size() < sizeof(h))
+        return false;
+    std::memcpy(&h, rec.data(), sizeof(h));
+    return h.abi == GMS_ABI_VERSION && record_size(h.type) != 0 && h.size == record_size(h.type) &&
+           h.size <= rec.size();
+}
+
+struct Walk {
+    size_t bytes = 0;       // of plausible records from the start
+    uint32_t records = 0;
+    bool final = false;     // the last of them is the final counters record
+};
+
+// Record by record while each is plausible; a final counters record ends
+// the recording.
+Walk walk(std::span<const std::byte> recs)
+{
+    Walk w;
+    while (!w.final && plausible(recs.subspan(w.bytes))) {
+        gms_hdr h{};
+        std::memcpy(&h, recs.data() + w.bytes, sizeof(h));
+        w.bytes += h.size;
+        w.records++;
+        w.final = h.type == GMS_REC_DROPS && (h.flags & GMS_F_FINAL);
+    }
+    return w;
+}
 
 uint32_t block_crc(BlockHeader b, std::span<const std::byte> records)
 {
@@ -210,70 +254,157 @@ void RecordingWriter::finish(gms_drops_record counters)
 RecordingReader::RecordingReader(const std::string& path) : path_(path)
 {
     // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
+    fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0)
         throw std::runtime_error(fmt::format("cannot read {}: {}", path, strerror(errno)));
     struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd_);
         throw BadRecording(path, 0, fmt::format("{}, not a recording file", kind_of(st.st_mode)));
     }
-    size_ = size_t(st.st_size);
-    void* map = size_ ? mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
-    close(fd);
-    if (map == MAP_FAILED)
-        throw std::runtime_error(fmt::format("cannot map {}: {}", path, strerror(errno)));
-    data_ = static_cast<const std::byte*>(map);
-    if (size_)
-        madvise(map, size_, MADV_SEQUENTIAL);
+    size_ = uint64_t(st.st_size);
+    posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+    try {
+        read_header();
+    } catch (...) {
+        close(fd_);
+        throw;
+    }
+}
+
+void RecordingReader::read_header()
+{
     FileHeader h{};
-    if (size_ < sizeof(h))
-        throw BadRecording(path, 0, "shorter than a recording header: not a gmemscope recording");
-    std::memcpy(&h, data_, sizeof(h));
+    auto head = bytes_at(0, sizeof(h));
+    if (head.size() < sizeof(h))
+        throw BadRecording(path_, 0, "shorter than a recording header: not a gmemscope recording");
+    std::memcpy(&h, head.data(), sizeof(h));
     if (std::memcmp(h.magic, kRecordingMagic, sizeof(h.magic)) != 0)
-        throw BadRecording(path, 0, "no gmemscope magic: not a gmemscope recording");
+        throw BadRecording(path_, 0, "no gmemscope magic: not a gmemscope recording");
     if ((h.version != 1 && h.version != kRecordingVersion) || h.abi != GMS_ABI_VERSION)
-        throw BadRecording(path, 8, fmt::format("format {} ABI {}; this gmemscope reads formats 1 and {}, ABI {}",
-                                                h.version, h.abi, kRecordingVersion, GMS_ABI_VERSION));
+        throw BadRecording(path_, 8, fmt::format("format {} ABI {}; this gmemscope reads formats 1 and {}, ABI {}",
+                                                 h.version, h.abi, kRecordingVersion, GMS_ABI_VERSION));
     version_ = h.version;
-    if (size_ - sizeof(h) < h.meta_bytes)
-        throw BadRecording(path, sizeof(h), fmt::format("metadata cut short ({} of {} bytes)", size_ - sizeof(h),
-                                                        h.meta_bytes));
-    std::span<const std::byte> meta{data_ + sizeof(h), h.meta_bytes};
-    if (version_ >= 2 && (h.meta_bytes % kAlign || (kCheckCrc && header_crc(h, meta) != h.crc)))
-        throw BadRecording(path, 0, "header or metadata checksum mismatch: the recording is damaged");
-    meta_ = nlohmann::json::parse(reinterpret_cast<const char*>(meta.data()),
-                                  reinterpret_cast<const char*>(meta.data() + meta.size()), nullptr, false);
+    uint64_t left = size_ - sizeof(h);
+    bool fits = h.meta_bytes <= left && h.meta_bytes <= kMaxMetaBytes;
+    std::string meta;
+    if (fits) {
+        auto m = bytes_at(sizeof(h), h.meta_bytes);
+        meta.assign(reinterpret_cast<const char*>(m.data()), m.size());
+    }
+    if (version_ >= 2 && (!fits || h.meta_bytes % kAlign ||
+                          !crc_matches(h.crc, header_crc(h, std::as_bytes(std::span{meta}))))) {
+        // Blocks carry their own checksums and are found by their own
+        // headers: the events are still read.
+        uint64_t first = resync(sizeof(h));
+        lose(Damage{sizeof(h), first - sizeof(h), "metadata",
+                    fmt::format("header or metadata checksum mismatch ({} bytes of metadata claimed): the metadata "
+                                "(kernel, clock, hooks attached) is lost, the blocks after it are read",
+                                h.meta_bytes),
+                    0, 0});
+        offset_ = next_block_ = walk_end_ = first;
+        return;
+    }
+    if (!fits)
+        throw BadRecording(path_, sizeof(h),
+                           h.meta_bytes > left
+                               ? fmt::format("metadata cut short ({} of {} bytes)", left, h.meta_bytes)
+                               : fmt::format("{} bytes of metadata, more than gmemscope writes", h.meta_bytes));
+    meta_ = nlohmann::json::parse(meta, nullptr, false);
     if (meta_.is_discarded() || !meta_.is_object())
-        throw BadRecording(path, sizeof(h), "metadata is not a JSON object");
-    check_meta(path, meta_);
-    offset_ = block_end_ = sizeof(h) + h.meta_bytes;
+        throw BadRecording(path_, sizeof(h), "metadata is not a JSON object");
+    check_meta(path_, meta_);
+    offset_ = next_block_ = walk_end_ = sizeof(h) + h.meta_bytes;
+    if (window_.capacity() > 2 * kWindowBytes)
+        std::vector<std::byte>().swap(window_);   // a large metadata's window goes
 }
 
 RecordingReader::~RecordingReader()
 {
-    if (data_)
-        munmap(const_cast<std::byte*>(data_), size_);
+    close(fd_);
 }
 
-void RecordingReader::lose(uint64_t offset, uint64_t bytes, std::string why)
+std::span<const std::byte> RecordingReader::bytes_at(uint64_t at, size_t len)
 {
-    damage_.push_back({offset, bytes, std::move(why)});
+    if (at >= size_)
+        return {};
+    len = size_t(std::min<uint64_t>(len, size_ - at));
+    if (at < window_at_ || at + len > window_at_ + window_.size()) {
+        size_t want = size_t(std::min<uint64_t>(std::max(len, kWindowBytes), size_ - at));
+        window_.resize(want);
+        size_t got = 0;
+        while (got < want) {
+            ssize_t n = pread(fd_, window_.data() + got, want - got, off_t(at + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                throw std::runtime_error(fmt::format("reading {} at offset {}: {}", path_, at + got, strerror(errno)));
+            if (n == 0)
+                break;   // shrunk under us: what is there is what there is
+            got += size_t(n);
+        }
+        window_.resize(got);
+        window_at_ = at;
+        len = std::min(len, got);
+    }
+    return {window_.data() + (at - window_at_), len};
 }
+
+void RecordingReader::lose(Damage d)
+{
+    damage_.push_back(std::move(d));
+}
+
+void RecordingReader::lose(uint64_t offset, uint64_t bytes, std::string cause, std::string why)
+{
+    lose(Damage{offset, bytes, std::move(cause), std::move(why), std::nullopt, 0});
+}
+
+namespace {
+
+struct Loss {
+    uint64_t bytes = 0, records = 0, unknown_bytes = 0, salvaged = 0;
+};
+
+Loss total(const std::vector<Damage>& damage)
+{
+    Loss l;
+    for (const auto& d : damage) {
+        l.bytes += d.bytes;
+        l.salvaged += d.records_salvaged;
+        if (d.records_lost)
+            l.records += *d.records_lost;
+        else
+            l.unknown_bytes += d.bytes;
+    }
+    return l;
+}
+
+}  // namespace
 
 std::string RecordingReader::damage_text() const
 {
     if (damage_.empty())
         return "";
-    uint64_t lost = 0;
-    for (const auto& d : damage_)
-        lost += d.bytes;
+    Loss l = total(damage_);
     std::string where;
-    for (size_t i = 0; i < damage_.size() && i < 3; i++)
-        where += fmt::format("{}offset {}: {}{}", i ? "; " : "", damage_[i].offset, damage_[i].why,
-                             damage_[i].bytes ? fmt::format(" ({} bytes lost)", damage_[i].bytes) : "");
+    for (size_t i = 0; i < damage_.size() && i < 3; i++) {
+        const Damage& d = damage_[i];
+        std::string lost;
+        if (d.bytes)
+            lost = fmt::format("{} bytes", d.bytes);
+        if (d.records_lost)
+            lost += fmt::format("{}{} records", lost.empty() ? "" : ", ", *d.records_lost);
+        where += fmt::format("{}offset {}: {}{}", i ? "; " : "", d.offset, d.why,
+                             lost.empty() ? "" : " (" + lost + " lost)");
+    }
     if (damage_.size() > 3)
         where += fmt::format("; and {} more", damage_.size() - 3);
+    std::string records = fmt::format("; {} records lost", l.records);
+    if (l.unknown_bytes)
+        records += fmt::format(" and how many in the other {} bytes is unknown", l.unknown_bytes);
+    if (l.salvaged)
+        records += fmt::format("; {} records were read back from blocks that failed their check", l.salvaged);
     std::string counters = "; no counters record was read, so how many events were lost is unknown";
     if (last_counters_) {
         uint64_t dropped = 0;
@@ -282,30 +413,28 @@ std::string RecordingReader::damage_text() const
         counters = fmt::format("; the last counters read say {} events received and {} lost in the kernel by then",
                                last_counters_->received, dropped);
     }
-    return fmt::format("{}: damaged recording: {} bytes could not be read ({}); the {} records before and "
+    return fmt::format("{}: damaged recording: {} bytes could not be read ({}){}; the {} records before and "
                        "between the damage were read{}",
-                       path_, lost, where, records_read_, counters);
+                       path_, l.bytes, where, records, records_read_, counters);
 }
 
-bool RecordingReader::block_ok(uint64_t at) const
+nlohmann::json RecordingReader::damage_json() const
 {
-    BlockHeader b{};
-    if (size_ - at < sizeof(b))
-        return false;
-    std::memcpy(&b, data_ + at, sizeof(b));
-    return b.magic == kBlockMagic && b.bytes % kAlign == 0 && b.bytes <= size_ - at - sizeof(b) &&
-           (!kCheckCrc || block_crc(b, {data_ + at + sizeof(b), b.bytes}) == b.crc);
-}
-
-uint64_t RecordingReader::resync(uint64_t from) const
-{
-    for (uint64_t at = (from + kAlign - 1) / kAlign * kAlign; at + sizeof(BlockHeader) <= size_; at += kAlign) {
-        uint32_t magic;
-        std::memcpy(&magic, data_ + at, sizeof(magic));
-        if (magic == kBlockMagic && block_ok(at))
-            return at;
+    if (damage_.empty())
+        return nullptr;
+    Loss l = total(damage_);
+    auto stretches = nlohmann::json::array();
+    for (const auto& d : damage_) {
+        nlohmann::json s = {{"offset", d.offset}, {"bytes", d.bytes}, {"cause", d.cause}, {"why", d.why},
+                            {"records_salvaged", d.records_salvaged}};
+        if (d.records_lost)
+            s["records_lost"] = *d.records_lost;
+        stretches.push_back(std::move(s));
     }
-    return size_;
+    return {{"message", damage_text()},  {"bytes_lost", l.bytes},
+            {"records_lost", l.records}, {"bytes_lost_uncounted", l.unknown_bytes},
+            {"records_read", records_read_}, {"records_salvaged", records_salvaged_},
+            {"stretches", std::move(stretches)}};
 }
 
 std::optional<Event> RecordingReader::next()
@@ -315,20 +444,59 @@ std::optional<Event> RecordingReader::next()
     auto ev = version_ == 1 ? next_v1() : next_v2();
     if (ev) {
         records_read_++;
+        records_salvaged_ += last_salvaged_;
         if (ev->type() == GMS_REC_DROPS)
             last_counters_ = std::get<gms_drops_record>(ev->rec);
+        else
+            events_since_counters_++;
         return ev;
     }
     ended_ = true;
     if (!final_seen_) {
-        std::string why = "no final counters record: the recording was cut short (the recorder was killed or the "
+        const char* cut = "no final counters record: the recording was cut short (the recorder was killed or the "
                           "disk filled)";
-        if (damage_.empty() || damage_.back().offset + damage_.back().bytes != size_)
-            lose(size_, 0, "ends with " + why);
+        if (cut_)
+            damage_.back().why += fmt::format("; {}", cut);
+        else if (damage_.empty() || damage_.back().offset + damage_.back().bytes != size_)
+            lose(size_, 0, "no_end", fmt::format("ends with {}", cut));
         else
-            damage_.back().why += "; " + why;
+            damage_.back().why += "; the final counters record was not read";
     }
     return std::nullopt;
+}
+
+// The recorder writes every event it receives (Tracer::on_record), and a
+// counters record says how many it had received by then: damage between
+// two counters records is counted in records from them.
+void RecordingReader::on_counters(const gms_drops_record& c, uint64_t at)
+{
+    uint64_t before = last_counters_ ? last_counters_->received : 0;
+    uint64_t sent = c.received >= before ? c.received - before : 0;
+    if (sent > events_since_counters_) {
+        uint64_t missing = sent - events_since_counters_;
+        std::vector<Damage*> unknown;
+        for (size_t i = damage_since_counters_; i < damage_.size(); i++)
+            if (damage_[i].cause != "metadata")
+                unknown.push_back(&damage_[i]);
+        if (unknown.size() == 1) {
+            unknown[0]->records_lost = missing;
+        } else if (unknown.empty()) {
+            // Nothing in the file shows it: whole blocks are missing.
+            lose(Damage{at, 0, "missing_records",
+                        fmt::format("{} records that the counters record here counts since offset {} are not in the "
+                                    "file",
+                                    missing, counters_at_),
+                        missing, 0});
+        } else {
+            for (auto* d : unknown)
+                d->records_lost.reset();
+            unknown.front()->records_lost = missing;
+            unknown.front()->why += fmt::format(" (the records lost count the damage up to offset {})", at);
+        }
+    }
+    counters_at_ = at;
+    events_since_counters_ = 0;
+    damage_since_counters_ = damage_.size();
 }
 
 // Format 1: records one after the other; damage ends the reading.
@@ -337,101 +505,208 @@ std::optional<Event> RecordingReader::next_v1()
     if (offset_ == size_)
         return std::nullopt;
     if (final_seen_) {
-        lose(offset_, size_ - offset_, "data after the final counters record");
+        lose(offset_, size_ - offset_, "after_final", "data after the final counters record");
         return std::nullopt;
     }
-    size_t left = size_ - offset_;
+    auto rec = bytes_at(offset_, sizeof(gms_hdr));
     gms_hdr h{};
-    if (left < sizeof(h)) {
-        lose(offset_, left, fmt::format("truncated record header ({} of {} bytes)", left, sizeof(h)));
+    if (rec.size() < sizeof(h)) {
+        lose(offset_, rec.size(), "cut_short",
+             fmt::format("truncated record header ({} of {} bytes)", rec.size(), sizeof(h)));
+        cut_ = true;
         return std::nullopt;
     }
-    std::memcpy(&h, data_ + offset_, sizeof(h));
+    std::memcpy(&h, rec.data(), sizeof(h));
     size_t want = record_size(h.type);
     if (want == 0 || h.size != want) {
-        lose(offset_, left, fmt::format("corrupt record: type {} size {}", h.type, h.size));
+        lose(offset_, size_ - offset_, "corrupt_record", fmt::format("corrupt record: type {} size {}", h.type, h.size));
         return std::nullopt;
     }
-    if (left < want) {
-        lose(offset_, left, fmt::format("truncated {} record ({} of {} bytes)", event_name(h.type), left, want));
+    rec = bytes_at(offset_, want);
+    if (rec.size() < want) {
+        lose(offset_, rec.size(), "cut_short",
+             fmt::format("truncated {} record ({} of {} bytes)", event_name(h.type), rec.size(), want));
+        cut_ = true;
         return std::nullopt;
     }
     std::string why;
-    auto ev = decode({data_ + offset_, want}, why);
+    auto ev = decode(rec, why);
     if (!ev) {
-        lose(offset_, left, "corrupt record: " + why);
+        lose(offset_, size_ - offset_, "corrupt_record", "corrupt record: " + why);
         return std::nullopt;
     }
+    if (h.type == GMS_REC_DROPS) {
+        on_counters(std::get<gms_drops_record>(ev->rec), offset_);
+        final_seen_ = h.flags & GMS_F_FINAL;
+    }
     offset_ += want;
-    if (h.type == GMS_REC_DROPS && (h.flags & GMS_F_FINAL))
-        final_seen_ = true;
     return ev;
 }
 
-// Format 2: records inside checksummed blocks; a damaged block is
-// skipped to the next intact one.
+// Where the writer's next block would be, or the reader lost its way: a
+// block header with the block magic and plausible sizes, followed by a
+// plausible record.
+bool RecordingReader::block_starts(uint64_t at)
+{
+    auto head = bytes_at(at, sizeof(BlockHeader));
+    BlockHeader b{};
+    if (head.size() < sizeof(b))
+        return false;
+    std::memcpy(&b, head.data(), sizeof(b));
+    if (b.magic != kBlockMagic || b.bytes % kAlign || !b.bytes || b.bytes > kMaxBlockBytes)
+        return false;
+    // A record is at most 64 KiB (its size is 16 bits).
+    return plausible(bytes_at(at + sizeof(b), std::min<size_t>(b.bytes, UINT16_MAX)));
+}
+
+uint64_t RecordingReader::resync(uint64_t from)
+{
+    // A block starts at a multiple of 8; holes (SEEK_DATA) hold none.
+    uint64_t at = (from + kAlign - 1) / kAlign * kAlign;
+    while (at + sizeof(BlockHeader) <= size_) {
+        off_t data = lseek(fd_, off_t(at), SEEK_DATA);
+        if (data < 0)
+            return size_;   // ENXIO: nothing but a hole from here on
+        at = std::max(at, (uint64_t(data) + kAlign - 1) / kAlign * kAlign);
+        uint64_t end = std::min(size_, at + kWindowBytes);
+        for (; at + sizeof(BlockHeader) <= end; at += kAlign) {
+            uint32_t magic = 0;
+            auto m = bytes_at(at, sizeof(magic));
+            std::memcpy(&magic, m.data(), sizeof(magic));
+            if (magic == kBlockMagic && block_starts(at))
+                return at;
+        }
+    }
+    return size_;
+}
+
+void RecordingReader::open_block()
+{
+    uint64_t at = offset_;
+    BlockHeader b{};
+    auto head = bytes_at(at, sizeof(b));
+    if (head.size() < sizeof(b)) {
+        lose(at, head.size(), "cut_short",
+             fmt::format("cut short: the file ends inside a block header ({} of {} bytes)", head.size(), sizeof(b)));
+        cut_ = true;
+        offset_ = walk_end_ = next_block_ = size_;
+        return;
+    }
+    std::memcpy(&b, head.data(), sizeof(b));
+    bool length_ok = b.bytes % kAlign == 0 && b.bytes <= kMaxBlockBytes;
+    uint64_t held = std::min<uint64_t>(length_ok ? b.bytes : kMaxBlockBytes, size_ - at - sizeof(b));
+    auto recs = bytes_at(at + sizeof(b), size_t(held));
+    Walk w = walk(recs);
+    // A header whose magic took the hit is still a block when a record follows it.
+    if (b.magic != kBlockMagic && w.records == 0) {
+        uint64_t next = resync(at + kAlign);
+        lose(at, next - at, "no_block", "no block here (bad block magic)");
+        offset_ = walk_end_ = next_block_ = next;
+        return;
+    }
+    bool whole = length_ok && b.bytes == held;
+    bool crc_ok = whole && b.magic == kBlockMagic && crc_matches(b.crc, block_crc(b, recs));
+    uint64_t start = at + sizeof(b);
+    offset_ = start;
+    walk_end_ = start + w.bytes;
+    if (crc_ok && w.bytes == b.bytes && w.records == b.records) {
+        block_salvaged_ = false;
+        block_damage_.reset();
+        next_block_ = walk_end_;
+        return;
+    }
+    block_salvaged_ = true;
+    // A claim the block has room for; else only bytes count the loss.
+    bool claim_fits = uint64_t(b.records) * sizeof(gms_hdr) <= (length_ok ? b.bytes : 0) && b.records >= w.records;
+    std::optional<uint64_t> claimed_lost;
+    if (claim_fits)
+        claimed_lost = b.records - w.records;
+    Damage d{at, 0, "", "", std::nullopt, w.records};
+    if (crc_ok) {
+        // The checksum holds: the writer wrote this header, and it does not fit its records.
+        d.cause = w.bytes == b.bytes ? "record_count" : "corrupt_record";
+        d.why = w.bytes == b.bytes
+                    ? fmt::format("the block claims {} records{} but holds {}; they were read back", b.records,
+                                  claim_fits ? "" : " (more than it has room for)", w.records)
+                    : fmt::format("corrupt record at offset {} in a block whose checksum holds; its {} records "
+                                  "before it were read back",
+                                  walk_end_, w.records);
+        next_block_ = start + b.bytes;
+        d.bytes = next_block_ - walk_end_;
+        if (d.bytes)
+            d.offset = walk_end_;
+        if (w.bytes != b.bytes)
+            d.records_lost = claimed_lost;
+        block_damage_ = d;
+        return;
+    }
+    // Its records as the writer would have summed them: if the checksum
+    // holds for them, only the header's length, count or magic took the hit.
+    BlockHeader fixed{kBlockMagic, uint32_t(w.bytes), w.records, b.crc};
+    bool header_hit = w.records && crc_matches(b.crc, block_crc(fixed, recs.first(w.bytes)));
+    uint64_t next = header_hit || (whole && w.bytes == b.bytes) ? walk_end_ : resync(walk_end_);
+    if (length_ok && !whole && !header_hit && next == size_) {
+        d.cause = "cut_short";
+        d.offset = walk_end_;
+        d.why = fmt::format("cut short: the file ends inside the block at offset {} ({} of its {} bytes); its {} "
+                            "whole records were read back",
+                            at, held, b.bytes, w.records);
+        d.records_lost = claimed_lost;
+        cut_ = true;
+    } else {
+        d.cause = "checksum_mismatch";
+        d.why = header_hit ? fmt::format("checksum mismatch in the header of the block at offset {} (its records are "
+                                         "intact: all {} were read back)",
+                                         at, w.records)
+                           : fmt::format("checksum mismatch in the block at offset {}: {} of its records were read "
+                                         "back, each with a plausible header",
+                                         at, w.records);
+        if (header_hit || w.bytes == held)
+            d.records_lost = 0;
+        else
+            d.records_lost = claimed_lost;
+    }
+    next_block_ = next;
+    d.bytes = next - walk_end_;
+    if (d.bytes)
+        d.offset = walk_end_;   // the lost stretch; the why names the block
+    block_damage_ = d;
+}
+
+// Format 2: records inside checksummed blocks; a damaged block gives the
+// records it still holds, then reading goes on at the next block.
 std::optional<Event> RecordingReader::next_v2()
 {
     for (;;) {
-        if (offset_ < block_end_) {
+        if (offset_ < walk_end_) {
             gms_hdr h{};
-            size_t left = block_end_ - offset_;
+            std::memcpy(&h, bytes_at(offset_, sizeof(h)).data(), sizeof(h));
             std::string why;
-            std::optional<Event> ev;
-            if (left >= sizeof(h)) {
-                std::memcpy(&h, data_ + offset_, sizeof(h));
-                size_t want = record_size(h.type);
-                if (want && h.size == want && want <= left)
-                    ev = decode({data_ + offset_, want}, why);
-                else
-                    why = fmt::format("type {} size {} in a block with {} bytes left", h.type, h.size, left);
-            } else {
-                why = fmt::format("{} bytes at the end of a block", left);
-            }
-            // The block's checksum held: the writer wrote this.
-            if (!ev) {
-                lose(offset_, left, "corrupt record in an intact block: " + why);
-                offset_ = block_end_;
-                continue;
+            // walk() found it whole and plausible, which is what decode() checks
+            auto ev = decode(bytes_at(offset_, h.size), why);
+            if (!ev)
+                throw std::logic_error(fmt::format("{}: offset {}: {}", path_, offset_, why));
+            if (h.type == GMS_REC_DROPS) {
+                on_counters(std::get<gms_drops_record>(ev->rec), offset_);
+                final_seen_ = final_seen_ || (h.flags & GMS_F_FINAL);
             }
             offset_ += h.size;
-            if (h.type == GMS_REC_DROPS && (h.flags & GMS_F_FINAL)) {
-                final_seen_ = true;
-                if (offset_ != size_) {
-                    lose(offset_, size_ - offset_, "data after the final counters record");
-                    offset_ = block_end_ = size_;
-                }
-            }
+            last_salvaged_ = block_salvaged_;
             return ev;
         }
+        if (block_damage_) {
+            lose(std::move(*block_damage_));
+            block_damage_.reset();
+        }
+        offset_ = walk_end_ = next_block_;
         if (offset_ >= size_)
             return std::nullopt;
-        if (block_ok(offset_)) {
-            BlockHeader b{};
-            std::memcpy(&b, data_ + offset_, sizeof(b));
-            offset_ += sizeof(b);
-            block_end_ = offset_ + b.bytes;
-            continue;
+        if (final_seen_) {
+            lose(offset_, size_ - offset_, "after_final", "data after the final counters record");
+            offset_ = walk_end_ = next_block_ = size_;
+            return std::nullopt;
         }
-        // Say why, then go on at the next intact block.
-        BlockHeader b{};
-        size_t left = size_ - offset_;
-        std::string why;
-        if (left < sizeof(b)) {
-            why = fmt::format("truncated block header ({} of {} bytes)", left, sizeof(b));
-        } else {
-            std::memcpy(&b, data_ + offset_, sizeof(b));
-            if (b.magic != kBlockMagic)
-                why = "no block here (bad block magic)";
-            else if (b.bytes % kAlign || b.bytes > left - sizeof(b))
-                why = b.bytes % kAlign ? fmt::format("block length {} is not a multiple of {}", b.bytes, kAlign)
-                                       : fmt::format("truncated block ({} of {} bytes)", left - sizeof(b), b.bytes);
-            else
-                why = fmt::format("block checksum mismatch ({} records)", b.records);
-        }
-        uint64_t next = resync(offset_ + 1);
-        lose(offset_, next - offset_, why);
-        offset_ = block_end_ = next;
+        open_block();
     }
 }
 

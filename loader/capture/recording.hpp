@@ -40,11 +40,20 @@ struct BadRecording : std::runtime_error {
     uint64_t offset;
 };
 
-// A stretch of a recording that could not be read: [offset, offset + bytes).
+// A stretch of a recording that could not be read: [offset, offset + bytes),
+// or a place where records are known to be missing (bytes 0).
 struct Damage {
     uint64_t offset = 0;
     uint64_t bytes = 0;
+    // checksum_mismatch, cut_short, no_block, record_count, corrupt_record,
+    // metadata, missing_records, after_final, no_end (schemas/summary.schema.json)
+    std::string cause;
     std::string why;
+    // Records lost here, where the block's header or the counters records
+    // say how many; else only the bytes are known.
+    std::optional<uint64_t> records_lost;
+    // Records walked out of this stretch's block although it failed its check.
+    uint64_t records_salvaged = 0;
 };
 
 class RecordingWriter {
@@ -85,7 +94,10 @@ private:
 class RecordingReader {
 public:
     // Throws BadRecording when the file is not a readable recording (not
-    // a regular file, no magic, another format, bad metadata).
+    // a regular file, no magic, another format, metadata the checksum
+    // vouches for that is not what gmemscope writes).  Format 2 metadata
+    // that fails its checksum is damage: it costs the metadata, not the
+    // events.
     explicit RecordingReader(const std::string& path);
     ~RecordingReader();
     RecordingReader(const RecordingReader&) = delete;
@@ -93,10 +105,16 @@ public:
 
     const nlohmann::json& meta() const { return meta_; }
     // The next record; nullopt at the end.  Damage (a bad checksum, a
-    // truncated or corrupt record, a missing end) does not throw: what
-    // follows it is skipped to the next intact block, and damage() says
-    // what was lost.
+    // cut, a corrupt record, a missing end) does not throw: a damaged
+    // block is walked record by record while each record's header is
+    // plausible, what follows is skipped to the next block, and damage()
+    // says what was lost.  Work and memory follow the file's content, not
+    // its size fields: holes are skipped (SEEK_DATA) and the file is read
+    // through a window of at most kWindowBytes.
     std::optional<Event> next();
+    // Whether the record next() returned last comes from a block that
+    // failed its check (its bytes are not vouched for).
+    bool salvaged() const { return last_salvaged_; }
     uint64_t offset() const { return offset_; }
     uint32_t version() const { return version_; }
     // Everything that could not be read, in file order; empty when the
@@ -104,30 +122,59 @@ public:
     const std::vector<Damage>& damage() const { return damage_; }
     // One line for a user: where, how much, why, and what was read.
     std::string damage_text() const;
+    // The same for report --json (summary.schema.json's "damage"); null when whole.
+    nlohmann::json damage_json() const;
     uint64_t records_read() const { return records_read_; }
+    // Of them, those read from blocks that failed their check.
+    uint64_t records_salvaged() const { return records_salvaged_; }
     // The last counters record read, if any: what had been received and lost by then.
     const std::optional<gms_drops_record>& last_counters() const { return last_counters_; }
 
+    static constexpr size_t kWindowBytes = 256 << 10;
+
 private:
+    void read_header();
     std::optional<Event> next_v1();
     std::optional<Event> next_v2();
-    void lose(uint64_t offset, uint64_t bytes, std::string why);
-    // The offset of the next intact block at or after `from`, or size_.
-    uint64_t resync(uint64_t from) const;
-    bool block_ok(uint64_t at) const;
+    void lose(Damage d);
+    void lose(uint64_t offset, uint64_t bytes, std::string cause, std::string why);
+    // Up to `len` bytes at `at` (fewer at the end of the file), valid
+    // until the next call; read through the window.
+    std::span<const std::byte> bytes_at(uint64_t at, size_t len);
+    // The next place at or after `from` where a block starts, or size_.
+    uint64_t resync(uint64_t from);
+    bool block_starts(uint64_t at);
+    // Takes the block at offset_: its records become next()'s, its damage is said.
+    void open_block();
+    void on_counters(const gms_drops_record& c, uint64_t at);
 
     std::string path_;
-    const std::byte* data_ = nullptr;   // the whole file, mapped read-only
-    size_t size_ = 0;
+    int fd_ = -1;
+    uint64_t size_ = 0;
+    std::vector<std::byte> window_;
+    uint64_t window_at_ = 0;
     uint32_t version_ = 0;
-    nlohmann::json meta_;
+    nlohmann::json meta_ = nlohmann::json::object();
     uint64_t offset_ = 0;
-    uint64_t block_end_ = 0;            // v2: end of the current block's records
+    // v2: the current block's walkable records end at walk_end_; then the
+    // pending damage (if any) is said and reading goes on at next_block_.
+    uint64_t walk_end_ = 0;
+    uint64_t next_block_ = 0;
+    bool block_salvaged_ = false;
+    std::optional<Damage> block_damage_;
+    bool last_salvaged_ = false;
     bool ended_ = false;
     bool final_seen_ = false;
+    bool cut_ = false;   // the file ends inside a block or a record
     std::vector<Damage> damage_;
     uint64_t records_read_ = 0;
+    uint64_t records_salvaged_ = 0;
     std::optional<gms_drops_record> last_counters_;
+    // Since the last counters record: its offset, the events read and the
+    // damage said (by index); the recorder writes every event it receives.
+    uint64_t counters_at_ = 0;
+    uint64_t events_since_counters_ = 0;
+    size_t damage_since_counters_ = 0;
 };
 
 }  // namespace gms

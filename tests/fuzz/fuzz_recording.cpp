@@ -1,9 +1,14 @@
 // libFuzzer target: bytes as a recording file, through the reader, the
 // correlation engine (with a watched gfn, as explain runs it), the report
-// (text and JSON) and the Perfetto export.  Built with clang's
-// -fsanitize=fuzzer,address,undefined (CMakeLists.txt, target
-// fuzz_recording); seeded with tests/golden/*.rec; inputs that once
-// crashed or hung are kept in tests/fuzz/regressions/.
+// (text and JSON, with the damage) and the Perfetto export.  Built with
+// clang's -fsanitize=fuzzer,address,undefined (CMakeLists.txt, target
+// fuzz_recording), where a stored checksum of 0 is the only wrong one
+// (recording.cpp crc_matches), so that mutations reach both what a
+// checksum guards and the salvage of what fails it; seeded with
+// tests/golden/*.rec and tests/fuzz/seeds (the salvage seeds come from
+// make_salvage_seeds.py: a cut block, a bad block checksum, a missing
+// block, a block claiming 0xffffffff records, a bad metadata checksum);
+// inputs that once crashed or hung are kept in tests/fuzz/regressions/.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -39,15 +44,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
         watched.watch(0, 0, watch_gfn % (1u << 20));
         std::ostringstream trace;
         gms::PerfettoWriter perfetto(trace);
+        uint64_t salvaged = 0;
         while (auto ev = reader.next()) {
+            salvaged += reader.salvaged();
             engine.add(*ev);
             watched.add(*ev);
             perfetto.add(*ev);
         }
         perfetto.finish();
+        if (salvaged != reader.records_salvaged() || reader.records_salvaged() > reader.records_read())
+            __builtin_trap();
         (void)reader.damage_text();
         (void)gms::report_text(engine);
-        (void)gms::dump_line(gms::report_json(engine));   // as the CLI writes it: invalid UTF-8 replaced
+        auto json = gms::report_json(engine);
+        json["damage"] = reader.damage_json();   // as report --json writes it
+        (void)gms::dump_line(json);   // as the CLI writes it: invalid UTF-8 replaced
         for (const auto& t : watched.timeline())
             (void)t.what.size();
         (void)watched.gfn_info(0, watch_gfn % (1u << 20));
