@@ -281,12 +281,23 @@ static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
 	}
 }
 
+/*
+ * The exit of every ioctl too: the cmd is still in the thread's saved
+ * registers (x86-64: si), so one the session neither decodes nor folds a
+ * page-cache add into (KVM_RUN, where gmem.bpf.c does) returns before the
+ * inflight lookup.
+ */
 SEC("tp/syscalls/sys_exit_ioctl")
 int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct gms_inflight *in = gms_inflight_current();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u32 cmd = regs ? (__u32)regs->si : 0;
+	struct gms_inflight *in;
 	struct gms_ioctl_event *e;
 
+	if (cmd == GMS_KVM_RUN ? !targ_fold_allocs : !(targ_ioctl_ops & (1u << gms_ioctl_op(cmd))))
+		return 0;
+	in = gms_inflight_current();
 	if (!in)
 		return 0;
 	if (in->op == GMS_OP_RUN)

@@ -210,7 +210,9 @@ std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std:
     skel_->rodata->targ_idx_max_mappings = opts.index_max_mappings;
     skel_->rodata->targ_idx_max_declared = opts.index_max_declared;
     skel_->rodata->targ_ioctl_ops = decoded_ioctls(opts);
-    skel_->rodata->targ_fold_allocs = wanted.contains("syscalls_ioctl_exit");
+    // aggregates count adds on their own: nothing waits for a fault there
+    skel_->rodata->targ_fold_allocs = !opts.aggregate && wanted.contains("gmem_pagecache_add") &&
+                                      wanted.contains("syscalls_ioctl_exit");
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     std::vector<std::string> warnings;
