@@ -40,6 +40,8 @@ GMS_SETTING(__s32, targ_veto_ret);	/* what a vetoed ioctl returns: -errno */
 GMS_SETTING(bool, targ_fail_open);	/* mappings not indexed do not refuse conversions */
 GMS_SETTING(__u32, targ_idx_max_mappings);	/* DMA mappings indexed per process */
 GMS_SETTING(__u32, targ_idx_max_declared);	/* declared ranges per process */
+GMS_SETTING(__u32, targ_ioctl_ops);	/* bit (1 << enum gms_ioctl_op) per ioctl the session decodes */
+GMS_SETTING(bool, targ_fold_allocs);	/* the ioctl exit runs: a fault's page-cache add may wait for it */
 
 /*
  * kfunc, v6.2 (commit a35b9af4ec2c "bpf: Add a kfunc for generic type
@@ -49,7 +51,7 @@ GMS_SETTING(__u32, targ_idx_max_declared);	/* declared ranges per process */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* Internal inflight ops, beyond enum gms_ioctl_op. */
-#define GMS_OP_RUN		0x100	/* KVM_RUN: vCPU context for faults */
+#define GMS_OP_RUN		0x100	/* in KVM_RUN: a page-cache add waits for its fault */
 #define GMS_OP_FALLOCATE	0x101
 
 struct gms_inflight {
@@ -309,16 +311,51 @@ static __always_inline struct gms_inflight *gms_inflight_enter(__u16 op)
 	return in;
 }
 
-/* The VM the current thread works on: its KVM_RUN or VM/gmem syscall. */
+/*
+ * The vCPU whose KVM_RUN the current thread is in, NULL if none.  KVM_RUN
+ * is not traced (every exit of every VM would pay for it): an event inside
+ * it reads the syscall from the thread's own registers instead
+ * (bpf_task_pt_regs, v5.15).  x86-64: orig_ax is the syscall number, di
+ * and si the ioctl's fd and cmd; that fd is the vCPU's, whose file's
+ * private_data is its struct kvm_vcpu (kvm_vcpu_fops).
+ */
+#define GMS_NR_IOCTL 16
+
+static __always_inline struct kvm_vcpu *gms_run_vcpu(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct fdtable *fdt;
+	struct file *file = NULL;
+	int fd;
+
+	if (!regs || regs->orig_ax != GMS_NR_IOCTL || (__u32)regs->si != GMS_KVM_RUN)
+		return NULL;
+	fd = (int)regs->di;
+	fdt = task->files->fdt;
+	if (fd < 0 || (__u32)fd >= fdt->max_fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	return file ? BPF_CORE_READ(file, private_data) : NULL;
+}
+
+/* The VM the current thread works on: its VM/gmem syscall, or its KVM_RUN. */
 static __always_inline __u64 gms_current_vm(__u32 *vcpu_id)
 {
 	struct gms_inflight *in = gms_inflight_current();
+	struct kvm_vcpu *vcpu;
 
-	if (!in)
+	if (in) {
+		if (vcpu_id)
+			*vcpu_id = in->vcpu_id;
+		return in->vm;
+	}
+	vcpu = gms_run_vcpu();
+	if (!vcpu)
 		return 0;
 	if (vcpu_id)
-		*vcpu_id = in->vcpu_id;
-	return in->vm;
+		*vcpu_id = BPF_CORE_READ(vcpu, vcpu_id);
+	return (__u64)BPF_CORE_READ(vcpu, kvm);
 }
 
 /* The current thread's VM, if the thread and the VM pass the filters. */

@@ -73,7 +73,29 @@ static __always_inline bool gms_gmem_selected(struct trace_event_raw_mm_filemap_
  * A vCPU's fault allocates the folio (kvm_gmem_get_pfn()) and then
  * requests the SPTE with the same pfn: the add is folded into that fault
  * record (GMS_FAULT_ALLOCATED) instead of costing a record of its own.
+ * It waits in the thread's inflight storage, op GMS_OP_RUN, which the
+ * KVM_RUN's exit (sys_exit_ioctl) flushes if no fault took it: only
+ * where that exit is traced (targ_fold_allocs).
  */
+static __always_inline struct gms_inflight *gms_run_inflight(void)
+{
+	struct gms_inflight *in = gms_inflight_current();
+	struct kvm_vcpu *vcpu;
+
+	if (in)
+		return in->op == GMS_OP_RUN ? in : NULL;
+	vcpu = gms_run_vcpu();
+	if (!vcpu)
+		return NULL;
+	in = gms_inflight_enter(GMS_OP_RUN);
+	if (!in)
+		return NULL;
+	in->vm = (__u64)BPF_CORE_READ(vcpu, kvm);
+	in->vcpu_id = BPF_CORE_READ(vcpu, vcpu_id);
+	in->alloc_pfn = 0;
+	return in;
+}
+
 SEC("tp/filemap/mm_filemap_add_to_page_cache")
 int gmem_pagecache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
@@ -89,8 +111,8 @@ int gmem_pagecache_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 			a->allocated_pages += 1 << ctx->order;
 		return 0;
 	}
-	in = gms_inflight_current();
-	if (in && in->op == GMS_OP_RUN) {
+	in = targ_fold_allocs ? gms_run_inflight() : NULL;
+	if (in) {
 		gms_flush_alloc(in);
 		in->alloc_ino = ctx->i_ino;
 		in->alloc_index = ctx->index;

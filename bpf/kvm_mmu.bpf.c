@@ -29,11 +29,12 @@ int BPF_PROG(kvm_mmu_fault, struct kvm_page_fault *fault)
 {
 	struct kvm_memory_slot *slot;
 	struct file *gmem;
+	struct kvm_vcpu *vcpu;
 	struct gms_inflight *in;
 	struct gms_last_fault *last;
 	struct gms_fault_event *e;
 	__u64 vm = 0, *known;
-	__u32 zero = 0;
+	__u32 zero = 0, vcpu_id = 0;
 
 	/*
 	 * tp_btf arguments are BTF pointers: plain loads, no helper calls.  Where
@@ -43,9 +44,11 @@ int BPF_PROG(kvm_mmu_fault, struct kvm_page_fault *fault)
 		return 0;
 	slot = fault->slot;
 	gmem = slot ? slot->gmem.file : NULL;
-	in = gms_inflight_current();
-	if (in)
-		vm = in->vm;
+	vcpu = gms_run_vcpu();
+	if (vcpu) {
+		vm = (__u64)BPF_CORE_READ(vcpu, kvm);
+		vcpu_id = BPF_CORE_READ(vcpu, vcpu_id);
+	}
 	if (!gms_vm_selected(vm))
 		return 0;
 	if (targ_aggregate) {
@@ -64,7 +67,7 @@ int BPF_PROG(kvm_mmu_fault, struct kvm_page_fault *fault)
 	e->pfn = fault->pfn;
 	e->slot_base_gfn = slot ? slot->base_gfn : 0;
 	e->slot_id = slot ? slot->id : 0;
-	e->vcpu_id = in ? in->vcpu_id : 0;
+	e->vcpu_id = vcpu_id;
 	e->level = fault->goal_level;
 	e->pad = 0;
 	e->gmem_ino = 0;
@@ -82,7 +85,9 @@ int BPF_PROG(kvm_mmu_fault, struct kvm_page_fault *fault)
 		e->hdr.flags |= GMS_FAULT_EXEC;
 	if (fault->is_private)
 		e->hdr.flags |= GMS_FAULT_PRIVATE;
-	if (in && in->alloc_pfn) {
+	/* a page-cache add of this KVM_RUN waiting for its fault (gmem.bpf.c) */
+	in = targ_fold_allocs ? gms_inflight_current() : NULL;
+	if (in && in->op == GMS_OP_RUN && in->alloc_pfn) {
 		if (in->alloc_pfn == e->pfn) {
 			e->hdr.flags |= GMS_FAULT_ALLOCATED;
 			in->alloc_pfn = 0;

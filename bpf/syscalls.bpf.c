@@ -66,7 +66,6 @@ static __always_inline __u16 gms_ioctl_op(__u32 cmd)
 {
 	switch (cmd) {
 	case GMS_KVM_CREATE_VM:			return GMS_IOC_CREATE_VM;
-	case GMS_KVM_RUN:			return GMS_OP_RUN;
 	case GMS_KVM_CREATE_GUEST_MEMFD:	return GMS_IOC_CREATE_GUEST_MEMFD;
 	case GMS_KVM_SET_USER_MEMORY_REGION:	return GMS_IOC_SET_MEMORY_REGION;
 	case GMS_KVM_SET_USER_MEMORY_REGION2:	return GMS_IOC_SET_MEMORY_REGION2;
@@ -175,11 +174,16 @@ static __always_inline bool gms_decode_args(struct gms_ioctl_event *e, __u16 op,
 	return true;
 }
 
+/*
+ * Every ioctl of every process passes here, KVM_RUN once per exit of every
+ * VM: the cmd is tested against the ioctls this session decodes
+ * (targ_ioctl_ops; KVM_RUN is never one, see gms_run_vcpu()) before the
+ * process filter, the fd or any map.
+ */
 SEC("tp/syscalls/sys_enter_ioctl")
 int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 cmd = (__u32)ctx->args[1];
-	__u32 type = (cmd >> 8) & 0xff;
 	const void *uarg = (const void *)ctx->args[2];
 	int fd = (int)ctx->args[0];
 	struct gms_inflight *in;
@@ -187,10 +191,8 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	struct file *file;
 	__u16 op;
 
-	if (type != GMS_KVMIO && type != GMS_KVM_GMEMIO && type != GMS_VFIO_TYPE)
-		return 0;
 	op = gms_ioctl_op(cmd);
-	if (!op || !gms_task_selected())
+	if (!(targ_ioctl_ops & (1u << op)) || !gms_task_selected())
 		return 0;
 	file = gms_fd_file(fd);
 	in = gms_inflight_enter(op);
@@ -200,8 +202,6 @@ int syscalls_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
 	in->vcpu_id = 0;
 	in->vm = gms_file_vm(file, in->fd_kind, &in->vcpu_id);
 	in->uarg = (__u64)uarg;
-	if (op == GMS_OP_RUN)
-		return 0;
 	e = &in->ioctl;
 	__builtin_memset(e, 0, sizeof(*e));
 	gms_fill_hdr(&e->hdr, GMS_EV_IOCTL, sizeof(*e));
@@ -281,12 +281,23 @@ static __always_inline void gms_ioctl_result(struct gms_inflight *in, long ret)
 	}
 }
 
+/*
+ * The exit of every ioctl too: the cmd is still in the thread's saved
+ * registers (x86-64: si), so one the session neither decodes nor folds a
+ * page-cache add into (KVM_RUN, where gmem.bpf.c does) returns before the
+ * inflight lookup.
+ */
 SEC("tp/syscalls/sys_exit_ioctl")
 int syscalls_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct gms_inflight *in = gms_inflight_current();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u32 cmd = regs ? (__u32)regs->si : 0;
+	struct gms_inflight *in;
 	struct gms_ioctl_event *e;
 
+	if (cmd == GMS_KVM_RUN ? !targ_fold_allocs : !(targ_ioctl_ops & (1u << gms_ioctl_op(cmd))))
+		return 0;
+	in = gms_inflight_current();
 	if (!in)
 		return 0;
 	if (in->op == GMS_OP_RUN)

@@ -71,6 +71,24 @@ uint32_t gmem_dev()
     return ok ? kernel_dev(st.st_dev) : anon_inodefs_dev();
 }
 
+// The ioctls bpf/syscalls.bpf.c decodes, as bits of enum gms_ioctl_op,
+// tested against the cmd before anything else: an enforcement-only
+// session needs the conversions it decides on and the DMA calls its index
+// keeps; a tracing session every ioctl the catalog names. KVM_RUN is none
+// of them: events inside it find their vCPU themselves.
+static_assert(GMS_IOC_MAX <= 32);
+uint32_t decoded_ioctls(const TraceOptions& opts)
+{
+    if (!opts.veto_only)
+        return ((1u << GMS_IOC_MAX) - 1) & ~1u;
+    uint32_t bits = 0;
+    for (uint32_t op : {GMS_IOC_SET_MEMORY_ATTRIBUTES, GMS_IOC_SET_MEMORY_ATTRIBUTES2, GMS_IOC_GMEM_CONVERT_PRIVATE,
+                        GMS_IOC_VFIO_MAP_DMA, GMS_IOC_VFIO_UNMAP_DMA, GMS_IOC_IOAS_MAP, GMS_IOC_IOAS_MAP_FILE,
+                        GMS_IOC_IOAS_UNMAP})
+        bits |= 1u << op;
+    return bits;
+}
+
 }  // namespace
 
 void add_counts(gms_agg_val& sum, const gms_agg_val& v)
@@ -191,6 +209,10 @@ std::optional<Tracer::Refusal> Tracer::load(const TraceOptions& opts, const std:
     skel_->rodata->targ_fail_open = opts.veto_fail_open;
     skel_->rodata->targ_idx_max_mappings = opts.index_max_mappings;
     skel_->rodata->targ_idx_max_declared = opts.index_max_declared;
+    skel_->rodata->targ_ioctl_ops = decoded_ioctls(opts);
+    // aggregates count adds on their own: nothing waits for a fault there
+    skel_->rodata->targ_fold_allocs = !opts.aggregate && wanted.contains("gmem_pagecache_add") &&
+                                      wanted.contains("syscalls_ioctl_exit");
     bpf_map__set_max_entries(skel_->maps.events, static_cast<__u32>(opts.ringbuf_bytes));
 
     std::vector<std::string> warnings;

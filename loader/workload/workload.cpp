@@ -456,6 +456,11 @@ void Vm::run_guest(std::uint64_t gpa, std::uint64_t npages)
     regs.rcx = npages;
     xioctl(vcpu_.get(), KVM_SET_REGS, &regs, "KVM_SET_REGS");
 
+    exit_once();
+}
+
+void Vm::exit_once()
+{
     auto* run = reinterpret_cast<kvm_run*>(run_.addr());
     while (::ioctl(vcpu_.get(), KVM_RUN, 0UL) < 0) {
         if (errno != EINTR && errno != EAGAIN)
@@ -697,12 +702,19 @@ void churn_op(const Scenario& s, Worker& w, std::uint64_t i)
     ++w.counters.vcpu_runs;
 }
 
+void exits_op(Worker& w)
+{
+    w.vms.front().exit_once();
+    ++w.counters.vcpu_runs;
+}
+
 void worker_op(const Scenario& s, Worker& w, std::uint64_t i)
 {
     switch (s.kind) {
     case ScenarioKind::punch_storm: storm_op(s, w, i, true); break;
     case ScenarioKind::punch_empty: storm_op(s, w, i, false); break;
     case ScenarioKind::churn: churn_op(s, w, i); break;
+    case ScenarioKind::exits: exits_op(w); break;
     default: throw std::logic_error("not a threaded scenario");
     }
 }
@@ -730,6 +742,8 @@ void worker_main(const Scenario& s, Worker& w, unsigned thread, StartBarrier& re
     try {
         for (unsigned v = 0; v < s.vms; ++v) {
             w.vms.emplace_back(vm_config(s));
+            if (s.kind == ScenarioKind::exits)
+                w.vms.back().touch(0, 1);   // the guest then loops on its `out`
             log.line(std::string(to_string(s.kind)) + ": thread " + std::to_string(thread) +
                      " vm " + std::to_string(v) + " " + describe_vm(w.vms.back()));
         }
@@ -890,7 +904,8 @@ Result run(const Scenario& scenario, std::ostream* log_out)
     case ScenarioKind::private_memory: return run_private(scenario, log_out);
     case ScenarioKind::punch_storm:
     case ScenarioKind::punch_empty:
-    case ScenarioKind::churn: return run_threaded(scenario, log);
+    case ScenarioKind::churn:
+    case ScenarioKind::exits: return run_threaded(scenario, log);
     }
     throw std::logic_error("unknown scenario kind");
 }
@@ -904,7 +919,7 @@ struct ScenarioName {
     ScenarioKind kind;
 };
 
-constexpr std::array<ScenarioName, 8> scenario_table = {{
+constexpr std::array<ScenarioName, 9> scenario_table = {{
     {"fault", ScenarioKind::fault},
     {"punch-storm", ScenarioKind::punch_storm},
     {"punch-empty", ScenarioKind::punch_empty},
@@ -913,6 +928,7 @@ constexpr std::array<ScenarioName, 8> scenario_table = {{
     {"convert", ScenarioKind::convert},
     {"dma", ScenarioKind::dma},
     {"private", ScenarioKind::private_memory},
+    {"exits", ScenarioKind::exits},
 }};
 
 struct Key {

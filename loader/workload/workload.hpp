@@ -95,6 +95,9 @@ public:
     // [first_page, first_page + npages) of the gmem slot; npages 0 does
     // not enter the guest.
     void touch(std::uint64_t first_page, std::uint64_t npages);
+    // One more KVM_RUN after a touch: the guest loops on its `out`, so
+    // each call is one exit to user space.
+    void exit_once();
     // fallocate(PUNCH_HOLE|KEEP_SIZE) on the gmem fd: 0 or -errno.
     int punch(std::uint64_t offset_bytes, std::uint64_t len_bytes);
     // Deletes the gmem memslot (KVM_SET_USER_MEMORY_REGION2, memory_size 0).
@@ -159,7 +162,7 @@ private:
     std::uint64_t gmem_size_bytes_ = 0;
 };
 
-enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert, dma, private_memory };
+enum class ScenarioKind { fault, punch_storm, punch_empty, rebind, churn, convert, dma, private_memory, exits };
 
 std::string_view to_string(ScenarioKind kind);
 
@@ -200,7 +203,10 @@ std::string_view to_string(ScenarioKind kind);
 //                memory failure (MADV_HWPOISON) on a page of another VM's
 //                gmem. Needs a kernel with CONFIG_KVM_SW_PROTECTED_VM.
 //                Conversions and DMA steps are results (Result::steps).
-// The threaded ones (punch-storm, punch-empty, churn) stop at `count` ops
+//   exits        per thread: one VM whose vCPU exits to user space on its
+//                `out` in a loop; an op is one KVM_RUN that returns one
+//                exit (KVM_EXIT_IO), the cost every VM pays per exit.
+// The threaded ones (punch-storm, punch-empty, churn, exits) stop at `count` ops
 // or after `duration_ms`, whichever comes first (1000 ms if neither is
 // set), and are timed from when every VM is built.
 // hold_ms keeps the VMs alive that long after the scenario's work (rebind:

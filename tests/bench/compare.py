@@ -7,7 +7,8 @@ each repetition) so that drift in the machine's load hits them all alike,
 and each traced run is divided by the untraced run of the same repetition.
 
   tests/bench/compare.sh [--reps N] [--seconds S] [--storms A,B] [--tools A,B]
-                         [--json FILE] [--gmemscope PATH] [--keep DIR]
+                         [--json FILE] [--gmemscope PATH] [--baseline PATH]
+                         [--keep DIR]
 
 Tools (--tools, default all):
   none            the workload alone
@@ -17,6 +18,9 @@ Tools (--tools, default all):
   bpftrace        tests/bench/print.bt: one line per event into a file
   bpftrace-count  tests/bench/count.bt: counts and histograms in maps
   perf            perf record -e <the same tracepoints> -o FILE -- CMD
+  record@base, trace@base, top@base
+                  the same with the --baseline binary (another build, e.g.
+                  main's), to compare two builds in one interleaved run
 
 Storms (--storms, default all): punch-storm and punch-empty (range_pages=64),
 churn, each for SECONDS; convert, which has no duration of its own, as a
@@ -62,7 +66,8 @@ STORMS = {
     "churn": ["churn"],
     "convert": ["convert"],
 }
-TOOLS = ["none", "record", "trace", "top", "bpftrace", "bpftrace-count", "perf"]
+TOOLS = ["none", "record", "trace", "top", "bpftrace", "bpftrace-count", "perf",
+         "record@base", "trace@base", "top@base"]
 CONVERT_RUNS_PER_S = 70  # an untraced convert run takes ~15 ms here
 
 RECEIVED_RE = re.compile(r"(\d+) events received, (\d+) lost")
@@ -107,7 +112,7 @@ def gmemscope_tracepoints(gms):
     return sorted(tps)
 
 
-def tool_status(gms):
+def tool_status(gms, base):
     """Per tool: None when usable, else why not."""
     status = {t: None for t in TOOLS}
     # CLI11 answers `top --help` with the main help when there is no top
@@ -116,6 +121,9 @@ def tool_status(gms):
     for t, exe in (("bpftrace", "bpftrace"), ("bpftrace-count", "bpftrace"), ("perf", "perf")):
         if not shutil.which(exe):
             status[t] = f"n/a ({exe} not installed)"
+    for t in TOOLS:
+        if t.endswith("@base") and not base:
+            status[t] = "n/a (no --baseline)"
     return status
 
 
@@ -215,21 +223,24 @@ def measure(tool, storm, ctx, rundir):
     workload_script(ctx.gms, storm, ctx.seconds, cmd, out)
     target = ["/bin/sh", cmd]
     tool_out = os.path.join(rundir, "tool.out")
+    kind, gms = tool, ctx.gms
+    if tool.endswith("@base"):
+        kind, gms = tool[:-len("@base")], ctx.base
     argv = {
         "none": target,
-        "record": [ctx.gms, "record", "-o", os.path.join(rundir, "x.rec"), "--"] + target,
-        "trace": [ctx.gms, "--json", "trace", "--"] + target,
+        "record": [gms, "record", "-o", os.path.join(rundir, "x.rec"), "--"] + target,
+        "trace": [gms, "--json", "trace", "--"] + target,
         # no -d: the command's exit ends top, and a duration made the session
         # loop poll with a zero timeout (loader/session.cpp) at the time of writing
-        "top": [ctx.gms, "--json", "top", "--batch", "--"] + target,
+        "top": [gms, "--json", "top", "--batch", "--"] + target,
         "bpftrace": ["bpftrace", "-o", tool_out, "-c", " ".join(target),
                      os.path.join(HERE, "print.bt"), str(ctx.anon_dev)],
         "bpftrace-count": ["bpftrace", "-o", tool_out, "-c", " ".join(target),
                            os.path.join(HERE, "count.bt"), str(ctx.anon_dev)],
         "perf": ["perf", "record", "-e", ",".join(ctx.perf_events),
                  "-o", os.path.join(rundir, "perf.data"), "--"] + target,
-    }[tool]
-    stdout_path = tool_out if tool in ("trace", "top") else os.path.join(rundir, "stdout")
+    }[kind]
+    stdout_path = tool_out if kind in ("trace", "top") else os.path.join(rundir, "stdout")
     rc, err, wall = run(argv, stdout_path, timeout=ctx.seconds * 20 + 120)
     with open(os.path.join(rundir, "stderr"), "w", encoding="utf-8") as f:
         f.write(err)
@@ -241,13 +252,13 @@ def measure(tool, storm, ctx, rundir):
         result["error"] = f"exit {rc}: {last[0][:200]}"
         return result
     result["ops_per_s"] = ops
-    if tool == "record":
+    if kind == "record":
         m = RECEIVED_RE.findall(err)
         if m:
             result["events"], result["lost"] = int(m[-1][0]), int(m[-1][1])
-    elif tool == "top":
+    elif kind == "top":
         result["events"], result["lost"] = top_counts(tool_out)
-    elif tool == "trace":
+    elif kind == "trace":
         result["events"], result["lost"] = last_drops(tool_out)
     elif tool in ("bpftrace", "bpftrace-count"):
         with open(tool_out, "rb") as f:
@@ -339,6 +350,7 @@ def main():
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--json", metavar="FILE", help="also write the results as one JSON document")
     ap.add_argument("--gmemscope", default=os.path.join(ROOT, "build", "gmemscope"))
+    ap.add_argument("--baseline", metavar="PATH", help="another gmemscope build for the @base tools")
     ap.add_argument("--keep", metavar="DIR", help="keep every run's files under DIR")
     args = ap.parse_args()
     storms, tools = args.storms.split(","), args.tools.split(",")
@@ -355,19 +367,24 @@ def main():
     ctx = types.SimpleNamespace(gms=os.path.join(work, "gmemscope"), seconds=args.seconds,
                                 anon_dev=anon_inodefs_dev())
     shutil.copy2(args.gmemscope, ctx.gms)
+    ctx.base = None
+    if args.baseline:
+        ctx.base = os.path.join(work, "gmemscope-base")
+        shutil.copy2(args.baseline, ctx.base)
     tracepoints = bt_tracepoints()
     # sched_process_fork only follows children, which perf does by inheritance
     ctx.perf_events = [t for t in tracepoints if t != "sched:sched_process_fork"]
     gms_tps = gmemscope_tracepoints(ctx.gms)
     if set(gms_tps) != set(tracepoints):
         print(f"warning: gmemscope attaches {gms_tps}, print.bt/count.bt {tracepoints}", file=sys.stderr)
-    status = tool_status(ctx.gms)
+    status = tool_status(ctx.gms, ctx.base)
 
     doc = {
         "type": "bench",
         "kernel": os.uname().release,
         "cpus": os.cpu_count(),
         "gmemscope": args.gmemscope,
+        "baseline": args.baseline,
         # the tree may be dirty and rebuilt often: the binary's time says which build ran
         "gmemscope_built": datetime.datetime.fromtimestamp(
             os.stat(args.gmemscope).st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
