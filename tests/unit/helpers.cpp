@@ -1,6 +1,10 @@
 #include "helpers.hpp"
 
+#include "loader/capture/tracer.hpp"
+#include "loader/enforce/enforce.hpp"
 #include "loader/probe/features.hpp"
+
+#include <bpf/bpf.h>
 
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -18,7 +22,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <stdexcept>
+#include <thread>
 
 namespace gms::test {
 
@@ -153,6 +159,165 @@ ScratchDir::~ScratchDir()
     std::filesystem::remove_all(path, ec);
 }
 
+double time_factor()
+{
+    static const double factor = [] {
+        const char* f = getenv("GMS_TIME_FACTOR");
+        double v = f && *f ? strtod(f, nullptr) : 1.0;
+        return v >= 1.0 ? v : 1.0;
+    }();
+    return factor;
+}
+
+std::chrono::milliseconds scaled(std::chrono::milliseconds limit)
+{
+    return std::chrono::milliseconds(int64_t(double(limit.count()) * time_factor()));
+}
+
+bool wait_until(const std::function<bool()>& ready, std::chrono::milliseconds limit)
+{
+    auto end = std::chrono::steady_clock::now() + scaled(limit);
+    while (!ready()) {
+        if (std::chrono::steady_clock::now() >= end)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
+namespace {
+
+std::string exe_of(const std::string& pid)
+{
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink("/proc/" + pid + "/exe", ec);
+    return ec ? std::string() : target.string();
+}
+
+std::string comm_of(pid_t pid)
+{
+    std::string comm;
+    std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), comm);
+    return comm;
+}
+
+pid_t parent_of(pid_t pid)
+{
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    auto close = line.rfind(')');
+    if (close == std::string::npos)
+        return 0;
+    return pid_t(strtol(line.c_str() + close + 4, nullptr, 10));
+}
+
+// Processes running gmemscope or this test binary, but not this process
+// and its parents (the test runner may itself be this binary).
+std::vector<pid_t> leftover_processes()
+{
+    std::set<pid_t> mine;
+    for (pid_t p = getpid(); p > 1 && mine.insert(p).second;)
+        p = parent_of(p);
+    std::error_code ec;
+    std::set<std::string> exes = {std::filesystem::canonical(binary(), ec).string(), exe_of("self")};
+    std::vector<pid_t> out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+        const std::string name = e.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        pid_t pid = pid_t(std::stol(name));
+        std::string exe = exe_of(name);
+        if (!mine.count(pid) && !exe.empty() && exes.count(exe))
+            out.push_back(pid);
+    }
+    return out;
+}
+
+// Entries pinned under /sys/fs/bpf/gmemscope.
+std::vector<std::string> pinned_entries()
+{
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(kEnforceDir, ec))
+        out.push_back(e.path().string());
+    return out;
+}
+
+// The kernel's BPF links whose program is one of gmemscope's (the kernel
+// keeps the first 15 characters of a program's name).
+std::vector<std::string> gmemscope_links()
+{
+    static const auto programs = built_programs();
+    std::vector<std::string> out;
+    __u32 id = 0;
+    while (bpf_link_get_next_id(id, &id) == 0) {
+        int link = bpf_link_get_fd_by_id(id);
+        if (link < 0)
+            continue;
+        struct bpf_link_info li {};
+        __u32 len = sizeof(li);
+        int prog = bpf_obj_get_info_by_fd(link, &li, &len) == 0 ? bpf_prog_get_fd_by_id(li.prog_id) : -1;
+        close(link);
+        if (prog < 0)
+            continue;
+        struct bpf_prog_info pi {};
+        len = sizeof(pi);
+        bool got = bpf_obj_get_info_by_fd(prog, &pi, &len) == 0;
+        close(prog);
+        if (!got)
+            continue;
+        std::string_view name = pi.name;
+        for (const auto& p : programs)
+            if (std::string_view(p).substr(0, BPF_OBJ_NAME_LEN - 1) == name) {
+                out.push_back("BPF link " + std::to_string(id) + " of program " + p);
+                break;
+            }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<std::string> find_leftovers()
+{
+    std::vector<std::string> out;
+    for (pid_t pid : leftover_processes())
+        out.push_back("process " + std::to_string(pid) + " (" + comm_of(pid) + ")");
+    for (const auto& path : pinned_entries())
+        out.push_back("pinned " + path);
+    for (auto& link : gmemscope_links())
+        out.push_back(std::move(link));
+    return out;
+}
+
+std::vector<std::string> remove_leftovers()
+{
+    auto procs = leftover_processes();
+    for (pid_t pid : procs)
+        kill(pid, SIGKILL);
+    // Not our children, so not reaped here: a killed process is gone from
+    // the list once it is a zombie (its exe link no longer resolves).
+    wait_until([] { return leftover_processes().empty(); }, std::chrono::seconds(5));
+    if (!pinned_entries().empty()) {
+        run({binary(), "enforce", "--stop"});
+        std::error_code ec;
+        for (const auto& path : pinned_entries())
+            std::filesystem::remove_all(path, ec);
+    }
+    // A link's ID goes when its last reference does, which the kernel
+    // may drop after the holder's exit (bpf_link_put defers to a worker).
+    wait_until([] { return find_leftovers().empty(); }, std::chrono::seconds(10));
+    return find_leftovers();
+}
+
+StopPersistedAtExit::~StopPersistedAtExit()
+{
+    if (!pinned_entries().empty())
+        run({binary(), "enforce", "--stop"});
+}
+
 Run validate(const std::string& lines, const std::vector<std::string>& args)
 {
     ScratchDir dir;
@@ -239,7 +404,7 @@ void Background::pump(int timeout_ms)
 
 bool Background::wait_for_stderr(const std::string& text, std::chrono::milliseconds timeout)
 {
-    auto end = std::chrono::steady_clock::now() + timeout;
+    auto end = std::chrono::steady_clock::now() + scaled(timeout);
     while (r_.err.find(text) == std::string::npos) {
         if (std::chrono::steady_clock::now() >= end || (fds_[0] < 0 && fds_[1] < 0))
             return false;

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,37 @@ int kvm_vm_types();
 
 std::string shell_quote(const std::string& s);
 
+// How much slower this machine runs than the one the tests' waits were set
+// for: GMS_TIME_FACTOR, which the VM lane's /init measures at boot (a fixed
+// CPU loop under emulation, tests/vm/init.sh); 1 where it is not set.
+double time_factor();
+// `limit` times time_factor().
+std::chrono::milliseconds scaled(std::chrono::milliseconds limit);
+// Polls `ready` (a cheap look at state: a file, a map, a socket) every
+// 20 ms until it holds; false after scaled(limit).
+bool wait_until(const std::function<bool()>& ready, std::chrono::milliseconds limit);
+
+// What of gmemscope is left in the kernel or running, one description a
+// line: entries pinned under /sys/fs/bpf/gmemscope, BPF links of
+// gmemscope's programs, gmemscope processes (and forks of this binary)
+// other than this one and its parents.
+std::vector<std::string> find_leftovers();
+// Removes them: kills those processes, `enforce --stop` and unlinks what
+// stays pinned, then waits (scaled 10 s) for the links to go. Returns what
+// is still there afterwards.
+std::vector<std::string> remove_leftovers();
+
+// Persisted enforcement (`enforce --persist`) removed at scope exit
+// (`enforce --stop`), so that a failed assertion leaves none to the next
+// test. A timeout or signal skips destructors: the VM lane's check
+// between tests (find_leftovers) catches those.
+struct StopPersistedAtExit {
+    StopPersistedAtExit() = default;
+    ~StopPersistedAtExit();
+    StopPersistedAtExit(const StopPersistedAtExit&) = delete;
+    StopPersistedAtExit& operator=(const StopPersistedAtExit&) = delete;
+};
+
 // A directory under /tmp, removed with everything in it at scope exit.
 struct ScratchDir {
     std::string path;
@@ -88,7 +120,8 @@ public:
     Background& operator=(const Background&) = delete;
 
     pid_t pid() const { return pid_; }
-    // Reads output until stderr holds `text` or the timeout; whether it came.
+    // Reads output until stderr holds `text` or the timeout (scaled by
+    // time_factor()); whether it came.
     bool wait_for_stderr(const std::string& text, std::chrono::milliseconds timeout);
     // Sends sig (0: none), then collects everything until the command exits.
     Run stop(int sig);

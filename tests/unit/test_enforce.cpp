@@ -274,26 +274,19 @@ TEST_CASE("enforce --persist: SIGKILL of the loader leaves the veto in force, --
     auto status = [] { return nlohmann::json::parse(gmemscope({"--json", "enforce", "--status"}).out); };
     REQUIRE(status()["active"] == false);
 
-    pid_t loader = fork();
-    if (loader == 0) {
-        freopen("/dev/null", "w", stdout);
-        freopen("/dev/null", "w", stderr);
-        execl(gms::test::binary().c_str(), "gmemscope", "enforce", "--persist", nullptr);
-        _exit(127);
-    }
-    // Up once the link is pinned, which the loader does after attaching.
-    bool up = false;
-    for (int i = 0; i < 300 && !up; i++) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        auto s = status();
-        up = s["active"] == true &&
-             std::find(s["pinned"].begin(), s["pinned"].end(), "link_lsm_file_ioctl") != s["pinned"].end();
-    }
+    // Whatever fails below, the loader is killed and its enforcement removed.
+    gms::test::StopPersistedAtExit stop_at_exit;
+    gms::test::Background loader({gms::test::binary(), "enforce", "--persist"});
+    // Up once the link is pinned, which the loader does after attaching:
+    // a look at bpffs per poll, not a `enforce --status` process.
+    const std::string link = std::string(gms::kEnforceDir) + "/link_lsm_file_ioctl";
+    bool up = gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(30));
+    INFO("loader's stderr: " << loader.err());
     REQUIRE(up);
+    REQUIRE(status()["active"] == true);
     DmaVm d;   // mapped after enforcement started: the persisted ioctl program indexes it
     REQUIRE(d.vfio.map(d.buffer, DmaVm::kIova, DmaVm::kPages * 4096) == 0);
-    kill(loader, SIGKILL);
-    waitpid(loader, nullptr, 0);
+    loader.stop(SIGKILL);
 
     auto s = status();
     CHECK(s["active"] == true);

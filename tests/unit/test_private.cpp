@@ -213,9 +213,7 @@ TEST_CASE("enforce --persist on real conversions: after SIGKILL of the loader th
 {
     GMS_SKIP_IF(why_no_private_lsm());
     // Whatever fails below, the later tests find no enforcement left.
-    struct Unpin {
-        ~Unpin() { gms::test::run({gms::test::binary(), "enforce", "--stop"}); }
-    } unpin;
+    gms::test::StopPersistedAtExit unpin;
     {
         gms::test::Background loader({gms::test::binary(), "enforce", "--persist"});
         REQUIRE(loader.wait_for_stderr("enforcing (", std::chrono::seconds(60)));

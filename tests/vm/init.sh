@@ -29,6 +29,8 @@ mount -t debugfs debugfs /sys/kernel/debug
 echo 3 >/proc/sys/kernel/printk
 
 TEST_TIMEOUT_S=$(cat /etc/gms/test-timeout)
+CALIBRATION_REF_S=$(cat /etc/gms/calibration-ref)
+MAX_FACTOR=$(cat /etc/gms/max-factor)
 # The row of tests/vm/kernels.tsv this guest boots, and what that kernel is
 # known to answer where kernels differ (read by the tests that depend on it).
 GMS_KERNEL_ROW=$(cat /etc/gms/kernel-name)
@@ -50,6 +52,35 @@ result() {
 
 # Prints a file as indented result lines.
 show() { sed 's/^/GMS|     /' "$1"; }
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# running WHAT [LIMIT]: what the guest starts now, for the host, which
+# names it if the lane stops before its result (and, with a LIMIT in
+# seconds, waits that long for the console to speak again).
+running() { say "running: $1${2:+ (limit ${2}s)}"; }
+
+# The lane's speed: a fixed CPU loop timed at /init start against what it
+# takes in a guest on an idle development machine (CALIBRATION_REF_S,
+# tests/vm/run.sh). GMS_TIME_FACTOR (at least 1) multiplies every limit
+# inside: each test's (TEST_LIMIT_S) and the waits the tests make
+# (gms::test::scaled, tests/unit/helpers.hpp). Past MAX_FACTOR the lane
+# says that it runs too slowly for its timings to mean much (a SLOW line
+# the host repeats), and still runs with those limits: a test that then
+# times out says so with the factor.
+calibrate() {
+    t0=$(uptime_s)
+    awk 'BEGIN { for (i = 0; i < 200000; i++) s += i % 7 }'
+    took=$(awk -v t0="$t0" '{ printf "%.2f", $1 - t0 }' /proc/uptime)
+    GMS_TIME_FACTOR=$(awk -v t="$took" -v ref="$CALIBRATION_REF_S" \
+        'BEGIN { f = t / ref; if (f < 1) f = 1; printf "%.1f", f }')
+    export GMS_TIME_FACTOR
+    TEST_LIMIT_S=$(awk -v f="$GMS_TIME_FACTOR" -v t="$TEST_TIMEOUT_S" 'BEGIN { printf "%d", t * f + 0.999 }')
+    say "speed: calibration loop ${took}s (${CALIBRATION_REF_S}s on an idle machine), time factor $GMS_TIME_FACTOR; each test ${TEST_LIMIT_S}s at most"
+    if awk -v f="$GMS_TIME_FACTOR" -v m="$MAX_FACTOR" 'BEGIN { exit !(f > m) }'; then
+        say "SLOW time factor $GMS_TIME_FACTOR is past $MAX_FACTOR (GMS_VM_MAX_FACTOR): the host is too loaded for the lane's timings to mean much"
+    fi
+}
 
 load_modules() {
     for m in $(cat /modules/order); do
@@ -86,6 +117,7 @@ bind_edu() {
 }
 
 run_hooks() {
+    running "stage: hooks"
     /bin/gmemscope hooks --json >/tmp/hooks.json 2>/tmp/hooks.err
     rc=$?
     say "hooks --json:"
@@ -112,6 +144,7 @@ run_hooks() {
 # trigger), and the dma scenario recorded and explained: the output the
 # lane exists to show. The JSON goes to the host for schema validation.
 run_selftest() {
+    running "stage: hooks --selftest"
     /bin/gmemscope hooks --selftest >/tmp/selftest.txt 2>&1
     rc=$?
     say "hooks --selftest:"
@@ -125,6 +158,7 @@ run_selftest() {
 
 # Enforcement loads (lsm/file_ioctl); on failure, the verifier's last words.
 run_enforce() {
+    running "stage: enforce -d 1"
     /bin/gmemscope -v enforce -d 1 >/tmp/enforce.txt 2>&1
     rc=$?
     if [ $rc = 0 ]; then
@@ -136,6 +170,7 @@ run_enforce() {
 }
 
 run_dma_story() {
+    running "stage: dma scenario"
     /bin/gmemscope record -o /tmp/dma.rec -- /bin/gmemscope stress dma pages=16 >/tmp/dma.txt 2>&1
     rc=$?
     /bin/gmemscope explain -i /tmp/dma.rec --gfn 0x40003 >>/tmp/dma.txt 2>&1
@@ -154,6 +189,7 @@ run_dma_story() {
 # explained at its first private gfn, and reported.
 run_private_story() {
     [ -e /dev/iommu ] || return 0
+    running "stage: private scenario"
     /bin/gmemscope record -o /tmp/private.rec -- \
         /bin/gmemscope stress private pages=32 private_pages=8 punch_pages=2 poison=0 >/tmp/private.txt 2>&1
     rc=$?
@@ -186,9 +222,124 @@ skip_reason() {
         sub(" *" q "$", "", s); print s; exit }' "$1"
 }
 
-# Each test case in its own process: a crash or a hang costs one test,
-# and the status is per test. Catch2 takes the name from a file (-f),
+# run_test NAME: one test case in its own process (a crash or a hang costs
+# one test), at most TEST_LIMIT_S. Catch2 takes the name from a file (-f),
 # where `\` escapes the characters its test-spec syntax gives a meaning.
+# Sets T_STATUS (PASS, SKIP, FAIL) and T_DETAIL; the output is in
+# /tmp/one.out.
+run_test() {
+    printf '%s\n' "$1" | sed 's/[][\\,]/\\&/g' >/tmp/one.spec
+    start=$(uptime_s)
+    timeout "$TEST_LIMIT_S" /bin/unit_tests -f /tmp/one.spec -r compact >/tmp/one.out 2>&1 </dev/null
+    rc=$?
+    took=$(awk -v t0="$start" '{ printf "%.1fs", $1 - t0 }' /proc/uptime)
+    if [ $rc != 0 ] || grep -q "^No tests ran" /tmp/one.out; then
+        T_STATUS=FAIL
+        [ $rc = 143 ] && T_DETAIL="timed out after ${TEST_LIMIT_S}s (time factor $GMS_TIME_FACTOR)" ||
+            T_DETAIL="exit $rc, $took"
+    elif grep -q "SKIPPED: " /tmp/one.out; then
+        T_STATUS=SKIP T_DETAIL=$(skip_reason /tmp/one.out)
+    else
+        T_STATUS=PASS T_DETAIL=$took
+    fi
+}
+
+# check_left: the lane's check between tests (tests/unit/test_lane.cpp):
+# finds what of gmemscope is still attached, pinned or running, removes
+# it, and fails listing it. Sets LEFT (empty when nothing was there) and
+# LEFT_DETAIL; /tmp/left.out holds its output.
+check_left() {
+    printf '%s\n' "lane: nothing of gmemscope is left attached, pinned or running" | sed 's/[][\\,]/\\&/g' >/tmp/left.spec
+    timeout "$TEST_LIMIT_S" /bin/unit_tests -f /tmp/left.spec -r compact >/tmp/left.out 2>&1 </dev/null
+    rc=$?
+    LEFT="" LEFT_DETAIL=""
+    if [ $rc != 0 ] || grep -q "^No tests ran" /tmp/left.out; then
+        LEFT=$(sed -n 's/^LEFTOVER //p' /tmp/left.out | tr '\n' ';' | sed 's/;$//; s/;/; /g')
+        [ -n "$LEFT" ] || LEFT="the check itself failed (exit $rc)"
+        LEFT_DETAIL="left behind (the lane removed it): $LEFT"
+        grep -q '^NOT REMOVED ' /tmp/left.out &&
+            LEFT_DETAIL="$LEFT_DETAIL; still there after removal: $(sed -n 's/^NOT REMOVED //p' /tmp/left.out | tr '\n' ' ')"
+    fi
+}
+
+# A test that leaves anything behind fails, whatever it said itself.
+blame_left() {
+    check_left
+    [ -n "$LEFT" ] || return 0
+    if [ "$T_STATUS" = FAIL ]; then
+        T_DETAIL="$T_DETAIL; $LEFT_DETAIL"
+    else
+        T_STATUS=FAIL T_DETAIL=$LEFT_DETAIL
+    fi
+}
+
+report_test() {
+    result "$T_STATUS" "test: $1" "$T_DETAIL"
+    case $T_STATUS in
+        FAIL) grep -v '^$' /tmp/one.out | tail -n 25 | sed 's/^/GMS|     /' ;;
+        PASS) grep '^MEASURED ' /tmp/one.out | sed 's/^/GMS|     /' ;;   # what a test measured, for the report
+    esac
+}
+
+# What the init stages before the tests left, blamed on them.
+check_stages_left() {
+    check_left
+    if [ -n "$LEFT" ]; then
+        result FAIL "the lane's stages leave nothing of gmemscope behind" "$LEFT_DETAIL"
+    else
+        result PASS "the lane's stages leave nothing of gmemscope behind"
+    fi
+}
+
+# The check between tests, shown to work: a hidden test fails on purpose
+# with `enforce --persist` running and pinned; the check must blame it
+# for the loader process, the pinned link and the BPF link, remove them,
+# and find nothing on its next look; the persisted-enforcement test after
+# it must pass (it starts from "nothing active").
+LEAK_TEST="lane: a test that fails on purpose in the middle of a persisted enforcement"
+NEXT_TEST="enforce --persist: SIGKILL of the loader leaves the veto in force, --stop removes it, --status tells only what is attached"
+check_lane_cleanup() {
+    what="lane: a test failing inside a persisted enforcement is blamed for what it left, which is removed before the next test"
+    running "$LEAK_TEST" "$TEST_LIMIT_S"
+    run_test "$LEAK_TEST"
+    if [ "$T_STATUS" = SKIP ]; then
+        result SKIP "$what" "$T_DETAIL"
+        return
+    fi
+    leak_status=$T_STATUS
+    cp /tmp/one.out /tmp/leak.out
+    grep -v '^$' /tmp/leak.out | tail -n 8 | sed 's/^/GMS|     leak test: /'
+    blame_left
+    cp /tmp/left.out /tmp/leak-left.out
+    say "    leak test: $T_STATUS -- $T_DETAIL"
+    left=$LEFT
+    check_left
+    again=$LEFT
+    running "$NEXT_TEST" "$TEST_LIMIT_S"
+    run_test "$NEXT_TEST"
+    blame_left
+    report_test "$NEXT_TEST (after the leak)"
+    why=""
+    { [ "$leak_status" = FAIL ] && grep -q "on purpose" /tmp/leak.out; } ||
+        why="$why the leak test did not fail on purpose ($leak_status);"
+    for want in "process " "pinned $PIN_DIR/link_lsm_file_ioctl" "BPF link "; do
+        case $left in
+            *"$want"*) ;;
+            *) why="$why the check did not find '$want' (found: ${left:-nothing});" ;;
+        esac
+    done
+    grep -q '^NOT REMOVED ' /tmp/leak-left.out && why="$why the check could not remove all of it;"
+    [ -z "$again" ] || why="$why a second look still found: $again;"
+    [ "$T_STATUS" = PASS ] || why="$why the next test did not pass ($T_STATUS);"
+    if [ -z "$why" ]; then
+        result PASS "$what" "found and removed: $left"
+    else
+        result FAIL "$what" "$why"
+    fi
+}
+PIN_DIR=/sys/fs/bpf/gmemscope
+
+# Each selected test case, with the check between tests after it.
 run_unit_tests() {
     spec=$(cat /etc/gms/test-spec)
     # Catch2 v2 exits with the number of tests listed: only the list counts.
@@ -197,25 +348,13 @@ run_unit_tests() {
         result FAIL "unit tests: spec '$spec' selects no test case"
         return
     fi
-    say "unit tests: spec '${spec:-all}', $(grep -c . /tmp/tests) test cases, ${TEST_TIMEOUT_S}s each at most"
+    say "unit tests: spec '${spec:-all}', $(grep -c . /tmp/tests) test cases, ${TEST_LIMIT_S}s each at most"
     while IFS= read -r name; do
         [ -n "$name" ] || continue
-        printf '%s\n' "$name" | sed 's/[][\\,]/\\&/g' >/tmp/one.spec
-        start=$(cut -d' ' -f1 /proc/uptime)
-        timeout "$TEST_TIMEOUT_S" /bin/unit_tests -f /tmp/one.spec -r compact >/tmp/one.out 2>&1 </dev/null
-        rc=$?
-        took=$(awk -v t0="$start" '{ printf "%.1fs", $1 - t0 }' /proc/uptime)
-        if [ $rc != 0 ] || grep -q "^No tests ran" /tmp/one.out; then
-            [ $rc = 143 ] && why="timed out after ${TEST_TIMEOUT_S}s" || why="exit $rc, $took"
-            result FAIL "test: $name" "$why"
-            grep -v '^$' /tmp/one.out | tail -n 25 | sed 's/^/GMS|     /'
-        elif grep -q "SKIPPED: " /tmp/one.out; then
-            result SKIP "test: $name" "$(skip_reason /tmp/one.out)"
-        else
-            result PASS "test: $name" "$took"
-            # what a test measured, for the report
-            grep '^MEASURED ' /tmp/one.out | sed 's/^/GMS|     /'
-        fi
+        running "$name" "$TEST_LIMIT_S"
+        run_test "$name"
+        blame_left
+        report_test "$name"
     done </tmp/tests
 }
 
@@ -234,6 +373,7 @@ echo
 echo "=== GMS-VM-LANE BEGIN ==="
 say "kernel $(uname -r) (row $GMS_KERNEL_ROW, facts: ${GMS_KERNEL_FACTS:-none}), /init at $(cut -d' ' -f1 /proc/uptime)s uptime"
 say "lsm: $(cat /sys/kernel/security/lsm)"
+calibrate
 load_modules
 bind_edu
 run_hooks
@@ -241,6 +381,8 @@ run_selftest
 run_enforce
 run_dma_story
 run_private_story
+check_stages_left
+check_lane_cleanup
 run_unit_tests
 check_kernel_log
 say "summary: $NPASS passed, $NSKIP skipped, $NFAIL failed; at $(cut -d' ' -f1 /proc/uptime)s uptime"

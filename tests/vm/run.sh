@@ -20,8 +20,14 @@ CACHE=${GMS_CACHE:-/var/cache/gmemscope}
 STATIC=$ROOT/build/vm-static     # the -DGMS_STATIC=ON build
 OPTIONAL_MODULES=(udmabuf)       # built in on Debian's config, a module elsewhere
 PACKAGES=(qemu-system-x86 busybox-static cpio xz-utils zstd)
-VM_TIMEOUT_S=${GMS_VM_TIMEOUT_S:-900}   # the boot and everything inside
+# Limits, for a guest on an idle machine; the guest measures how much
+# slower it runs (init.sh, calibrate) and scales them by that factor.
+VM_TIMEOUT_S=${GMS_VM_TIMEOUT_S:-2400}  # the whole QEMU run, at most (a ceiling)
+STALL_S=${GMS_VM_STALL_S:-600}          # the console silent this long stops QEMU
 TEST_TIMEOUT_S=${GMS_VM_TEST_TIMEOUT_S:-90}
+MAX_FACTOR=${GMS_VM_MAX_FACTOR:-8}      # slower than this, the guest says so (a SLOW line)
+# init.sh's calibration loop in a guest on an idle development machine.
+CALIBRATION_REF_S=1.3
 BEGIN_MARK="=== GMS-VM-LANE BEGIN ==="   # printed by init.sh
 END_MARK="=== GMS-VM-LANE END ==="
 
@@ -254,6 +260,8 @@ build_initramfs() {
     printf '%s\n' "$KNAME" >"$root/etc/gms/kernel-name"
     printf '%s\n' "$FACTS" >"$root/etc/gms/kernel-facts"
     echo "$TEST_TIMEOUT_S" >"$root/etc/gms/test-timeout"
+    echo "$CALIBRATION_REF_S" >"$root/etc/gms/calibration-ref"
+    echo "$MAX_FACTOR" >"$root/etc/gms/max-factor"
     (cd "$root" && find . | cpio -o -H newc --quiet) >"$LANE/initramfs.cpio"
 }
 
@@ -261,17 +269,20 @@ build_initramfs() {
 # kernel's early check through the remapped IO-APIC, which panics the boot
 # ("timer doesn't work through Interrupt-remapped IO-APIC", seen with 7.3).
 boot() {
-    local rc=0
-    timeout -k 5 "$VM_TIMEOUT_S" qemu-system-x86_64 \
+    local rc=0 qemu
+    qemu-system-x86_64 \
         -accel tcg,thread=single -cpu max -smp 2 -m 2G -machine q35 \
         -device intel-iommu,intremap=on,caching-mode=on -device edu -nic none \
         -kernel "$VMLINUZ" -initrd "$LANE/initramfs.cpio" \
         -append "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 no_timer_check" \
-        -nographic -no-reboot </dev/null >"$LANE/console.log" 2>&1 || rc=$?
+        -nographic -no-reboot </dev/null >"$LANE/console.log" 2>&1 &
+    qemu=$!
+    watch_console "$qemu"
+    wait "$qemu" || rc=$?
     # Without the CRs and SeaBIOS's terminal resets and escapes.
     tr -d '\r' <"$LANE/console.log" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[A-Za-z]//g' >"$LANE/console.txt"
-    if ((rc == 124)); then
-        log "QEMU timed out after ${VM_TIMEOUT_S}s"
+    if [[ -n $STOPPED ]]; then
+        log "QEMU stopped: $STOPPED"
     elif ((rc != 0)); then
         # The guest powering off or panicking (panic=-1, -no-reboot) ends
         # QEMU with 0: anything else is QEMU itself failing to run.
@@ -279,25 +290,71 @@ boot() {
     fi
 }
 
+# watch_console PID: a watchdog on the guest's progress, not one fixed
+# timeout. QEMU is stopped (STOPPED says why) when its console stays
+# silent past the stall limit, or the run passes its ceiling. The stall
+# limit is STALL_S, or longer while the guest says it runs a step with a
+# longer limit ("running: WHAT (limit Ns)": the step and the check after
+# it); the ceiling is VM_TIMEOUT_S times the guest's time factor.
+watch_console() {
+    local qemu=$1 size last_size=-1 last_change=$SECONDS start=$SECONDS
+    local stall ceiling factor limit
+    STOPPED=""
+    while kill -0 "$qemu" 2>/dev/null; do
+        sleep 5
+        size=$(stat -c %s "$LANE/console.log" 2>/dev/null || echo 0)
+        if ((size != last_size)); then last_size=$size last_change=$SECONDS; fi
+        factor=$(grep -a -o 'time factor [0-9.]*' "$LANE/console.log" | head -n 1 | awk '{ print $3 }' || true)
+        ceiling=$(awk -v t="$VM_TIMEOUT_S" -v f="${factor:-1}" 'BEGIN { printf "%d", t * (f < 1 ? 1 : f) }')
+        limit=$(grep -a -o '^GMS| running: .*(limit [0-9]*s)' "$LANE/console.log" | tail -n 1 |
+            sed 's/.*(limit \([0-9]*\)s)$/\1/' || true)
+        stall=$STALL_S
+        if [[ -n $limit ]] && ((2 * limit + 60 > stall)); then stall=$((2 * limit + 60)); fi
+        if ((SECONDS - last_change > stall)); then
+            STOPPED="the console was silent for $((SECONDS - last_change)) s (limit $stall s)"
+        elif ((SECONDS - start > ceiling)); then
+            STOPPED="the run passed its ceiling of $ceiling s (GMS_VM_TIMEOUT_S $VM_TIMEOUT_S times the time factor ${factor:-1})"
+        fi
+        if [[ -n $STOPPED ]]; then
+            kill -TERM "$qemu" 2>/dev/null || true
+            for _ in 1 2 3 4 5; do kill -0 "$qemu" 2>/dev/null && sleep 1; done
+            kill -KILL "$qemu" 2>/dev/null || true
+            return 0
+        fi
+    done
+}
+
 # Prints the guest's results; fails unless both markers are there and no
 # line says FAIL. The markers are not anchored: SeaBIOS leaves terminal
 # escapes at the start of the first line. The hooks documents go to
 # hooks.json and selftest.json, checked against schemas/ where the host has
 # the validator, and the self-test against tests/vm/expect/NAME.
+# A guest that stopped before its END marker (QEMU stopped by the
+# watchdog, a panic) still has every result it printed counted, and the
+# step it was in named (its last "running:" line).
 report() {
     local console=$LANE/console.txt
-    if ! grep -q "$BEGIN_MARK" "$console" || ! grep -q "$END_MARK" "$console"; then
-        echo "FAIL guest printed its results -- the result markers are missing (boot failure?); last 40 console lines:"
+    if ! grep -q "$BEGIN_MARK" "$console"; then
+        echo "FAIL guest printed its results -- the BEGIN marker is missing (boot failure?)${STOPPED:+; $STOPPED}; last 40 console lines:"
         tail -n 40 "$console"
         echo "FAIL guest printed its results" >"$LANE/results.txt"
         return 1
     fi
-    sed -n "/$BEGIN_MARK/,/$END_MARK/p" "$console" | grep '^GMS| ' | sed 's/^GMS| //' >"$LANE/results.txt"
+    sed -n "/$BEGIN_MARK/,/$END_MARK/p" "$console" | grep -a '^GMS| ' | sed 's/^GMS| //' >"$LANE/results.txt"
     sed -n '/^hooks --json:$/{n;s/^ *//;p;q}' "$LANE/results.txt" >"$LANE/hooks.json"
     sed -n '/^selftest --json:$/{n;s/^ *//;p;q}' "$LANE/results.txt" >"$LANE/selftest.json"
     awk -v dir="${LANE#"$ROOT"/}" '
         /^(hooks|selftest) --json:$/ { print $1 " --json: saved to " dir "/" $1 ".json"; skip = 1; next }
+        /^running: / { next }
         skip { skip = 0; next } { print }' "$LANE/results.txt"
+    if ! grep -q "$END_MARK" "$console"; then
+        local last
+        last=$(sed -n 's/^running: //p' "$LANE/results.txt" | tail -n 1)
+        host_result FAIL "guest finished its run" \
+            "${STOPPED:-it stopped before the END marker}; it was in: ${last:-no step yet}; last 40 console lines below"
+        tail -n 40 "$console"
+        return 1
+    fi
     validate_json_doc hooks
     validate_json_doc selftest
     check_expected
@@ -380,6 +437,7 @@ run_kernel() {
     local rc=0
     report || rc=$?
     log "console log: ${LANE#"$ROOT"/}/console.txt"
+    grep -h '^speed: \|^SLOW ' "$LANE/results.txt" | sed "s/^/$LOG_TAG: /" >&2 || true
     echo "vm-lane[$KNAME]: $(counts "$LANE/results.txt")"
     log "whole lane: $((SECONDS - LANE_START)) s; $( ((rc == 0)) && echo PASSED || echo FAILED)"
     exit "$rc"
