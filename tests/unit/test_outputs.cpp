@@ -132,6 +132,7 @@ uint64_t whole_recording(const std::string& path)
 
 TEST_CASE("export -o writes streams in place and replaces only regular files", "[outputs]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     GMS_REQUIRE_ROOT();
     gms::test::ScratchDir scratch;
     Kinds k(scratch.path);
@@ -234,6 +235,7 @@ TEST_CASE("export stopped by SIGINT or SIGTERM leaves no temporary file", "[outp
 
 TEST_CASE("record -o refuses what it must not replace before it loads anything", "[outputs]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     GMS_REQUIRE_ROOT();
     gms::test::ScratchDir scratch;
     Kinds k(scratch.path);
@@ -268,6 +270,7 @@ TEST_CASE("record -o refuses what it must not replace before it loads anything",
 
 TEST_CASE("record -o writes a stream to a pipe, stdout, a character device and a FIFO", "[outputs][live]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     GMS_REQUIRE_LIVE();
     gms::test::ScratchDir scratch;
     Kinds k(scratch.path);

@@ -403,6 +403,7 @@ TEST_CASE("export never destroys its input and leaves nothing behind when it fai
 TEST_CASE("a cut or damaged recording gives everything before the damage, says what was lost, exit 6",
           "[recording]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     gms::test::ScratchDir dir;
     std::string good = syn::write_storm(dir.path + "/good.rec", 1000), bad = dir.path + "/bad.rec";
     uint64_t size = fs::file_size(good);
@@ -521,6 +522,7 @@ TEST_CASE("salvage: a cut inside a block gives back every whole record before th
 TEST_CASE("salvage: a full disk's partial last block and a missing block are counted in records",
           "[recording][salvage]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     gms::test::ScratchDir dir;
     std::string rec = syn::write_storm(dir.path + "/storm.rec", 1000), bad = dir.path + "/full.rec";
     std::string bytes = syn::slurp(rec);
@@ -621,6 +623,7 @@ TEST_CASE("salvage: one flipped byte in the metadata costs the metadata, not the
 TEST_CASE("salvage: a block header claiming 0xffffffff records, its checksum fixed, is damage",
           "[recording][salvage]")
 {
+    SKIP_WITHOUT_VALIDATOR();
     gms::test::ScratchDir dir;
     std::string rec = syn::write_storm(dir.path + "/one.rec", 20), bad = dir.path + "/count.rec";
     std::string bytes = syn::slurp(rec);
