@@ -280,7 +280,7 @@ TEST_CASE("enforce --persist: SIGKILL of the loader leaves the veto in force, --
     // Up once the link is pinned, which the loader does after attaching:
     // a look at bpffs per poll, not a `enforce --status` process.
     const std::string link = std::string(gms::kEnforceDir) + "/link_lsm_file_ioctl";
-    bool up = gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(30));
+    bool up = gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(120));
     INFO("loader's stderr: " << loader.err());
     REQUIRE(up);
     REQUIRE(status()["active"] == true);

@@ -65,6 +65,6 @@ TEST_CASE("lane: a test that fails on purpose in the middle of a persisted enfor
         _exit(127);
     }
     const std::string link = std::string(gms::kEnforceDir) + "/link_lsm_file_ioctl";
-    REQUIRE(gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(30)));
+    REQUIRE(gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(120)));
     FAIL("on purpose, with `enforce --persist` (pid " << loader << ") running and " << link << " pinned");
 }

@@ -135,7 +135,7 @@ std::vector<nlohmann::json> under_enforce(const std::vector<std::string>& args, 
     std::vector<std::string> argv = {gms::test::binary(), "--json", "enforce"};
     argv.insert(argv.end(), args.begin(), args.end());
     gms::test::Background enforce(argv);
-    REQUIRE(enforce.wait_for_stderr(args.empty() ? "enforcing (" : "audit (", std::chrono::seconds(60)));
+    REQUIRE(enforce.wait_for_stderr(args.empty() ? "enforcing (" : "audit (", std::chrono::seconds(120)));
     r = run_private({"poison=0"});
     auto out = enforce.stop(SIGINT);
     INFO(out.err);
@@ -216,7 +216,7 @@ TEST_CASE("enforce --persist on real conversions: after SIGKILL of the loader th
     gms::test::StopPersistedAtExit unpin;
     {
         gms::test::Background loader({gms::test::binary(), "enforce", "--persist"});
-        REQUIRE(loader.wait_for_stderr("enforcing (", std::chrono::seconds(60)));
+        REQUIRE(loader.wait_for_stderr("enforcing (", std::chrono::seconds(120)));
         loader.stop(SIGKILL);
     }
     Result r = run_private({"poison=0"});
