@@ -151,9 +151,11 @@ inline Run measure_once(const Mode& mode, const std::string& gms, double seconds
     mkdir(dir.c_str(), 0755);
     // exec keeps the pid the tools are given (bpftrace's cpid); the stress
     // JSON goes to a file, not to the stdout trace shares with it. nice -10
-    // (root) keeps a loaded machine's other work from swamping the figure.
+    // (root) keeps a loaded machine's other work from swamping the figure,
+    // where there is a nice (the VM lane's busybox has none).
     std::string cmd = dir + "/cmd.sh", result = dir + "/stress.json";
-    std::ofstream(cmd) << "exec " << (geteuid() == 0 ? "nice -n -10 " : "") << gms << " --json stress exits duration_ms="
+    std::ofstream(cmd) << (geteuid() == 0 ? "command -v nice >/dev/null && n='nice -n -10'\n" : "") << "exec $n "
+                       << gms << " --json stress exits duration_ms="
                        << static_cast<long>(seconds * 1000) << " >" << result << "\n";
     std::vector<std::string> workload = {"/bin/sh", cmd};
     std::string out = mode.stdout_file.empty() ? dir + "/stdout" : mode.stdout_file;
