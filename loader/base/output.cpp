@@ -1,6 +1,7 @@
 #include "loader/base/output.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -56,7 +57,6 @@ void install_handler_once()
 
 int remember_temp(const std::string& path)
 {
-    install_handler_once();
     for (int i = 0; i < kTempSlots; i++) {
         bool expected = false;
         if (path.size() < PATH_MAX && !g_temp_used[i].load()) {
@@ -149,11 +149,23 @@ Output::Output(std::string path, Existing existing) : path_(std::move(path)), ex
     std::string dir = slash == std::string::npos ? "" : path_.substr(0, slash + 1);
     std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
     std::string temp = dir + "." + base + ".XXXXXX";
+    // A signal between creating the file and remembering it would leave
+    // it behind: held back until the handler knows the name.
+    install_handler_once();
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+        sigaddset(&stop, sig);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
     fd_ = mkostemp(temp.data(), O_CLOEXEC);
+    int saved = errno;
+    if (fd_ >= 0) {
+        temp_ = temp;
+        temp_slot_ = remember_temp(temp_);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (fd_ < 0)
-        fail(fmt::format("cannot create a file in {}: {}", dir.empty() ? "." : dir, strerror(errno)));
-    temp_ = temp;
-    temp_slot_ = remember_temp(temp_);
+        fail(fmt::format("cannot create a file in {}: {}", dir.empty() ? "." : dir, strerror(saved)));
     // Readable by a collector or a later report whatever the umask
     // (mkostemp creates 0600).
     if (fchmod(fd_, 0644) != 0)
