@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The VM lane: boots real Debian kernels under QEMU (TCG), one row of
-# tests/vm/kernels.tsv at a time, with an initramfs holding busybox, the
+# The VM lane: boots real Debian kernels under QEMU (TCG), each row of
+# tests/vm/kernels.tsv in its own guest (GMS_VM_JOBS at once), with an initramfs holding busybox, the
 # static gmemscope and unit tests, and the row's KVM/VFIO modules, and
 # reports what ran inside (tests/vm/README.md).
 #
@@ -412,11 +412,16 @@ run_kernel() {
     rm -rf "$LANE"; mkdir -p "$LANE"
     echo "SKIP guest printed its results -- did not run" >"$LANE/results.txt"
 
+    # Rows run side by side: one at a time fetches or builds (they share
+    # the cache's apt state and download directory).
+    exec 9>"$CACHE/.fetch.lock"
+    flock 9
     case $SOURCE in
         deb:*) fetch_deb_kernel ;;
         build:*) build_kernel ;;
         *) die "row $KNAME: source $SOURCE is neither deb: nor build:" ;;
     esac
+    exec 9>&-
     locate_kernel
     resolve_modules
     log "kernel $RELEASE (${VMLINUZ#"$KTREE"/}); modules in load order: ${ORDER[*]:-none, all built in}"
@@ -470,25 +475,46 @@ main() {
     command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
     [[ -z $KNAME ]] || run_kernel
 
-    # Every row, each in its own process, the static build once.
-    local t0=$SECONDS name rc worst=0 p f s tp=0 tf=0 ts=0 line summary=()
+    # Every row in its own process, the static build once.  A guest runs
+    # on one host CPU (TCG, one thread), so up to JOBS rows run side by
+    # side; each row's lines are printed together when it ends.
+    local t0=$SECONDS name rc worst=0 p f s tp=0 tf=0 ts=0 line done_pid running=0
+    local -A row_of=() line_of=() rc_of=()
+    local jobs=${GMS_VM_JOBS:-$(nproc)}
+    ((jobs >= 1)) || die "GMS_VM_JOBS=$jobs: want 1 or more"
     build_static
     step static-build "$t0"
-    for name in "${K_NAME[@]}"; do
-        echo "=== kernel $name ==="
-        set +e
-        GMS_VM_NO_BUILD=1 bash "$0" --kernel "$name" ${TEST_SPEC:+"$TEST_SPEC"}
-        rc=$?
-        set -e
+    log "${#K_NAME[@]} kernels, $jobs at a time (GMS_VM_JOBS)"
+    finish_one() {
+        rc=0
+        wait -n -p done_pid || rc=$?
+        name=${row_of[$done_pid]}
+        running=$((running - 1))
+        echo "=== kernel $name: ended (exit $rc) ==="
+        cat "$STATIC/lane/$name.log"
         if [[ -f $STATIC/lane/$name/results.txt ]] && ((rc != 77)); then
             line=$(counts "$STATIC/lane/$name/results.txt")
         else
             line="0 passed, 0 failed, 1 skipped"
         fi
-        read -r p _ f _ s _ <<<"$line"
+        line_of[$name]=$line rc_of[$name]=$rc
+    }
+    mkdir -p "$STATIC/lane"
+    for name in "${K_NAME[@]}"; do
+        ((running < jobs)) || finish_one
+        echo "=== kernel $name: started (log: ${STATIC#"$ROOT"/}/lane/$name.log) ==="
+        GMS_VM_NO_BUILD=1 bash "$0" --kernel "$name" ${TEST_SPEC:+"$TEST_SPEC"} >"$STATIC/lane/$name.log" 2>&1 &
+        row_of[$!]=$name
+        running=$((running + 1))
+    done
+    while ((running > 0)); do finish_one; done
+    local summary=()
+    for name in "${K_NAME[@]}"; do
+        rc=${rc_of[$name]}
+        read -r p _ f _ s _ <<<"${line_of[$name]}"
         tp=$((tp + p)) tf=$((tf + f)) ts=$((ts + s))
-        summary+=("vm-lane[$name]: $line (exit $rc)")
-        if ((rc == 1 || (rc != 0 && rc != 77))); then worst=1
+        summary+=("vm-lane[$name]: ${line_of[$name]} (exit $rc)")
+        if ((rc != 0 && rc != 77)); then worst=1
         elif ((rc == 77 && worst == 0)); then worst=77; fi
     done
     printf '%s\n' "${summary[@]}"
