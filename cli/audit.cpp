@@ -11,25 +11,33 @@
 
 namespace gms::cli {
 
-std::string read_recording(const std::string& path, const std::function<void(const Event&)>& f)
+Lost read_recording(const std::string& path, const std::function<void(const Event&)>& f)
 {
     try {
         RecordingReader reader(path);
         while (auto ev = reader.next())
             f(*ev);
-        return reader.damage_text();
+        return {reader.damage_text(), reader.damage_json()};
     } catch (const BadRecording& e) {
         throw Error(kBadInput, e.what());
     }
 }
 
-void report_damage(const std::string& damage)
+void report_damage(const Lost& damage)
 {
-    if (!damage.empty())
-        throw Error(kDamaged, damage);
+    if (!damage.text.empty())
+        throw Error(kDamaged, damage.text);
 }
 
-std::unique_ptr<Engine> load_recording(const std::string& path, std::string& damage)
+int print_document(nlohmann::json doc, const Lost& damage)
+{
+    if (!damage.json.is_null())
+        doc["damage"] = damage.json;
+    fmt::print("{}\n", dump_line(doc));
+    return damage.text.empty() ? int(kOk) : int(kDamaged);
+}
+
+std::unique_ptr<Engine> load_recording(const std::string& path, Lost& damage)
 {
     if (path.empty())
         return nullptr;
@@ -59,13 +67,12 @@ void register_audit(CLI::App& app, Options& opts, Action& action)
     sub->add_flag("--procfs", procfs, "Read /proc/*/fd instead of the BPF iterator");
     sub->callback([&opts, &action] {
         action = [&opts] {
-            std::string damage;
+            Lost damage;
             auto recording = load_recording(input, damage);
             AuditReport r = open_auditor(procfs)->run(recording.get(), input);
             if (opts.json)
-                fmt::print("{}\n", dump_line(to_json(r)));
-            else
-                fmt::print("{}", to_text(r));
+                return print_document(to_json(r), damage);
+            fmt::print("{}", to_text(r));
             std::fflush(stdout);
             report_damage(damage);
             return 0;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 namespace gms {
 struct Event;
@@ -53,14 +54,24 @@ void register_daemon(CLI::App& app, Options& opts, Action& action);
 void register_enforce(CLI::App& app, Options& opts, Action& action);
 void register_pin(CLI::App& app, Options& opts, Action& action);
 
+// What a recording lost: for people and for a --json document (both
+// empty when it was read whole).
+struct Lost {
+    std::string text;
+    nlohmann::json json;
+};
 // Every record of the recording at `path` into `f`; Error(kBadInput) if
-// it is not a readable recording.  Returns what was damaged ("" if
-// nothing): the caller prints its output, then calls report_damage.
-std::string read_recording(const std::string& path, const std::function<void(const Event&)>& f);
-// Error(kDamaged, damage) unless damage is "".
-void report_damage(const std::string& damage);
+// it is not a readable recording.  Returns what was damaged: the caller
+// prints its output, then calls report_damage (text) or puts it in its
+// one document (print_document).
+Lost read_recording(const std::string& path, const std::function<void(const Event&)>& f);
+// Error(kDamaged, damage.text) unless nothing was lost.
+void report_damage(const Lost& damage);
+// A --json document, with the damage inside it (not after it as an
+// error document): kOk, or kDamaged when something was lost.
+int print_document(nlohmann::json doc, const Lost& damage);
 // An engine fed the recording at `path` (nullptr for ""), and its damage.
-std::unique_ptr<Engine> load_recording(const std::string& path, std::string& damage);
+std::unique_ptr<Engine> load_recording(const std::string& path, Lost& damage);
 // The BPF iterator where privileges and the kernel allow, else /proc (logged).
 std::unique_ptr<Auditor> open_auditor(bool force_procfs);
 

@@ -106,7 +106,7 @@ std::string now_text(const GfnInfo& i)
 }
 
 // vm: the engine's key of the VM (0: every VM).
-int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
+int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn, const Lost& damage = {})
 {
     GfnInfo info = e.gfn_info(vm, gfn);
     uint64_t t0 = e.t0_ns();
@@ -122,8 +122,7 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
             j["vm_lifetime"] = v->second.lifetime;
             j["now"] = now_json(info);
         }
-        fmt::print("{}\n", dump_line(j));
-        return 0;
+        return print_document(std::move(j), damage);
     }
     std::string who;
     if (auto v = e.vms().find(vm); v != e.vms().end())
@@ -141,7 +140,7 @@ int print(const Options& opts, const Engine& e, uint64_t vm, uint64_t gfn)
 }
 
 // A dma-buf's life, by its inode (report lists them).
-int print_dma_buf(const Options& opts, const Engine& e, uint64_t ino)
+int print_dma_buf(const Options& opts, const Engine& e, uint64_t ino, const Lost& damage = {})
 {
     auto it = e.dma_bufs().find(ino);
     if (it == e.dma_bufs().end())
@@ -155,8 +154,7 @@ int print_dma_buf(const Options& opts, const Engine& e, uint64_t ino)
         nlohmann::json tl = nlohmann::json::array();
         for (const auto& t : timeline)
             tl.push_back({{"ts_ns", t.ts_ns}, {"what", t.what}, {"inferred", false}});
-        fmt::print("{}\n", dump_line({{"type", "explain"}, {"dma_buf", dma_buf_json(e, d)}, {"timeline", tl}}));
-        return 0;
+        return print_document({{"type", "explain"}, {"dma_buf", dma_buf_json(e, d)}, {"timeline", tl}}, damage);
     }
     fmt::print("dma-buf ino {} ({})\n", ino, d.exporter.empty() ? "exporter unseen" : d.exporter);
     for (const auto& t : timeline)
@@ -170,15 +168,11 @@ int from_recording(const Options& opts, const Query& q)
 {
     if (q.dma_buf) {
         Engine engine;
-        std::string damage;
-        try {
-            damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
-        } catch (const BadRecording& e) {
-            throw Error(kBadInput, e.what());
-        }
-        int rc = print_dma_buf(opts, engine, *q.dma_buf);
+        Lost damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
+        int rc = print_dma_buf(opts, engine, *q.dma_buf, damage);
         std::fflush(stdout);
-        report_damage(damage);
+        if (!opts.json)
+            report_damage(damage);
         return rc;
     }
     VmRef ref = q.vm.empty() ? VmRef{} : parse_vm(q.vm);
@@ -208,16 +202,17 @@ int from_recording(const Options& opts, const Query& q)
         }
         Engine engine;
         engine.watch(ref.kvm, ref.lifetime, target->second);
-        std::string damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
+        Lost damage = read_recording(q.input, [&](const Event& ev) { engine.add(ev); });
         if (ref.kvm) {
             auto key = engine.find_vm(ref.kvm, ref.lifetime);
             if (!key)
                 throw Error(kFailed, fmt::format("no VM {} in the recording", q.vm));
             vm = *key;
         }
-        int rc = print(opts, engine, vm, target->second);
+        int rc = print(opts, engine, vm, target->second, damage);
         std::fflush(stdout);
-        report_damage(damage);
+        if (!opts.json)
+            report_damage(damage);
         return rc;
     } catch (const BadRecording& e) {
         throw Error(kBadInput, e.what());

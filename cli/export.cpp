@@ -38,7 +38,7 @@ void register_export(CLI::App& app, Options&, Action& action)
                 std::ostream stream(&buf);
                 stream.exceptions(std::ios::badbit);   // the OutputError itself, not a silent bad stream
                 PerfettoWriter writer(stream);
-                std::string damage = read_recording(input, [&](const Event& ev) { writer.add(ev); });
+                Lost damage = read_recording(input, [&](const Event& ev) { writer.add(ev); });
                 writer.finish();
                 stream.flush();
                 file.commit();

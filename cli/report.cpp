@@ -17,8 +17,7 @@ void register_report(CLI::App& app, Options& opts, Action& action)
     sub->callback([&opts, &action] {
         action = [&opts] {
             Engine engine;
-            std::string damage;
-            nlohmann::json damage_json;
+            Lost damage;
             try {
                 RecordingReader reader(input);
                 if (!opts.json)
@@ -26,19 +25,12 @@ void register_report(CLI::App& app, Options& opts, Action& action)
                                reader.meta().value("clock", "?"));
                 while (auto ev = reader.next())
                     engine.add(*ev);
-                damage = reader.damage_text();
-                damage_json = reader.damage_json();
+                damage = {reader.damage_text(), reader.damage_json()};
             } catch (const BadRecording& e) {
                 throw Error(kBadInput, e.what());
             }
-            if (opts.json) {
-                // One document: the damage goes inside it, not after it as an error.
-                auto out = report_json(engine);
-                if (!damage_json.is_null())
-                    out["damage"] = std::move(damage_json);
-                fmt::print("{}\n", dump_line(out));
-                return damage.empty() ? int(kOk) : int(kDamaged);
-            }
+            if (opts.json)
+                return print_document(report_json(engine), damage);
             fmt::print("{}", report_text(engine));
             std::fflush(stdout);
             report_damage(damage);

@@ -464,6 +464,13 @@ TEST_CASE("a cut or damaged recording gives everything before the damage, says w
             auto r = run(argv);
             INFO(sub << ": " << r.err);
             CHECK(r.exit_code == 6);
+            // Under --json, one document holding its damage, and the same exit code.
+            argv.insert(argv.begin() + 1, "--json");
+            r = run(argv);
+            CHECK(r.exit_code == 6);
+            REQUIRE(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+            gms::test::require_valid(r.out, std::string(sub) == "report" ? "summary" : sub);
+            CHECK(nlohmann::json::parse(r.out).at("damage").at("stretches").at(0).at("cause") == "checksum_mismatch");
         }
         auto r = run({binary(), "export", "-i", bad, "-o", dir.path + "/salvaged.json"});
         CHECK(r.exit_code == 6);

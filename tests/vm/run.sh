@@ -486,18 +486,18 @@ main() {
     step static-build "$t0"
     log "${#K_NAME[@]} kernels, $jobs at a time (GMS_VM_JOBS)"
     finish_one() {
-        rc=0
+        local row rc=0
         wait -n -p done_pid || rc=$?
-        name=${row_of[$done_pid]}
+        row=${row_of[$done_pid]}
         running=$((running - 1))
-        echo "=== kernel $name: ended (exit $rc) ==="
-        cat "$STATIC/lane/$name.log"
-        if [[ -f $STATIC/lane/$name/results.txt ]] && ((rc != 77)); then
-            line=$(counts "$STATIC/lane/$name/results.txt")
+        echo "=== kernel $row: ended (exit $rc) ==="
+        cat "$STATIC/lane/$row.log"
+        if [[ -f $STATIC/lane/$row/results.txt ]] && ((rc != 77)); then
+            line=$(counts "$STATIC/lane/$row/results.txt")
         else
             line="0 passed, 0 failed, 1 skipped"
         fi
-        line_of[$name]=$line rc_of[$name]=$rc
+        line_of[$row]=$line rc_of[$row]=$rc
     }
     mkdir -p "$STATIC/lane"
     for name in "${K_NAME[@]}"; do
