@@ -7,19 +7,34 @@
  * The index: per process (struct mm_struct *), the user pages of its
  * VFIO and iommufd DMA mappings, kept by the map/unmap ioctls (VFIO type1
  * pins the pages at map time and unpins them at unmap); per process
- * (tgid), the gfns an operator declared. Each is a segment tree over page
- * numbers, stored sparsely in the hash map idx_nodes under (owner, tree,
- * level, prefix = page >> level):
- *  - a range [lo, hi) is counted (`here`) at its canonical nodes, at most
- *    two per level; the nodes above those, the ones holding lo or hi - 1
- *    that [lo, hi) only partly covers, count it in `sub`;
- *  - a query [a, b) meets a stored range if and only if one of the
- *    range's canonical nodes holds a or b - 1 (found on the two paths from
- *    the root to a and to b - 1) or lies inside a canonical node of
- *    [a, b) (found by descending from one with `sub`).
- * Insert, delete and query are O(bits) map operations (bits: 36 for user
- * addresses, 40 for gfns, 52 for iovas), whatever the number of mappings;
- * every loop is a bpf_loop() bounded by the bits.
+ * (tgid), the gfns an operator declared. Each is a radix tree of fan-out
+ * 64 over page numbers, stored sparsely in the hash map idx_nodes under
+ * (owner, tree, level, prefix = page >> 6 * (level + 1)); a node holds,
+ * per child, `here` (mappings of which the child is a piece), `sub`
+ * (pieces at or below it) and the xor of the ids in `here`:
+ *  - a range [lo, hi) is cut into pieces, aligned blocks of 64^k pages,
+ *    as the classic iterative decomposition does by 64s: at each level at
+ *    most two runs of children, in the nodes on the paths to lo and to
+ *    hi - 1, whose children over lower pieces count them in `sub`;
+ *  - aligned blocks meet only if one holds the other, so a query [a, b)
+ *    meets a stored range if and only if one of its pieces has `sub` (a
+ *    stored piece inside) or a path child above one of its pieces has
+ *    `here` (a stored piece holding it): it reads the same nodes.
+ * Insert, delete and query read or write at most two nodes per level: 6
+ * levels for user addresses, 7 for gfns; a one-page mapping is one node
+ * per level. The node's id xor names the mapping when one holds the
+ * piece; when several do, a scan of the owner's starts names one.
+ * idx_starts finds a mapping by (owner, container or IOAS, iova page):
+ * an unmap of exactly one mapping is one lookup, a short range looks up
+ * each page, a long one (or unmap-all, or a process's exit) scans the
+ * starts.
+ *
+ * Concurrency: counts change by atomic adds, which commute, so a map and
+ * an unmap on two CPUs leave the same counts in any order. A node is
+ * deleted by the update that drops its last user, after marking it dead
+ * (compare-and-swap of 0), and an add counts itself a user before it
+ * touches a node, retrying past a dead one: no update writes into a node
+ * that is gone.
  *
  * Why this and not bpf_rbtree or an arena: bpf_rbtree has no augmented
  * maximum, so an overlap query over intervals is a linear scan of the
@@ -27,6 +42,8 @@
  * moved through 6.12-6.13, and their pages are mapped at load time. A
  * hash map and bpf_loop() load on 6.12's verifier (the VM lane) and on
  * this machine's 6.18 alike, in LSM, tracepoint and syscall programs.
+ * A binary segment tree (this index before) cost O(address bits) map
+ * operations, 36 to 52 levels of several each: 15-25 us per mapping.
  *
  * A decision finds the memslots of the converted gfns by descending
  * KVM's gfn_tree (as search_memslots() does) and walks only those in the
@@ -73,6 +90,8 @@ struct gms_idx_range {
 };
 /* Is anything stored over r's [lo, hi)? 1 with r->id, or 0. */
 int gms_idx_find(struct gms_idx_range *r);
+/* Removes the mapping starting at key (idx_starts): its bytes, or 0. */
+__u64 gms_idx_remove_start(struct gms_idx_key *key);
 /* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
 int gms_idx_update(struct gms_idx_range *r, int delta);
 /* Indexes a DMA mapping (owner mm) or declared range (owner tgid): 0, or -ENOSPC, counted as not indexed. */
@@ -353,6 +372,13 @@ struct gms_conversion {
  * Decides one ioctl: whether to refuse it (enforce mode only). A veto or
  * would-veto is sent as a record.
  */
+/* The commands a decision looks at: every other ioctl leaves before any lookup. */
+static __always_inline bool gms_veto_cmd(__u32 cmd)
+{
+	return cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES || cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES2 ||
+	       cmd == GMS_KVM_GMEM_CONVERT_PRIVATE;
+}
+
 static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
@@ -366,8 +392,7 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 	__u8 why = GMS_VETO_OVERLAP;
 	__u16 kind;
 
-	if (cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES && cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES2 &&
-	    cmd != GMS_KVM_GMEM_CONVERT_PRIVATE)
+	if (!gms_veto_cmd(cmd))
 		return 0;
 	kind = gms_fd_kind(file);
 	if (cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES ? kind != GMS_FD_VM : kind != GMS_FD_GMEM)
