@@ -209,30 +209,50 @@ failed:
 	return 1;
 }
 
-/* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
-__noinline int gms_idx_update(struct gms_idx_range *r, int delta)
+/* The range of a mapping (user pages of owner mm) or a declared range (gfns of owner tgid) in its tree. */
+static __always_inline void gms_idx_range_of(struct gms_idx_range *r, __u64 owner, const struct gms_pin *p, __u64 id)
+{
+	bool declared = p->kind == GMS_PIN_DECLARED;
+
+	r->owner = owner;
+	r->tree = declared ? GMS_TREE_DECLARED : GMS_TREE_VADDR;
+	r->bits = declared ? GMS_IDX_GFN_BITS : GMS_IDX_VADDR_BITS;
+	r->lo = declared ? p->vaddr : p->vaddr >> 12;
+	r->hi = declared ? p->end : (p->end + 4095) >> 12;
+	r->id = id;
+}
+
+/*
+ * Adds (delta 1) or removes (-1) mapping p (id) of owner; an add that
+ * fails is undone: 0 or -ENOSPC. The range is worked out here, not by the
+ * callers: their frames and this one sit under the level callback's, and
+ * 6.12 allows 512 bytes for the whole chain.
+ */
+__noinline int gms_idx_update(__u64 owner, struct gms_pin *p, __u64 id, int delta)
 {
 	struct gms_idx_update u = {.stop_level = ~0u};
+	struct gms_idx_range r;
 	__u32 levels;
 
-	if (!r)
+	if (!p)
 		return -GMS_ENOSPC;
-	levels = gms_idx_levels(r->bits);
-	if (r->lo >= r->hi || r->hi > (1ull << (levels * GMS_IDX_FAN_BITS)))
+	gms_idx_range_of(&r, owner, p, id);
+	levels = gms_idx_levels(r.bits);
+	if (r.lo >= r.hi || r.hi > (1ull << (levels * GMS_IDX_FAN_BITS)))
 		return -GMS_ENOSPC;
-	u.key.owner = r->owner;
-	u.key.tree = r->tree;
-	u.lo = u.l = r->lo;
-	u.hi = u.h = r->hi;
-	u.id = r->id;
+	u.key.owner = r.owner;
+	u.key.tree = r.tree;
+	u.lo = u.l = r.lo;
+	u.hi = u.h = r.hi;
+	u.id = id;
 	u.delta = delta;
 	bpf_loop(levels, gms_idx_update_level, &u, 0);
 	if (!u.failed)
 		return 0;
 	/* replay the levels below the failure as a removal */
 	u.delta = -1;
-	u.l = r->lo;
-	u.h = r->hi;
+	u.l = u.lo;
+	u.h = u.hi;
 	u.below_lo = u.below_hi = false;
 	u.failed = false;
 	bpf_loop(levels, gms_idx_update_level, &u, 0);
@@ -452,19 +472,6 @@ static __always_inline void gms_idx_start_key(struct gms_idx_key *k, __u64 owner
 	k->pad = 0;
 }
 
-/* The range of a mapping (user pages of owner mm) or a declared range (gfns of owner tgid) in its tree. */
-static __always_inline void gms_idx_range_of(struct gms_idx_range *r, __u64 owner, const struct gms_pin *p, __u64 id)
-{
-	bool declared = p->kind == GMS_PIN_DECLARED;
-
-	r->owner = owner;
-	r->tree = declared ? GMS_TREE_DECLARED : GMS_TREE_VADDR;
-	r->bits = declared ? GMS_IDX_GFN_BITS : GMS_IDX_VADDR_BITS;
-	r->lo = declared ? p->vaddr : p->vaddr >> 12;
-	r->hi = declared ? p->end : (p->end + 4095) >> 12;
-	r->id = id;
-}
-
 static __always_inline __u64 gms_idx_bytes(const struct gms_pin *m)
 {
 	return m->kind == GMS_PIN_DECLARED ? (m->end - m->vaddr) << 12 : m->end - m->vaddr;
@@ -477,7 +484,6 @@ static __always_inline __u64 gms_idx_bytes(const struct gms_pin *m)
  */
 __noinline __u64 gms_idx_remove_start(struct gms_idx_key *key)
 {
-	struct gms_idx_range r = {};
 	struct gms_idx_state *st;
 	struct gms_pin *m;
 	__u64 id, *idp, owner, bytes;
@@ -492,9 +498,8 @@ __noinline __u64 gms_idx_remove_start(struct gms_idx_key *key)
 	m = bpf_map_lookup_elem(&idx_maps, &id);
 	if (!m || bpf_map_delete_elem(&idx_starts, key))
 		return 0;
-	gms_idx_range_of(&r, owner, m, id);
 	bytes = gms_idx_bytes(m);
-	gms_idx_update(&r, -1);
+	gms_idx_update(owner, m, id, -1);
 	bpf_map_delete_elem(&idx_maps, &id);
 	st = gms_idx_state_of(owner, false);
 	if (st && st->mappings)
@@ -517,7 +522,6 @@ static __always_inline void gms_idx_note_tgid(__u32 tgid, __u64 mm)
  */
 __noinline int gms_idx_add(__u64 owner, struct gms_pin *p)
 {
-	struct gms_idx_range r = {};
 	struct gms_idx_key start = {};
 	struct gms_idx_state *st;
 	__u64 id, *next;
@@ -554,13 +558,12 @@ __noinline int gms_idx_add(__u64 owner, struct gms_pin *p)
 	id = __sync_fetch_and_add(next, 1) + 1;
 	if (bpf_map_update_elem(&idx_maps, &id, p, BPF_NOEXIST))
 		goto not_indexed;
-	gms_idx_range_of(&r, owner, p, id);
-	if (gms_idx_update(&r, 1)) {
+	if (gms_idx_update(owner, p, id, 1)) {
 		bpf_map_delete_elem(&idx_maps, &id);
 		goto not_indexed;
 	}
 	if (bpf_map_update_elem(&idx_starts, &start, &id, BPF_NOEXIST)) {
-		gms_idx_update(&r, -1);
+		gms_idx_update(owner, p, id, -1);
 		bpf_map_delete_elem(&idx_maps, &id);
 		goto not_indexed;
 	}

@@ -92,8 +92,8 @@ struct gms_idx_range {
 int gms_idx_find(struct gms_idx_range *r);
 /* Removes the mapping starting at key (idx_starts): its bytes, or 0. */
 __u64 gms_idx_remove_start(struct gms_idx_key *key);
-/* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
-int gms_idx_update(struct gms_idx_range *r, int delta);
+/* Adds (delta 1) or removes (-1) mapping p (id) of owner; an add that fails is undone: 0 or -ENOSPC. */
+int gms_idx_update(__u64 owner, struct gms_pin *p, __u64 id, int delta);
 /* Indexes a DMA mapping (owner mm) or declared range (owner tgid): 0, or -ENOSPC, counted as not indexed. */
 int gms_idx_add(__u64 owner, struct gms_pin *p);
 /* Removes key's (kind, fd, ioas) mappings starting in iova [iova, iova + bytes), or all: how many. */
