@@ -380,39 +380,29 @@ static long gms_idx_query_descend(__u64 i, void *data)
 	return 0;
 }
 
-/* Looking for a mapping of one owner over [a, b) among the starts: names one where a piece holds several. */
-struct gms_idx_scan {
-	__u64 owner;
-	bool declared;
-	__u64 a, b;
-	__u64 id;
-};
-
-static long gms_idx_scan_one(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_scan *s)
+/*
+ * Looking for a mapping of the query's owner over [a, b) among the
+ * starts, where a piece holds several: the query itself is the scan's
+ * state (its id is the answer), so that no frame of its own sits under
+ * find's (6.12 allows 512 bytes for the ioctl entry's whole call chain).
+ */
+static long gms_idx_scan_one(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_query *q)
 {
+	bool declared = q->key.tree == GMS_TREE_DECLARED;
 	struct gms_pin *m;
 	__u64 lo, hi;
 
-	if (key->owner != s->owner || ((key->tree >> 56 & 0xf) == GMS_PIN_DECLARED) != s->declared)
+	if (key->owner != q->key.owner || ((key->tree >> 56 & 0xf) == GMS_PIN_DECLARED) != declared)
 		return 0;
 	m = bpf_map_lookup_elem(&idx_maps, id);
 	if (!m)
 		return 0;
-	lo = s->declared ? m->vaddr : m->vaddr >> 12;
-	hi = s->declared ? m->end : (m->end + 4095) >> 12;
-	if (lo >= s->b || hi <= s->a)
+	lo = declared ? m->vaddr : m->vaddr >> 12;
+	hi = declared ? m->end : (m->end + 4095) >> 12;
+	if (lo >= q->b || hi <= q->a)
 		return 0;
-	s->id = *id;
+	q->id = *id;
 	return 1;
-}
-
-/* A mapping of owner over [a, b) in its tree, by a scan of the starts: its id, or 0. Its own frame, not find's. */
-__noinline __u64 gms_idx_name_scan(__u64 owner, int declared, __u64 a, __u64 b)
-{
-	struct gms_idx_scan s = {.owner = owner, .declared = declared, .a = a, .b = b};
-
-	bpf_for_each_map_elem(&idx_starts, gms_idx_scan_one, &s, 0);
-	return s.id;
 }
 
 /* Is anything stored over r's [lo, hi)? 1 with r->id (0 if unnamed), or 0. */
@@ -447,7 +437,9 @@ __noinline int gms_idx_find(struct gms_idx_range *r)
 		r->id = n->ids[c];
 		return 1;
 	}
-	r->id = gms_idx_name_scan(r->owner, r->tree == GMS_TREE_DECLARED, q.a, q.b);
+	q.id = 0;
+	bpf_for_each_map_elem(&idx_starts, gms_idx_scan_one, &q, 0);
+	r->id = q.id;
 	return 1;
 }
 
