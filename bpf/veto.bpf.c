@@ -270,10 +270,8 @@ struct gms_idx_query {
 	struct gms_idx_key key;
 	__u64 a, b;
 	__u64 l, h;
-	__u64 id;
-	__u32 levels;
 	__u32 found_level;	/* a child with pieces at or below it: (found_level, found) */
-	__u64 found;
+	__u64 found;		/* then, in a scan of the starts, the mapping found (its id) */
 	bool below_a, below_b;
 	bool hit;		/* found holds a piece itself (here) */
 	bool inside;		/* found has pieces below it: descend */
@@ -383,8 +381,9 @@ static long gms_idx_query_descend(__u64 i, void *data)
 /*
  * Looking for a mapping of the query's owner over [a, b) among the
  * starts, where a piece holds several: the query itself is the scan's
- * state (its id is the answer), so that no frame of its own sits under
- * find's (6.12 allows 512 bytes for the ioctl entry's whole call chain).
+ * state (`found` becomes the answer), so that no frame of its own sits
+ * under find's (6.12 allows 512 bytes for the ioctl entry's whole call
+ * chain, callbacks included).
  */
 static long gms_idx_scan_one(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_query *q)
 {
@@ -401,7 +400,7 @@ static long gms_idx_scan_one(struct bpf_map *map, struct gms_idx_key *key, __u64
 	hi = declared ? m->end : (m->end + 4095) >> 12;
 	if (lo >= q->b || hi <= q->a)
 		return 0;
-	q->id = *id;
+	q->found = *id;
 	return 1;
 }
 
@@ -437,9 +436,9 @@ __noinline int gms_idx_find(struct gms_idx_range *r)
 		r->id = n->ids[c];
 		return 1;
 	}
-	q.id = 0;
+	q.found = 0;
 	bpf_for_each_map_elem(&idx_starts, gms_idx_scan_one, &q, 0);
-	r->id = q.id;
+	r->id = q.found;
 	return 1;
 }
 

@@ -145,6 +145,13 @@ static __always_inline void gms_pin_index_ioctl(const struct gms_ioctl_event *e,
 
 /* ---- the decision ---- */
 
+/* The user's argument of a conversion ioctl (offsets of the UAPI structs). */
+struct gms_conversion {
+	__u64 start;		/* gpa or gmem offset */
+	__u64 size;
+	__u64 attributes;
+};
+
 struct gms_veto_walk {
 	struct file *gmem;	/* gmem-fd conversion: its file; NULL: VM fd, in gfns */
 	__u64 first, end;	/* gfns or gmem indexes */
@@ -158,8 +165,15 @@ struct gms_veto_walk {
 	bool hit;
 	__u64 hit_first_gfn, hit_end_gfn;
 	__u64 id;
-	/* a query, here rather than on a callback's stack: 6.12 sums frames (rounded to 32 bytes) to 512 */
-	struct gms_idx_range r;
+	/*
+	 * A query, here rather than on a callback's stack: 6.12 sums the
+	 * frames of a call chain (rounded to 16 bytes) against 512. The
+	 * user's argument is read into the same bytes, before any query.
+	 */
+	union {
+		struct gms_idx_range r;
+		struct gms_conversion c;
+	};
 };
 
 /* Overlap of [a0, a1) and [b0, b1), as [*lo, *hi); false if empty. */
@@ -338,7 +352,7 @@ static long gms_veto_slot(__u64 index, void *data)
  * first gfn, found by descent; for a gmem fd (offsets, not gfns) the
  * leftmost.
  */
-static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct kvm *kvm)
+static __noinline void gms_veto_first_slot(struct gms_veto_walk *w, struct kvm *kvm)
 {
 	struct kvm_memslots *slots = BPF_CORE_READ(kvm, memslots[0]);
 	struct gms_rb_walk rb = {};
@@ -361,13 +375,6 @@ static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct 
 	w->node = rb.found;
 }
 
-/* The user's argument of a conversion ioctl (offsets of the UAPI structs). */
-struct gms_conversion {
-	__u64 start;		/* gpa or gmem offset */
-	__u64 size;
-	__u64 attributes;
-};
-
 /*
  * Decides one ioctl: whether to refuse it (enforce mode only). A veto or
  * would-veto is sent as a record.
@@ -382,7 +389,7 @@ static __always_inline bool gms_veto_cmd(__u32 cmd)
 static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
-	struct gms_conversion c = {};
+	struct gms_conversion *c = &w.c;
 	struct gms_veto_state *state;
 	struct gms_idx_state *st;
 	struct gms_veto_event *e;
@@ -398,11 +405,11 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 	if (cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES ? kind != GMS_FD_VM : kind != GMS_FD_GMEM)
 		return 0;
 	/* CONVERT's struct has no attributes: it is a conversion to private by its name */
-	if (bpf_probe_read_user(&c, cmd == GMS_KVM_GMEM_CONVERT_PRIVATE ? 16 : sizeof(c), (void *)arg))
+	if (bpf_probe_read_user(c, cmd == GMS_KVM_GMEM_CONVERT_PRIVATE ? 16 : sizeof(*c), (void *)arg))
 		return 0;	/* the kernel will fail to read it too */
 	if (cmd == GMS_KVM_GMEM_CONVERT_PRIVATE)
-		c.attributes = GMS_ATTR_PRIVATE;
-	if (!(c.attributes & GMS_ATTR_PRIVATE) || !c.size)
+		c->attributes = GMS_ATTR_PRIVATE;
+	if (!(c->attributes & GMS_ATTR_PRIVATE) || !c->size)
 		return 0;	/* to shared: the device keeps reaching shared memory */
 	if (kind == GMS_FD_VM) {
 		kvm = BPF_CORE_READ(file, private_data);
@@ -412,8 +419,8 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 	}
 	if (!kvm)
 		return 0;
-	w.first = c.start >> 12;
-	w.end = (c.start + c.size + 4095) >> 12;
+	w.first = c->start >> 12;
+	w.end = (c->start + c->size + 4095) >> 12;
 	w.mm = (__u64)BPF_CORE_READ(kvm, mm);
 	w.tgid = bpf_get_current_pid_tgid() >> 32;
 	state = bpf_map_lookup_elem(&veto_state, &zero);
