@@ -136,39 +136,37 @@ GMS_SHARED struct {
 } gmem_vm SEC(".maps");
 
 /*
- * Enforcement's index (bpf/veto.bpf.h): segment-tree nodes of every
- * owner's trees, allocated as used (an idle index costs nothing). Its
- * size bounds all owners together; targ_idx_max_* bound each one.
+ * Enforcement's index (bpf/veto.bpf.h): radix-tree nodes of every
+ * owner's trees, allocated as used and freed when empty (an idle index
+ * costs nothing). Its size bounds all owners together; targ_idx_max_*
+ * bound each one.
  */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 1 << 20);
 	__type(key, struct gms_idx_key);
 	__type(value, struct gms_idx_node);
 } idx_nodes SEC(".maps");
 
-/*
- * The mappings counted at each node, by place (key.pad), and each
- * mapping's place (key: mapping id as owner, tree, level, prefix).
- */
+/* Each mapping's id by where it starts: (owner, start tree, iova page). */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, 1 << 18);
 	__type(key, struct gms_idx_key);
 	__type(value, __u64);
-} idx_named SEC(".maps");
+} idx_starts SEC(".maps");
 
+/* The processes the index holds entries of: tgid -> its mm (0: declared ranges only), for their exit. */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 22);
-	__type(key, struct gms_idx_key);
-	__type(value, __u32);
-} idx_named_slot SEC(".maps");
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} idx_tgids SEC(".maps");
 
-/* Indexed mappings and declared ranges by id, the ids idx_named holds. */
+/* Indexed mappings and declared ranges by id, the ids idx_starts holds. */
 GMS_SHARED struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -336,17 +336,21 @@ struct gms_call_event {
  * by the VFIO and iommufd map/unmap ioctls, and of the ranges an
  * operator declares (`gmemscope pin add`), per process in gfns.
  *
- * Each is a segment tree over page numbers, stored sparsely in one hash
- * map (idx_nodes) keyed by (owner, tree, level, prefix): a mapping is
- * counted at its canonical nodes, and every node above those keeps a
- * count of the mappings below it. Insert, delete and the overlap query
- * cost O(tree bits) map operations, whatever the number of mappings.
+ * Each is a radix tree of fan-out 64 over page numbers, stored sparsely
+ * in one hash map (idx_nodes) keyed by (owner, tree, level, prefix): a
+ * mapping is counted at its pieces (the aligned blocks it covers, at most
+ * two runs per level, all in the two nodes on the paths to its first and
+ * last page), and each path node counts the pieces below. Insert, delete
+ * and the overlap query read or write at most two nodes per level (6
+ * levels for user addresses, 7 for gfns), whatever the number of
+ * mappings. idx_starts finds a mapping by where it starts, for unmap.
  */
 #define GMS_IDX_MAX_MAPPINGS 65536	/* per process, default of targ_idx_max_mappings */
 #define GMS_IDX_MAX_DECLARED 4096	/* per process, default of targ_idx_max_declared */
 #define GMS_IDX_VADDR_BITS 36		/* user addresses below 2^48 */
 #define GMS_IDX_GFN_BITS 40		/* guest physical addresses below 2^52 */
-#define GMS_IDX_IOVA_BITS 52		/* any 64-bit iova */
+#define GMS_IDX_FAN 64			/* children of a node */
+#define GMS_IDX_MAX_LEVELS 7		/* 42 bits of page numbers */
 #define GMS_MAX_SLOTS_WALKED 32768	/* memslots one decision may look at: x86 KVM_USER_MEM_SLOTS is 32767 */
 
 /* idx_nodes key: the trees of one owner */
@@ -354,20 +358,23 @@ enum gms_idx_tree {
 	GMS_TREE_VADDR = 1,		/* owner mm: the user pages its DMA mappings cover */
 	GMS_TREE_DECLARED = 2,		/* owner tgid: declared gfns */
 };
-/* GMS_TREE_IOVA | kind << 56 | ioas_id << 24 | fd: the page each mapping starts at, for unmap */
+/* idx_starts key tree: GMS_TREE_IOVA | kind << 56 | ioas_id << 24 | fd; prefix: the iova page it starts at */
 #define GMS_TREE_IOVA (3ull << 60)
 
 struct gms_idx_key {
 	__u64 owner;
 	__u64 tree;
-	__u64 prefix;		/* page >> level */
+	__u64 prefix;		/* idx_nodes: page >> (6 * (level + 1)); idx_starts: iova page */
 	__u32 level;
-	__u32 pad;		/* idx_nodes: 0; idx_named: the place among the node's `here` */
+	__u32 pad;
 };
 
+/* A node at level k: 64 children of 64^k pages each. */
 struct gms_idx_node {
-	__u64 here;		/* mappings with this node among their canonical nodes (named in idx_named) */
-	__u64 sub;		/* mappings with a canonical node at or below it */
+	__u64 users;			/* updates of live mappings through it; 1 << 62: being deleted */
+	__u32 here[GMS_IDX_FAN];	/* mappings with the child as a piece */
+	__u32 sub[GMS_IDX_FAN];		/* pieces at or below the child */
+	__u64 ids[GMS_IDX_FAN];		/* xor of the ids of the mappings in here: the id when here is 1 */
 };
 
 /* Per owner (mm or tgid): what its index holds and what it could not. */

@@ -18,6 +18,8 @@ int BPF_PROG(lsm_file_ioctl, struct file *file, unsigned int cmd, unsigned long 
 {
 	if (ret < 0 && ret >= -GMS_MAX_ERRNO)
 		return ret;	/* another LSM refused already */
+	if (!gms_veto_cmd(cmd))
+		return 0;	/* every other ioctl: nothing read, nothing looked up */
 	/*
 	 * targ_veto_ret is read-only data, a constant to the verifier (the
 	 * loader keeps it in -4095..-1); 6.12's verifier loses the bounds of

@@ -99,8 +99,13 @@ struct gms_u_dma_buf {
 	__u64 offset, length;
 };
 
-/* Reads the argument struct; false leaves GMS_F_ARGS_UNREAD for the consumer. */
-static __always_inline bool gms_decode_args(struct gms_ioctl_event *e, __u16 op, const void *uarg)
+/*
+ * Reads the argument struct; false leaves GMS_F_ARGS_UNREAD for the
+ * consumer. A function of its own: its copies of the user's structs are
+ * then not in the ioctl entry's frame, under which the enforcement
+ * index's calls sit (6.12 allows 512 bytes for a whole call chain).
+ */
+static __noinline bool gms_decode_args(struct gms_ioctl_event *e, __u16 op, const void *uarg)
 {
 	union gms_ioctl_args *a = &e->args;
 	struct gms_u_region2 r = {};

@@ -1,364 +1,214 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Enforcement's index of DMA mappings and declared ranges: a segment tree
- * over page numbers per (owner, tree), stored sparsely in idx_nodes. How
- * it works, and why it is this and not bpf_rbtree or an arena, is in
- * bpf/veto.bpf.h. Its entry points are global functions, each verified
- * once on its own.
+ * Enforcement's index of DMA mappings and declared ranges: a radix tree
+ * of fan-out 64 over page numbers per (owner, tree), stored sparsely in
+ * idx_nodes, and each mapping's start in idx_starts. How it works, and
+ * why it is this, is in bpf/veto.bpf.h. Its entry points are global
+ * functions, each verified once on its own.
  */
 #include "veto.bpf.h"
 
 #define GMS_ENOSPC 28
+#define GMS_EEXIST 17
+#define GMS_IDX_FAN_BITS 6
+#define GMS_IDX_FAN_MASK (GMS_IDX_FAN - 1)
+/* users of a node being deleted: no update may start on it */
+#define GMS_IDX_DEAD (1ull << 62)
+/* tries to find a live node while another CPU deletes it */
+#define GMS_IDX_PIN_TRIES 4
+/* an unmap of up to this many pages that is not one mapping looks each start page up */
+#define GMS_IDX_UNMAP_PROBE_PAGES 512
 
-/* One update of a range [lo, hi) in one tree: delta +1 adds it, -1 removes it. */
+/* what a new node starts from: too big for the stack */
+struct gms_idx_node idx_zero_node = {};
+
+static __always_inline __u32 gms_idx_levels(__u32 bits)
+{
+	__u32 levels = (bits + GMS_IDX_FAN_BITS - 1) / GMS_IDX_FAN_BITS;
+
+	return levels > GMS_IDX_MAX_LEVELS ? GMS_IDX_MAX_LEVELS : levels;
+}
+
+/*
+ * A node of an update, held: created if missing, its users counted, so
+ * that no remover deletes it under us. NULL if the map is full or the
+ * node keeps dying under us (another CPU between marking it dead and
+ * deleting it).
+ */
+static __always_inline struct gms_idx_node *gms_idx_hold(struct gms_idx_key *key)
+{
+	struct gms_idx_node *n;
+	int i;
+
+	for (i = 0; i < GMS_IDX_PIN_TRIES; i++) {
+		n = bpf_map_lookup_elem(&idx_nodes, key);
+		if (!n) {
+			/* zero-filled by the kernel: a new node counts nothing */
+			bpf_map_update_elem(&idx_nodes, key, &idx_zero_node, BPF_NOEXIST);
+			n = bpf_map_lookup_elem(&idx_nodes, key);
+			if (!n)
+				return NULL;
+		}
+		if (__sync_fetch_and_add(&n->users, 1) < GMS_IDX_DEAD)
+			return n;
+	}
+	return NULL;
+}
+
+/*
+ * Lets go of a node; the last user marks it dead (an update that held it
+ * meanwhile keeps it) and deletes it. Memory is freed after an RCU grace
+ * period (BPF_F_NO_PREALLOC), so a racing holder sees the mark.
+ */
+static __always_inline void gms_idx_release(struct gms_idx_key *key, struct gms_idx_node *n)
+{
+	if (__sync_fetch_and_add(&n->users, -1) != 1)
+		return;
+	if (__sync_val_compare_and_swap(&n->users, 0, GMS_IDX_DEAD) == 0)
+		bpf_map_delete_elem(&idx_nodes, key);
+}
+
+/* One update of a range [lo, hi) in one tree: delta 1 adds it, -1 removes it. */
 struct gms_idx_update {
 	struct gms_idx_key key;
 	__u64 lo, hi;		/* pages */
-	__u64 l, h;		/* the canonical loop's bounds at this level */
+	__u64 l, h;		/* the children of this level not yet placed: [l, h) */
 	__u64 id;
 	__s32 delta;
-	__u32 failed_level;	/* insert: where a node could not be made */
-	__u32 failed_op;
-	__u32 stop_level;	/* rollback: stop before op stop_op of this level */
-	__u32 stop_op;
+	__u32 stop_level;	/* a rollback stops here: the level where the add failed */
+	bool below_lo;		/* pieces placed below the path to lo */
+	bool below_hi;		/* and to hi - 1 */
 	bool failed;
-	/* idx_named keys, here rather than on the callback's stack: 6.12 sums frames rounded to 32 bytes */
-	struct gms_idx_key tmp;
+};
+
+/* What one update does at one node: two runs of pieces and two children holding pieces below. */
+struct gms_idx_work {
+	__u64 from[2], to[2];	/* pieces: children [from, to), in the level's child numbers */
+	__s64 mark[2];		/* a child (0..63) with pieces of this mapping below it, or -1 */
 };
 
 /*
- * The mappings counted `here` at a node are named in idx_named under the
- * node's key with pad = 0 .. here - 1, packed (a removal moves the last
- * into its place), and idx_named_slot finds a mapping's place: a query
- * names one in one lookup, an update costs two more per canonical node.
+ * Counts a mapping (delta, id) at children [from, to) of n as pieces.
+ * Global, as gms_idx_first_sub: the verifier walks its 64 steps once, not
+ * at every call site and state.
  */
-/* u->tmp = the key of the mapping's place at this node in idx_named_slot: (mapping, tree, level, prefix). */
-static __always_inline void gms_idx_slot_key(struct gms_idx_update *u, __u64 id)
+__noinline int gms_idx_count(struct gms_idx_node *n, __u64 from, __u64 to, int delta, __u64 id)
 {
-	u->tmp = u->key;
-	u->tmp.owner = id;
-	u->tmp.pad = 0;
-}
+	__u32 i, c;
 
-/* u->tmp = the key of place k at this node in idx_named. */
-static __always_inline void gms_idx_named_key(struct gms_idx_update *u, __u32 k)
-{
-	u->tmp = u->key;
-	u->tmp.pad = k;
-}
-
-static __always_inline bool gms_idx_name_add(struct gms_idx_update *u, struct gms_idx_node *n)
-{
-	__u32 k = n->here;
-
-	gms_idx_named_key(u, k);
-	if (bpf_map_update_elem(&idx_named, &u->tmp, &u->id, BPF_ANY))
-		return false;
-	gms_idx_slot_key(u, u->id);
-	if (bpf_map_update_elem(&idx_named_slot, &u->tmp, &k, BPF_ANY)) {
-		gms_idx_named_key(u, k);
-		bpf_map_delete_elem(&idx_named, &u->tmp);
-		return false;
+	if (!n)
+		return 0;
+	for (i = 0; i < GMS_IDX_FAN; i++) {
+		if (from + i >= to)
+			break;
+		c = (from + i) & GMS_IDX_FAN_MASK;
+		__sync_fetch_and_add(&n->here[c], delta);
+		__sync_fetch_and_add(&n->sub[c], delta);
+		__sync_fetch_and_xor(&n->ids[c], id);
 	}
-	return true;
-}
-
-static __always_inline void gms_idx_name_del(struct gms_idx_update *u, struct gms_idx_node *n)
-{
-	__u32 *k, last = n->here, at;
-	__u64 *moved, moved_id;
-
-	gms_idx_slot_key(u, u->id);
-	k = bpf_map_lookup_elem(&idx_named_slot, &u->tmp);
-	if (!k)
-		return;
-	at = *k;
-	bpf_map_delete_elem(&idx_named_slot, &u->tmp);
-	/* n->here was decremented: it is the last place */
-	gms_idx_named_key(u, last);
-	moved = bpf_map_lookup_elem(&idx_named, &u->tmp);
-	if (moved && at != last) {
-		moved_id = *moved;
-		bpf_map_delete_elem(&idx_named, &u->tmp);
-		gms_idx_named_key(u, at);
-		bpf_map_update_elem(&idx_named, &u->tmp, &moved_id, BPF_ANY);
-		gms_idx_slot_key(u, moved_id);
-		bpf_map_update_elem(&idx_named_slot, &u->tmp, &at, BPF_ANY);
-		return;
-	}
-	bpf_map_delete_elem(&idx_named, &u->tmp);
+	return 0;
 }
 
 /*
- * Counts the range at node (key.level, prefix): `sub`, and `here` if
- * canonical. An add that fails leaves the node as it was.
+ * One node of one level: hold it (add), count, let it go (remove). An
+ * add that cannot hold its node changes nothing there.
  */
-static __always_inline bool gms_idx_touch(struct gms_idx_update *u, __u64 prefix, bool canonical)
+static __always_inline bool gms_idx_node_update(struct gms_idx_update *u, __u64 prefix, struct gms_idx_work *w)
 {
-	struct gms_idx_node *n, zero = {};
+	struct gms_idx_node *n;
+	int k;
 
 	u->key.prefix = prefix;
-	u->key.pad = 0;
-	n = bpf_map_lookup_elem(&idx_nodes, &u->key);
-	if (u->delta < 0) {
+	if (u->delta > 0) {
+		n = gms_idx_hold(&u->key);
 		if (!n)
-			return true;
-		if (canonical && n->here) {
-			n->here--;
-			gms_idx_name_del(u, n);
-		}
-		if (__sync_fetch_and_add(&n->sub, -1) == 1)
-			bpf_map_delete_elem(&idx_nodes, &u->key);
-		return true;
-	}
-	if (!n) {
-		bpf_map_update_elem(&idx_nodes, &u->key, &zero, BPF_NOEXIST);
+			return false;
+	} else {
 		n = bpf_map_lookup_elem(&idx_nodes, &u->key);
 		if (!n)
-			return false;	/* the map is full (or out of memory) */
+			return true;	/* not there: nothing of it to remove */
 	}
-	if (canonical) {
-		if (!gms_idx_name_add(u, n)) {
-			if (!n->sub)
-				bpf_map_delete_elem(&idx_nodes, &u->key);
-			return false;
-		}
-		n->here++;
+	for (k = 0; k < 2; k++) {
+		gms_idx_count(n, w->from[k], w->to[k], u->delta, u->id);
+		if (w->mark[k] >= 0)
+			__sync_fetch_and_add(&n->sub[w->mark[k] & GMS_IDX_FAN_MASK], u->delta);
 	}
-	__sync_fetch_and_add(&n->sub, 1);
+	if (u->delta < 0)
+		gms_idx_release(&u->key, n);
 	return true;
 }
 
 /*
- * One level of an update, bottom up. Four operations in a fixed order,
- * so that a rollback can replay exactly the ones done before a failure:
- * 0 and 1 the partly covered nodes holding lo and hi - 1, 2 and 3 the
- * canonical nodes of the classic iterative decomposition.
+ * One level, bottom up. The range's pieces at a level (the classic
+ * iterative decomposition, by 64s) lie in at most two nodes, those on the
+ * paths to lo and to hi - 1, and on each path the child over pieces of
+ * lower levels counts them in `sub`: a level is at most two nodes.
  */
 static long gms_idx_update_level(__u64 level, void *data)
 {
 	struct gms_idx_update *u = data;
-	__u64 na = u->lo >> level, nb = (u->hi - 1) >> level;
-	__u32 op;
+	__u32 shift = level * GMS_IDX_FAN_BITS;
+	__u64 pa = u->lo >> shift, pb = (u->hi - 1) >> shift;
+	__u64 l = u->l, h = u->h, ha = l, lb = h;
+	struct gms_idx_work a = {.mark = {-1, -1}}, b = {.mark = {-1, -1}};
+	bool left, right;
 
+	if (u->delta < 0 && level == u->stop_level)
+		return 1;
+	if (l < h) {
+		/* left pieces [l, ha): up to the next multiple of 64; right [lb, h): from the last */
+		if (l & GMS_IDX_FAN_MASK)
+			ha = (l | GMS_IDX_FAN_MASK) + 1;
+		if (ha > h)
+			ha = h;
+		lb = h & ~(__u64)GMS_IDX_FAN_MASK;
+		if (lb < ha)
+			lb = ha;
+		u->l = ha >> GMS_IDX_FAN_BITS;
+		u->h = lb >> GMS_IDX_FAN_BITS;
+		if (ha >= lb)
+			u->l = u->h = 0;
+	}
+	left = l < ha;
+	right = lb < h;
+	a.from[0] = l;
+	a.to[0] = ha;
+	a.mark[0] = u->below_lo ? (__s64)(pa & GMS_IDX_FAN_MASK) : -1;
+	b.from[0] = lb;
+	b.to[0] = h;
+	b.mark[0] = u->below_hi ? (__s64)(pb & GMS_IDX_FAN_MASK) : -1;
 	u->key.level = level;
-	for (op = 0; op < 4; op++) {
-		bool ok = true;
-
-		if (u->delta < 0 && u->stop_level == level && u->stop_op == op)
-			return 1;
-		if (op == 0 && ((na << level) < u->lo || ((na + 1) << level) > u->hi))
-			ok = gms_idx_touch(u, na, false);
-		else if (op == 1 && nb != na && ((nb << level) < u->lo || ((nb + 1) << level) > u->hi))
-			ok = gms_idx_touch(u, nb, false);
-		else if (op == 2 && u->l < u->h && (u->l & 1))
-			ok = gms_idx_touch(u, u->l++, true);
-		else if (op == 3 && u->l < u->h && (u->h & 1))
-			ok = gms_idx_touch(u, --u->h, true);
-		if (!ok) {
-			u->failed = true;
-			u->failed_level = level;
-			u->failed_op = op;
-			return 1;
+	if ((pa >> GMS_IDX_FAN_BITS) == (pb >> GMS_IDX_FAN_BITS)) {
+		/* one node for both paths */
+		a.from[1] = b.from[0];
+		a.to[1] = b.to[0];
+		if (b.mark[0] != a.mark[0])
+			a.mark[1] = b.mark[0];
+		if ((left || right || a.mark[0] >= 0 || a.mark[1] >= 0) &&
+		    !gms_idx_node_update(u, pa >> GMS_IDX_FAN_BITS, &a))
+			goto failed;
+	} else {
+		if ((left || a.mark[0] >= 0) && !gms_idx_node_update(u, pa >> GMS_IDX_FAN_BITS, &a))
+			goto failed;
+		if ((right || b.mark[0] >= 0) && !gms_idx_node_update(u, pb >> GMS_IDX_FAN_BITS, &b)) {
+			/* undo this level's first node; the rollback does the levels below */
+			if (left || a.mark[0] >= 0) {
+				u->delta = -1;
+				gms_idx_node_update(u, pa >> GMS_IDX_FAN_BITS, &a);
+				u->delta = 1;
+			}
+			goto failed;
 		}
 	}
-	u->l >>= 1;
-	u->h >>= 1;
+	u->below_lo |= left;
+	u->below_hi |= right;
 	return 0;
-}
-
-/* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
-__noinline int gms_idx_update(struct gms_idx_range *r, int delta)
-{
-	struct gms_idx_update u = {.stop_level = ~0u};
-	__u32 bits;
-
-	if (!r)
-		return -GMS_ENOSPC;
-	bits = r->bits > GMS_IDX_IOVA_BITS ? GMS_IDX_IOVA_BITS : r->bits;
-	if (r->lo >= r->hi || r->hi > (1ull << bits))
-		return -GMS_ENOSPC;
-	u.key.owner = r->owner;
-	u.key.tree = r->tree;
-	u.lo = u.l = r->lo;
-	u.hi = u.h = r->hi;
-	u.id = r->id;
-	u.delta = delta;
-	bpf_loop(bits + 1, gms_idx_update_level, &u, 0);
-	if (!u.failed)
-		return 0;
-	u.delta = -1;
-	u.l = r->lo;
-	u.h = r->hi;
-	u.stop_level = u.failed_level;
-	u.stop_op = u.failed_op;
-	u.failed = false;
-	bpf_loop(bits + 1, gms_idx_update_level, &u, 0);
-	return -GMS_ENOSPC;
-}
-
-/* A query: is any stored range over pages [a, b), and which (its id; 0 if unnamed)? */
-struct gms_idx_query {
-	struct gms_idx_key key;
-	__u64 a, b;
-	__u64 l, h;
-	__u32 bits;
-	bool path_a, path_b;	/* the paths to a and to b - 1 still have nodes */
-	bool hit;
-	__u64 id;
-	__u64 below;		/* descent: the prefix at key.level of a node with `sub` */
-};
-
-/* The first mapping named at the node q->key points at; 0 if none (the index lost a name). */
-static __always_inline __u64 gms_idx_name(struct gms_idx_query *q)
-{
-	__u64 *id;
-
-	q->key.pad = 0;
-	id = bpf_map_lookup_elem(&idx_named, &q->key);
-	return id ? *id : 0;
-}
-
-/* Top down along the paths to a and to b - 1: a node there holding a range meets [a, b). */
-static long gms_idx_query_paths(__u64 i, void *data)
-{
-	struct gms_idx_query *q = data;
-	__u32 level = q->bits - i;
-	__u64 pa = q->a >> level, pb = (q->b - 1) >> level;
-	struct gms_idx_node *n;
-
-	q->key.level = level;
-	if (q->path_a) {
-		q->key.prefix = pa;
-		n = bpf_map_lookup_elem(&idx_nodes, &q->key);
-		if (!n)
-			q->path_a = false;
-		else if (n->here) {
-			q->hit = true;
-			q->id = gms_idx_name(q);
-			return 1;
-		}
-	}
-	if (q->path_b && (pb != pa || !q->path_a)) {
-		q->key.prefix = pb;
-		n = bpf_map_lookup_elem(&idx_nodes, &q->key);
-		if (!n)
-			q->path_b = false;
-		else if (n->here) {
-			q->hit = true;
-			q->id = gms_idx_name(q);
-			return 1;
-		}
-	} else if (pb == pa) {
-		q->path_b = q->path_a;
-	}
-	/* a callback's return must be provably 0 or 1: no bool from memory */
-	if (q->path_a || q->path_b)
-		return 0;
+failed:
+	u->failed = true;
+	u->stop_level = level;
 	return 1;
 }
 
-/* Bottom up over the canonical nodes of [a, b): the first with something below it. */
-static long gms_idx_query_canonical(__u64 level, void *data)
-{
-	struct gms_idx_query *q = data;
-	struct gms_idx_node *n;
-	__u64 c;
-	int side;
-
-	if (q->l >= q->h)
-		return 1;
-	q->key.level = level;
-	for (side = 0; side < 2; side++) {
-		if (side == 0 && (q->l & 1))
-			c = q->l++;
-		else if (side == 1 && (q->h & 1))
-			c = --q->h;
-		else
-			continue;
-		q->key.prefix = c;
-		n = bpf_map_lookup_elem(&idx_nodes, &q->key);
-		if (n && n->sub) {
-			q->below = c;
-			return 1;
-		}
-	}
-	q->l >>= 1;
-	q->h >>= 1;
-	return 0;
-}
-
-/* Down from (key.level, below) to a node holding a range: all of it is inside [a, b). */
-static long gms_idx_query_descend(__u64 i, void *data)
-{
-	struct gms_idx_query *q = data;
-	struct gms_idx_node *n;
-
-	q->key.prefix = q->below;
-	n = bpf_map_lookup_elem(&idx_nodes, &q->key);
-	if (!n || !n->sub)
-		return 1;	/* changed under us */
-	if (n->here) {
-		q->hit = true;
-		q->id = gms_idx_name(q);
-		return 1;
-	}
-	if (!q->key.level)
-		return 1;
-	q->key.level--;
-	q->key.prefix = q->below << 1;
-	n = bpf_map_lookup_elem(&idx_nodes, &q->key);
-	q->below = n && n->sub ? q->below << 1 : (q->below << 1) | 1;
-	return 0;
-}
-
-/* Is anything stored over r's [lo, hi)? 1 with r->id (0 if unnamed), or 0. */
-__noinline int gms_idx_find(struct gms_idx_range *r)
-{
-	struct gms_idx_query q = {.path_a = true, .path_b = true, .below = ~0ull};
-	__u32 bits;
-
-	if (!r)
-		return 0;
-	r->id = 0;
-	bits = r->bits > GMS_IDX_IOVA_BITS ? GMS_IDX_IOVA_BITS : r->bits;
-	q.key.owner = r->owner;
-	q.key.tree = r->tree;
-	q.bits = bits;
-	q.a = q.l = r->lo;
-	q.b = q.h = r->hi > (1ull << bits) ? 1ull << bits : r->hi;
-	if (q.a >= q.b)
-		return 0;
-	bpf_loop(bits + 1, gms_idx_query_paths, &q, 0);
-	if (!q.hit) {
-		bpf_loop(bits + 1, gms_idx_query_canonical, &q, 0);
-		if (q.below != ~0ull)
-			bpf_loop(bits + 1, gms_idx_query_descend, &q, 0);
-	}
-	r->id = q.id;
-	return q.hit ? 1 : 0;
-}
-
-static __always_inline struct gms_idx_state *gms_idx_state_of(__u64 owner, bool create)
-{
-	struct gms_idx_state *st = bpf_map_lookup_elem(&idx_state, &owner);
-	struct gms_idx_state zero = {};
-
-	if (st || !create)
-		return st;
-	bpf_map_update_elem(&idx_state, &owner, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&idx_state, &owner);
-}
-
-static __always_inline __u64 gms_idx_start_tree(const struct gms_pin *p)
-{
-	return GMS_TREE_IOVA | (__u64)p->kind << 56 | (__u64)(p->ioas_id & 0xffffffff) << 24 | p->fd;
-}
-
-/*
- * Indexes a mapping (user addresses of owner mm) or a declared range (gfns
- * of owner tgid): 0, or -ENOSPC when it is counted as not indexed.
- */
 /* The range of a mapping (user pages of owner mm) or a declared range (gfns of owner tgid) in its tree. */
 static __always_inline void gms_idx_range_of(struct gms_idx_range *r, __u64 owner, const struct gms_pin *p, __u64 id)
 {
@@ -372,15 +222,289 @@ static __always_inline void gms_idx_range_of(struct gms_idx_range *r, __u64 owne
 	r->id = id;
 }
 
-/* Where it starts, in its start tree (unmap finds it there). */
-static __always_inline void gms_idx_start_of(struct gms_idx_range *r, __u64 owner, const struct gms_pin *p, __u64 id)
+/*
+ * Adds (delta 1) or removes (-1) mapping p (id) of owner; an add that
+ * fails is undone: 0 or -ENOSPC. The range is worked out here, not by the
+ * callers: their frames and this one sit under the level callback's, and
+ * 6.12 allows 512 bytes for the whole chain.
+ */
+__noinline int gms_idx_update(__u64 owner, struct gms_pin *p, __u64 id, int delta)
 {
-	r->owner = owner;
-	r->tree = gms_idx_start_tree(p);
-	r->bits = GMS_IDX_IOVA_BITS;
-	r->lo = p->iova >> 12;
-	r->hi = r->lo + 1;
-	r->id = id;
+	struct gms_idx_update u = {.stop_level = ~0u};
+	struct gms_idx_range r;
+	__u32 levels;
+
+	if (!p)
+		return -GMS_ENOSPC;
+	gms_idx_range_of(&r, owner, p, id);
+	levels = gms_idx_levels(r.bits);
+	if (r.lo >= r.hi || r.hi > (1ull << (levels * GMS_IDX_FAN_BITS)))
+		return -GMS_ENOSPC;
+	u.key.owner = r.owner;
+	u.key.tree = r.tree;
+	u.lo = u.l = r.lo;
+	u.hi = u.h = r.hi;
+	u.id = id;
+	u.delta = delta;
+	bpf_loop(levels, gms_idx_update_level, &u, 0);
+	if (!u.failed)
+		return 0;
+	/* replay the levels below the failure as a removal */
+	u.delta = -1;
+	u.l = u.lo;
+	u.h = u.hi;
+	u.below_lo = u.below_hi = false;
+	u.failed = false;
+	bpf_loop(levels, gms_idx_update_level, &u, 0);
+	return -GMS_ENOSPC;
+}
+
+/*
+ * A query: is any stored range over pages [a, b)? Stored pieces and the
+ * query's pieces are aligned blocks, and two aligned blocks meet only if
+ * one holds the other: a stored piece inside a query piece is in that
+ * child's `sub`; one holding it is a child on the path to a or b - 1 with
+ * `here`. So a query reads the same two paths as an update.
+ */
+struct gms_idx_query {
+	struct gms_idx_key key;
+	__u64 a, b;
+	__u64 l, h;
+	__u32 found_level;	/* a child with pieces at or below it: (found_level, found) */
+	__u64 found;		/* then, in a scan of the starts, the mapping found (its id) */
+	bool below_a, below_b;
+	bool hit;		/* found holds a piece itself (here) */
+	bool inside;		/* found has pieces below it: descend */
+};
+
+/* The first child in [from, to) of n with pieces at or below it, or -1. */
+__noinline __s64 gms_idx_first_sub(struct gms_idx_node *n, __u64 from, __u64 to)
+{
+	__u32 i;
+
+	if (!n)
+		return -1;
+	for (i = 0; i < GMS_IDX_FAN; i++) {
+		if (from + i >= to)
+			break;
+		if (n->sub[(from + i) & GMS_IDX_FAN_MASK])
+			return from + i;
+	}
+	return -1;
+}
+
+static long gms_idx_query_level(__u64 level, void *data)
+{
+	struct gms_idx_query *q = data;
+	__u32 shift = level * GMS_IDX_FAN_BITS;
+	__u64 pa = q->a >> shift, pb = (q->b - 1) >> shift;
+	__u64 l = q->l, h = q->h, ha = l, lb = h;
+	struct gms_idx_node *na, *nb;
+	__s64 c;
+
+	if (l < h) {
+		if (l & GMS_IDX_FAN_MASK)
+			ha = (l | GMS_IDX_FAN_MASK) + 1;
+		if (ha > h)
+			ha = h;
+		lb = h & ~(__u64)GMS_IDX_FAN_MASK;
+		if (lb < ha)
+			lb = ha;
+		q->l = ha >> GMS_IDX_FAN_BITS;
+		q->h = lb >> GMS_IDX_FAN_BITS;
+		if (ha >= lb)
+			q->l = q->h = 0;
+	}
+	q->key.level = level;
+	q->key.prefix = pa >> GMS_IDX_FAN_BITS;
+	na = bpf_map_lookup_elem(&idx_nodes, &q->key);
+	nb = na;
+	if ((pb >> GMS_IDX_FAN_BITS) != (pa >> GMS_IDX_FAN_BITS)) {
+		q->key.prefix = pb >> GMS_IDX_FAN_BITS;
+		nb = bpf_map_lookup_elem(&idx_nodes, &q->key);
+	}
+	q->found_level = level;
+	/* a stored piece holding query pieces of lower levels */
+	if (na && q->below_a && na->here[pa & GMS_IDX_FAN_MASK]) {
+		q->found = pa;
+		q->hit = true;
+		return 1;
+	}
+	if (nb && q->below_b && nb->here[pb & GMS_IDX_FAN_MASK]) {
+		q->found = pb;
+		q->hit = true;
+		return 1;
+	}
+	/* stored pieces inside (or equal to) this level's query pieces */
+	c = na ? gms_idx_first_sub(na, l, ha) : -1;
+	if (c < 0 && nb)
+		c = gms_idx_first_sub(nb, lb, h);
+	if (c >= 0) {
+		q->found = c;
+		q->inside = true;
+		return 1;
+	}
+	q->below_a |= l < ha;
+	q->below_b |= lb < h;
+	return 0;
+}
+
+/* Down from a child with pieces at or below it to one holding a piece. */
+static long gms_idx_query_descend(__u64 i, void *data)
+{
+	struct gms_idx_query *q = data;
+	struct gms_idx_node *n;
+	__s64 c;
+
+	q->key.level = q->found_level;
+	q->key.prefix = q->found >> GMS_IDX_FAN_BITS;
+	n = bpf_map_lookup_elem(&idx_nodes, &q->key);
+	if (!n || !n->sub[q->found & GMS_IDX_FAN_MASK])
+		return 1;	/* removed under us */
+	if (n->here[q->found & GMS_IDX_FAN_MASK]) {
+		q->hit = true;
+		return 1;
+	}
+	if (!q->found_level)
+		return 1;
+	q->found_level--;
+	q->key.level = q->found_level;
+	q->key.prefix = q->found;
+	n = bpf_map_lookup_elem(&idx_nodes, &q->key);
+	c = n ? gms_idx_first_sub(n, 0, GMS_IDX_FAN) : -1;
+	if (c < 0)
+		return 1;
+	q->found = (q->found << GMS_IDX_FAN_BITS) | c;
+	return 0;
+}
+
+/*
+ * Looking for a mapping of the query's owner over [a, b) among the
+ * starts, where a piece holds several: the query itself is the scan's
+ * state (`found` becomes the answer), so that no frame of its own sits
+ * under find's (6.12 allows 512 bytes for the ioctl entry's whole call
+ * chain, callbacks included).
+ */
+static long gms_idx_scan_one(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_query *q)
+{
+	bool declared = q->key.tree == GMS_TREE_DECLARED;
+	struct gms_pin *m;
+	__u64 lo, hi;
+
+	if (key->owner != q->key.owner || ((key->tree >> 56 & 0xf) == GMS_PIN_DECLARED) != declared)
+		return 0;
+	m = bpf_map_lookup_elem(&idx_maps, id);
+	if (!m)
+		return 0;
+	lo = declared ? m->vaddr : m->vaddr >> 12;
+	hi = declared ? m->end : (m->end + 4095) >> 12;
+	if (lo >= q->b || hi <= q->a)
+		return 0;
+	q->found = *id;
+	return 1;
+}
+
+/* Is anything stored over r's [lo, hi)? 1 with r->id (0 if unnamed), or 0. */
+__noinline int gms_idx_find(struct gms_idx_range *r)
+{
+	struct gms_idx_query q = {};
+	struct gms_idx_node *n;
+	__u32 levels;
+	__u64 c;
+
+	if (!r)
+		return 0;
+	r->id = 0;
+	levels = gms_idx_levels(r->bits);
+	q.key.owner = r->owner;
+	q.key.tree = r->tree;
+	q.a = q.l = r->lo;
+	q.b = q.h = r->hi > (1ull << (levels * GMS_IDX_FAN_BITS)) ? 1ull << (levels * GMS_IDX_FAN_BITS) : r->hi;
+	if (q.a >= q.b)
+		return 0;
+	bpf_loop(levels, gms_idx_query_level, &q, 0);
+	if (q.inside)
+		bpf_loop(GMS_IDX_MAX_LEVELS + 1, gms_idx_query_descend, &q, 0);
+	if (!q.hit)
+		return 0;
+	/* the piece's ids are the xor of its mappings': one mapping's id when here is 1 */
+	q.key.level = q.found_level;
+	q.key.prefix = q.found >> GMS_IDX_FAN_BITS;
+	c = q.found & GMS_IDX_FAN_MASK;
+	n = bpf_map_lookup_elem(&idx_nodes, &q.key);
+	if (n && n->here[c] == 1 && bpf_map_lookup_elem(&idx_maps, &n->ids[c])) {
+		r->id = n->ids[c];
+		return 1;
+	}
+	q.found = 0;
+	bpf_for_each_map_elem(&idx_starts, gms_idx_scan_one, &q, 0);
+	r->id = q.found;
+	return 1;
+}
+
+static __always_inline struct gms_idx_state *gms_idx_state_of(__u64 owner, bool create)
+{
+	struct gms_idx_state *st = bpf_map_lookup_elem(&idx_state, &owner);
+	struct gms_idx_state zero = {};
+
+	if (st || !create)
+		return st;
+	bpf_map_update_elem(&idx_state, &owner, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&idx_state, &owner);
+}
+
+/* The key of a mapping's start in idx_starts: (owner, kind << 56 | ioas << 24 | fd, iova page). */
+static __always_inline void gms_idx_start_key(struct gms_idx_key *k, __u64 owner, const struct gms_pin *p, __u64 iova)
+{
+	k->owner = owner;
+	k->tree = GMS_TREE_IOVA | (__u64)(p->kind & 0xf) << 56 | (__u64)(p->ioas_id & 0xffffffff) << 24 | p->fd;
+	k->prefix = iova >> 12;
+	k->level = 0;
+	k->pad = 0;
+}
+
+static __always_inline __u64 gms_idx_bytes(const struct gms_pin *m)
+{
+	return m->kind == GMS_PIN_DECLARED ? (m->end - m->vaddr) << 12 : m->end - m->vaddr;
+}
+
+/*
+ * Removes the mapping whose start is at key (owner, start tree, page):
+ * its bytes, or 0 if another CPU removes it (whoever deletes the start
+ * owns the removal) or it is gone.
+ */
+__noinline __u64 gms_idx_remove_start(struct gms_idx_key *key)
+{
+	struct gms_idx_state *st;
+	struct gms_pin *m;
+	__u64 id, *idp, owner, bytes;
+
+	if (!key)
+		return 0;
+	idp = bpf_map_lookup_elem(&idx_starts, key);
+	if (!idp)
+		return 0;
+	id = *idp;
+	owner = key->owner;
+	m = bpf_map_lookup_elem(&idx_maps, &id);
+	if (!m || bpf_map_delete_elem(&idx_starts, key))
+		return 0;
+	bytes = gms_idx_bytes(m);
+	gms_idx_update(owner, m, id, -1);
+	bpf_map_delete_elem(&idx_maps, &id);
+	st = gms_idx_state_of(owner, false);
+	if (st && st->mappings)
+		__sync_fetch_and_add(&st->mappings, -1);
+	return bytes ? bytes : 1;
+}
+
+/* The process (tgid) of an owner, so that its exit finds the owner's entries (mm 0: declared only). */
+static __always_inline void gms_idx_note_tgid(__u32 tgid, __u64 mm)
+{
+	__u64 *known = bpf_map_lookup_elem(&idx_tgids, &tgid);
+
+	if (!known || (mm && *known != mm))
+		bpf_map_update_elem(&idx_tgids, &tgid, &mm, BPF_ANY);
 }
 
 /*
@@ -389,7 +513,7 @@ static __always_inline void gms_idx_start_of(struct gms_idx_range *r, __u64 owne
  */
 __noinline int gms_idx_add(__u64 owner, struct gms_pin *p)
 {
-	struct gms_idx_range r = {};
+	struct gms_idx_key start = {};
 	struct gms_idx_state *st;
 	__u64 id, *next;
 	__u32 zero = 0, max;
@@ -405,6 +529,18 @@ __noinline int gms_idx_add(__u64 owner, struct gms_pin *p)
 	st->tgid = p->tgid;
 	if (!declared)
 		__builtin_memcpy(st->comm, p->comm, sizeof(st->comm));
+	gms_idx_note_tgid(p->tgid, declared ? 0 : owner);
+	gms_idx_start_key(&start, owner, p, p->iova);
+	/* undeclare names a declared range by its first gfn: one range per first gfn */
+	if (declared && bpf_map_lookup_elem(&idx_starts, &start))
+		return -GMS_EEXIST;
+	/*
+	 * A DMA mapping's start already there is a mapping whose unmap the
+	 * index missed (the kernel refuses overlapping iovas in one container
+	 * or IOAS): it goes.
+	 */
+	if (!declared)
+		gms_idx_remove_start(&start);
 	if (st->mappings >= max)
 		goto not_indexed;
 	next = bpf_map_lookup_elem(&idx_next_id, &zero);
@@ -413,15 +549,12 @@ __noinline int gms_idx_add(__u64 owner, struct gms_pin *p)
 	id = __sync_fetch_and_add(next, 1) + 1;
 	if (bpf_map_update_elem(&idx_maps, &id, p, BPF_NOEXIST))
 		goto not_indexed;
-	gms_idx_range_of(&r, owner, p, id);
-	if (gms_idx_update(&r, 1)) {
+	if (gms_idx_update(owner, p, id, 1)) {
 		bpf_map_delete_elem(&idx_maps, &id);
 		goto not_indexed;
 	}
-	gms_idx_start_of(&r, owner, p, id);
-	if (gms_idx_update(&r, 1)) {
-		gms_idx_range_of(&r, owner, p, id);
-		gms_idx_update(&r, -1);
+	if (bpf_map_update_elem(&idx_starts, &start, &id, BPF_NOEXIST)) {
+		gms_idx_update(owner, p, id, -1);
 		bpf_map_delete_elem(&idx_maps, &id);
 		goto not_indexed;
 	}
@@ -431,44 +564,46 @@ not_indexed:
 	gms_count_drop(GMS_DROP_PIN_INDEX_FULL);
 	if (st) {
 		__sync_fetch_and_add(&st->not_indexed, 1);
-		__sync_fetch_and_add(&st->unindexed_bytes, declared ? (p->end - p->vaddr) << 12 : p->end - p->vaddr);
+		__sync_fetch_and_add(&st->unindexed_bytes, gms_idx_bytes(p));
 	}
 	return -GMS_ENOSPC;
 }
 
-/* Removing the mappings that start in one tree's [lo, hi), one per bpf_loop() step. */
+/* Removing the mappings that start in one start tree's pages [lo, hi) (all of it: lo 0, hi ~0). */
 struct gms_idx_unmap {
-	__u64 owner, start_tree;
-	__u64 lo, hi;		/* start pages */
+	struct gms_idx_key key;
+	__u64 lo, hi;
 	__u64 bytes;		/* removed */
 	__u32 removed;
 };
 
-static long gms_idx_unmap_one(__u64 i, void *data)
+static __always_inline void gms_idx_unmap_account(struct gms_idx_unmap *w, __u64 bytes)
+{
+	if (!bytes)
+		return;
+	w->bytes += bytes;
+	w->removed++;
+}
+
+/* Each page of a short range, looked up. */
+static long gms_idx_unmap_probe(__u64 i, void *data)
 {
 	struct gms_idx_unmap *w = data;
-	struct gms_idx_range r = {.owner = w->owner, .tree = w->start_tree, .bits = GMS_IDX_IOVA_BITS,
-				  .lo = w->lo, .hi = w->hi};
-	struct gms_idx_state *st;
-	struct gms_pin *m;
-	__u64 id, owner = w->owner;
 
-	if (!gms_idx_find(&r) || !r.id)
-		return 1;	/* none left (or one the index cannot name: it stays, which refuses more) */
-	id = r.id;
-	m = bpf_map_lookup_elem(&idx_maps, &id);
-	if (!m)
+	w->key.prefix = w->lo + i;
+	if (w->key.prefix >= w->hi)
 		return 1;
-	w->bytes += m->kind == GMS_PIN_DECLARED ? (m->end - m->vaddr) << 12 : m->end - m->vaddr;
-	gms_idx_range_of(&r, owner, m, id);
-	gms_idx_update(&r, -1);
-	gms_idx_start_of(&r, owner, m, id);
-	gms_idx_update(&r, -1);
-	bpf_map_delete_elem(&idx_maps, &id);
-	st = gms_idx_state_of(owner, false);
-	if (st && st->mappings)
-		__sync_fetch_and_add(&st->mappings, -1);
-	w->removed++;
+	gms_idx_unmap_account(w, gms_idx_remove_start(&w->key));
+	return 0;
+}
+
+/* A long range or all: every start of the owner's tree, in the map. */
+static long gms_idx_unmap_scan(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_unmap *w)
+{
+	if (key->owner != w->key.owner || key->tree != w->key.tree || key->prefix < w->lo || key->prefix >= w->hi)
+		return 0;
+	w->key.prefix = key->prefix;
+	gms_idx_unmap_account(w, gms_idx_remove_start(&w->key));
 	return 0;
 }
 
@@ -480,22 +615,31 @@ static long gms_idx_unmap_one(__u64 i, void *data)
  */
 __noinline int gms_idx_remove(__u64 owner, struct gms_pin *key, __u64 bytes, int all, __u64 unmapped)
 {
-	struct gms_idx_unmap w = {.owner = owner};
+	struct gms_idx_unmap w = {};
 	struct gms_idx_state *st;
+	struct gms_pin *m;
+	__u64 *id;
 
 	if (!key)
 		return 0;
-	w.start_tree = gms_idx_start_tree(key);
+	gms_idx_start_key(&w.key, owner, key, key->iova);
 	w.lo = key->iova >> 12;
 	w.hi = (key->iova + bytes + 4095) >> 12;
-
-	if (!all && w.hi <= w.lo)
-		return 0;
-	if (all || w.hi > (1ull << GMS_IDX_IOVA_BITS)) {
+	if (all) {
 		w.lo = 0;
-		w.hi = 1ull << GMS_IDX_IOVA_BITS;
+		w.hi = ~0ull;
+	} else if (w.hi <= w.lo) {
+		return 0;
 	}
-	bpf_loop(GMS_IDX_MAX_MAPPINGS + 1, gms_idx_unmap_one, &w, 0);
+	/* the common unmap: exactly one mapping, found by its start (no other starts inside it) */
+	id = all ? NULL : bpf_map_lookup_elem(&idx_starts, &w.key);
+	m = id ? bpf_map_lookup_elem(&idx_maps, id) : NULL;
+	if (m && w.hi - w.lo <= (gms_idx_bytes(m) + 4095) >> 12)
+		gms_idx_unmap_account(&w, gms_idx_remove_start(&w.key));
+	else if (!all && w.hi - w.lo <= GMS_IDX_UNMAP_PROBE_PAGES)
+		bpf_loop(GMS_IDX_UNMAP_PROBE_PAGES, gms_idx_unmap_probe, &w, 0);
+	else
+		bpf_for_each_map_elem(&idx_starts, gms_idx_unmap_scan, &w, 0);
 	st = gms_idx_state_of(owner, false);
 	if (st && st->unindexed_bytes && unmapped > w.bytes) {
 		__u64 rest = unmapped - w.bytes;
@@ -506,3 +650,47 @@ __noinline int gms_idx_remove(__u64 owner, struct gms_pin *key, __u64 bytes, int
 	return w.removed;
 }
 
+/* An exiting process's entries: its DMA mappings (owner mm) and the ranges declared for it (owner tgid). */
+struct gms_idx_exit {
+	__u64 mm, tgid;
+	struct gms_idx_key key;
+};
+
+static long gms_idx_exit_scan(struct bpf_map *map, struct gms_idx_key *key, __u64 *id, struct gms_idx_exit *x)
+{
+	if (!key->owner || (key->owner != x->mm && key->owner != x->tgid))
+		return 0;
+	x->key = *key;
+	gms_idx_remove_start(&x->key);
+	return 0;
+}
+
+/*
+ * The index's entries leave with their process: a later process reusing
+ * the pid (declared ranges) or the mm_struct's address must not inherit
+ * them. Only processes the index holds (idx_tgids) cost more than a
+ * lookup, once their last thread exits (do_exit() drops signal->live
+ * before this tracepoint).
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(enforce_process_exit, struct task_struct *task)
+{
+	struct gms_idx_exit x = {};
+	__u32 tgid;
+	__u64 *mm;
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	tgid = BPF_CORE_READ(task, tgid);
+	mm = bpf_map_lookup_elem(&idx_tgids, &tgid);
+	if (!mm)
+		return 0;
+	x.mm = *mm;
+	x.tgid = tgid;
+	bpf_for_each_map_elem(&idx_starts, gms_idx_exit_scan, &x, 0);
+	if (x.mm)
+		bpf_map_delete_elem(&idx_state, &x.mm);
+	bpf_map_delete_elem(&idx_state, &x.tgid);
+	bpf_map_delete_elem(&idx_tgids, &tgid);
+	return 0;
+}

@@ -7,19 +7,34 @@
  * The index: per process (struct mm_struct *), the user pages of its
  * VFIO and iommufd DMA mappings, kept by the map/unmap ioctls (VFIO type1
  * pins the pages at map time and unpins them at unmap); per process
- * (tgid), the gfns an operator declared. Each is a segment tree over page
- * numbers, stored sparsely in the hash map idx_nodes under (owner, tree,
- * level, prefix = page >> level):
- *  - a range [lo, hi) is counted (`here`) at its canonical nodes, at most
- *    two per level; the nodes above those, the ones holding lo or hi - 1
- *    that [lo, hi) only partly covers, count it in `sub`;
- *  - a query [a, b) meets a stored range if and only if one of the
- *    range's canonical nodes holds a or b - 1 (found on the two paths from
- *    the root to a and to b - 1) or lies inside a canonical node of
- *    [a, b) (found by descending from one with `sub`).
- * Insert, delete and query are O(bits) map operations (bits: 36 for user
- * addresses, 40 for gfns, 52 for iovas), whatever the number of mappings;
- * every loop is a bpf_loop() bounded by the bits.
+ * (tgid), the gfns an operator declared. Each is a radix tree of fan-out
+ * 64 over page numbers, stored sparsely in the hash map idx_nodes under
+ * (owner, tree, level, prefix = page >> 6 * (level + 1)); a node holds,
+ * per child, `here` (mappings of which the child is a piece), `sub`
+ * (pieces at or below it) and the xor of the ids in `here`:
+ *  - a range [lo, hi) is cut into pieces, aligned blocks of 64^k pages,
+ *    as the classic iterative decomposition does by 64s: at each level at
+ *    most two runs of children, in the nodes on the paths to lo and to
+ *    hi - 1, whose children over lower pieces count them in `sub`;
+ *  - aligned blocks meet only if one holds the other, so a query [a, b)
+ *    meets a stored range if and only if one of its pieces has `sub` (a
+ *    stored piece inside) or a path child above one of its pieces has
+ *    `here` (a stored piece holding it): it reads the same nodes.
+ * Insert, delete and query read or write at most two nodes per level: 6
+ * levels for user addresses, 7 for gfns; a one-page mapping is one node
+ * per level. The node's id xor names the mapping when one holds the
+ * piece; when several do, a scan of the owner's starts names one.
+ * idx_starts finds a mapping by (owner, container or IOAS, iova page):
+ * an unmap of exactly one mapping is one lookup, a short range looks up
+ * each page, a long one (or unmap-all, or a process's exit) scans the
+ * starts.
+ *
+ * Concurrency: counts change by atomic adds, which commute, so a map and
+ * an unmap on two CPUs leave the same counts in any order. A node is
+ * deleted by the update that drops its last user, after marking it dead
+ * (compare-and-swap of 0), and an add counts itself a user before it
+ * touches a node, retrying past a dead one: no update writes into a node
+ * that is gone.
  *
  * Why this and not bpf_rbtree or an arena: bpf_rbtree has no augmented
  * maximum, so an overlap query over intervals is a linear scan of the
@@ -27,6 +42,8 @@
  * moved through 6.12-6.13, and their pages are mapped at load time. A
  * hash map and bpf_loop() load on 6.12's verifier (the VM lane) and on
  * this machine's 6.18 alike, in LSM, tracepoint and syscall programs.
+ * A binary segment tree (this index before) cost O(address bits) map
+ * operations, 36 to 52 levels of several each: 15-25 us per mapping.
  *
  * A decision finds the memslots of the converted gfns by descending
  * KVM's gfn_tree (as search_memslots() does) and walks only those in the
@@ -73,8 +90,10 @@ struct gms_idx_range {
 };
 /* Is anything stored over r's [lo, hi)? 1 with r->id, or 0. */
 int gms_idx_find(struct gms_idx_range *r);
-/* Adds (delta 1) or removes (-1) r's range; an add that fails is undone: 0 or -ENOSPC. */
-int gms_idx_update(struct gms_idx_range *r, int delta);
+/* Removes the mapping starting at key (idx_starts): its bytes, or 0. */
+__u64 gms_idx_remove_start(struct gms_idx_key *key);
+/* Adds (delta 1) or removes (-1) mapping p (id) of owner; an add that fails is undone: 0 or -ENOSPC. */
+int gms_idx_update(__u64 owner, struct gms_pin *p, __u64 id, int delta);
 /* Indexes a DMA mapping (owner mm) or declared range (owner tgid): 0, or -ENOSPC, counted as not indexed. */
 int gms_idx_add(__u64 owner, struct gms_pin *p);
 /* Removes key's (kind, fd, ioas) mappings starting in iova [iova, iova + bytes), or all: how many. */
@@ -126,6 +145,13 @@ static __always_inline void gms_pin_index_ioctl(const struct gms_ioctl_event *e,
 
 /* ---- the decision ---- */
 
+/* The user's argument of a conversion ioctl (offsets of the UAPI structs). */
+struct gms_conversion {
+	__u64 start;		/* gpa or gmem offset */
+	__u64 size;
+	__u64 attributes;
+};
+
 struct gms_veto_walk {
 	struct file *gmem;	/* gmem-fd conversion: its file; NULL: VM fd, in gfns */
 	__u64 first, end;	/* gfns or gmem indexes */
@@ -139,8 +165,15 @@ struct gms_veto_walk {
 	bool hit;
 	__u64 hit_first_gfn, hit_end_gfn;
 	__u64 id;
-	/* a query, here rather than on a callback's stack: 6.12 sums frames (rounded to 32 bytes) to 512 */
-	struct gms_idx_range r;
+	/*
+	 * A query, here rather than on a callback's stack: 6.12 sums the
+	 * frames of a call chain (rounded to 16 bytes) against 512. The
+	 * user's argument is read into the same bytes, before any query.
+	 */
+	union {
+		struct gms_idx_range r;
+		struct gms_conversion c;
+	};
 };
 
 /* Overlap of [a0, a1) and [b0, b1), as [*lo, *hi); false if empty. */
@@ -319,7 +352,7 @@ static long gms_veto_slot(__u64 index, void *data)
  * first gfn, found by descent; for a gmem fd (offsets, not gfns) the
  * leftmost.
  */
-static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct kvm *kvm)
+static __noinline void gms_veto_first_slot(struct gms_veto_walk *w, struct kvm *kvm)
 {
 	struct kvm_memslots *slots = BPF_CORE_READ(kvm, memslots[0]);
 	struct gms_rb_walk rb = {};
@@ -342,21 +375,21 @@ static __always_inline void gms_veto_first_slot(struct gms_veto_walk *w, struct 
 	w->node = rb.found;
 }
 
-/* The user's argument of a conversion ioctl (offsets of the UAPI structs). */
-struct gms_conversion {
-	__u64 start;		/* gpa or gmem offset */
-	__u64 size;
-	__u64 attributes;
-};
-
 /*
  * Decides one ioctl: whether to refuse it (enforce mode only). A veto or
  * would-veto is sent as a record.
  */
+/* The commands a decision looks at: every other ioctl leaves before any lookup. */
+static __always_inline bool gms_veto_cmd(__u32 cmd)
+{
+	return cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES || cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES2 ||
+	       cmd == GMS_KVM_GMEM_CONVERT_PRIVATE;
+}
+
 static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsigned long arg)
 {
 	struct gms_veto_walk w = {};
-	struct gms_conversion c = {};
+	struct gms_conversion *c = &w.c;
 	struct gms_veto_state *state;
 	struct gms_idx_state *st;
 	struct gms_veto_event *e;
@@ -366,18 +399,17 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 	__u8 why = GMS_VETO_OVERLAP;
 	__u16 kind;
 
-	if (cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES && cmd != GMS_KVM_SET_MEMORY_ATTRIBUTES2 &&
-	    cmd != GMS_KVM_GMEM_CONVERT_PRIVATE)
+	if (!gms_veto_cmd(cmd))
 		return 0;
 	kind = gms_fd_kind(file);
 	if (cmd == GMS_KVM_SET_MEMORY_ATTRIBUTES ? kind != GMS_FD_VM : kind != GMS_FD_GMEM)
 		return 0;
 	/* CONVERT's struct has no attributes: it is a conversion to private by its name */
-	if (bpf_probe_read_user(&c, cmd == GMS_KVM_GMEM_CONVERT_PRIVATE ? 16 : sizeof(c), (void *)arg))
+	if (bpf_probe_read_user(c, cmd == GMS_KVM_GMEM_CONVERT_PRIVATE ? 16 : sizeof(*c), (void *)arg))
 		return 0;	/* the kernel will fail to read it too */
 	if (cmd == GMS_KVM_GMEM_CONVERT_PRIVATE)
-		c.attributes = GMS_ATTR_PRIVATE;
-	if (!(c.attributes & GMS_ATTR_PRIVATE) || !c.size)
+		c->attributes = GMS_ATTR_PRIVATE;
+	if (!(c->attributes & GMS_ATTR_PRIVATE) || !c->size)
 		return 0;	/* to shared: the device keeps reaching shared memory */
 	if (kind == GMS_FD_VM) {
 		kvm = BPF_CORE_READ(file, private_data);
@@ -387,8 +419,8 @@ static __always_inline bool gms_veto_decide(struct file *file, __u32 cmd, unsign
 	}
 	if (!kvm)
 		return 0;
-	w.first = c.start >> 12;
-	w.end = (c.start + c.size + 4095) >> 12;
+	w.first = c->start >> 12;
+	w.end = (c->start + c->size + 4095) >> 12;
 	w.mm = (__u64)BPF_CORE_READ(kvm, mm);
 	w.tgid = bpf_get_current_pid_tgid() >> 32;
 	state = bpf_map_lookup_elem(&veto_state, &zero);

@@ -304,8 +304,9 @@ Tracer::Tracer(const Features& features, const TraceOptions& opts) : refused_(op
         required.emplace("task_fork");
     if (opts.veto_mode != GMS_VETO_OFF) {
         // The ioctl exit keeps the index of DMA mappings; the LSM decides;
-        // `pin add|del` runs the index's own entry point.
-        required.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit", "enforce_index_op"});
+        // `pin add|del` runs the index's own entry point; a process's exit takes
+        // its entries out.
+        required.insert({"syscalls_ioctl_enter", "syscalls_ioctl_exit", "enforce_index_op", "enforce_process_exit"});
         if (opts.veto_mode != GMS_VETO_AUDIT_SYSCALL)
             required.emplace("lsm_file_ioctl");
     }
@@ -395,8 +396,9 @@ void Tracer::pin_enforcement(const std::string& dir, bool links)
         if (err)
             throw std::runtime_error(fmt::format("pinning {}: {}", what, strerror(-err)));
     };
-    for (struct bpf_map* m : {skel_->maps.idx_nodes, skel_->maps.idx_maps, skel_->maps.idx_state,
-                              skel_->maps.idx_next_id, skel_->maps.veto_state})
+    for (struct bpf_map* m : {skel_->maps.idx_nodes, skel_->maps.idx_starts, skel_->maps.idx_tgids,
+                              skel_->maps.idx_maps, skel_->maps.idx_state, skel_->maps.idx_next_id,
+                              skel_->maps.veto_state})
         pin(bpf_map__pin(m, (dir + "/" + bpf_map__name(m)).c_str()), bpf_map__name(m));
     // `gmemscope pin add|del` runs it on the pinned maps.
     pin(bpf_program__pin(skel_->progs.enforce_index_op, (dir + "/enforce_index_op").c_str()), "enforce_index_op");

@@ -270,7 +270,12 @@ void declare_range(int prog_fd, uint32_t tgid, uint64_t first_gfn, uint64_t end_
     op.vaddr = first_gfn;
     op.bytes = end_gfn - first_gfn;
     std::strncpy(op.note, note.c_str(), sizeof(op.note) - 1);
-    if (int64_t ret = index_op(prog_fd, op); ret < 0)
+    int64_t ret = index_op(prog_fd, op);
+    if (ret == -EEXIST)
+        throw std::runtime_error(fmt::format("pid {}: a declared range already starts at gfn {:#x} (`pin del` names "
+                                             "ranges by their first gfn)",
+                                             tgid, first_gfn));
+    if (ret < 0)
         throw std::runtime_error(fmt::format("pid {}: the index cannot hold gfn [{:#x}, {:#x}): {} (at most {} "
                                              "declared ranges per process, gfns below 2^{})",
                                              tgid, first_gfn, end_gfn, errno_name(ret), GMS_IDX_MAX_DECLARED,

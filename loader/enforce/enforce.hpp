@@ -77,7 +77,7 @@ std::vector<PinEntry> read_pins(int idx_maps_fd);
 // Runs the index's entry point (SEC("syscall") enforce_index_op) with op;
 // returns op.ret (0 or the number removed, or -errno), throws if it cannot run.
 int64_t index_op(int prog_fd, gms_index_op op);
-// Declares gfns [first_gfn, end_gfn) for tgid; std::invalid_argument for an
+// Declares gfns [first_gfn, end_gfn) for tgid (one range per first gfn); std::invalid_argument for an
 // empty or inverted range, std::runtime_error when the index cannot hold it.
 void declare_range(int prog_fd, uint32_t tgid, uint64_t first_gfn, uint64_t end_gfn, const std::string& note);
 // Removes the declared ranges of tgid starting at first_gfn; how many.

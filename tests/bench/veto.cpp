@@ -17,7 +17,10 @@
 // no VFIO, so mappings are indexed through the index's own entry point
 // (SEC("syscall") enforce_index_op, the code the map/unmap ioctl exits
 // run): index_map_ns and index_unmap_ns are its cost per mapping, against
-// the same entry point doing nothing (index_noop_ns).
+// the same entry point doing nothing (index_noop_ns); *_program_ns are
+// the program's own run time (kernel.bpf_stats_enabled). An ioctl no one
+// watches (FIONREAD on a pipe) is timed untraced and with the mappings
+// indexed: what enforcement costs every other ioctl on the machine.
 //
 //   build/bench_veto [--mappings N[,N...]] [--memslots M[,M...]] [iterations]
 //   (root; one JSON line per case, schemas/bench_veto.schema.json; default
@@ -59,6 +62,22 @@ Stats prog_stats(int fd)
     __u32 len = sizeof(info);
     bpf_obj_get_info_by_fd(fd, &info, &len);
     return {info.run_time_ns, info.run_cnt};
+}
+
+// Wall ns per FIONREAD on a pipe: an ioctl neither tracing nor enforcement looks at.
+double unwatched_ns(uint64_t n)
+{
+    int p[2];
+    if (pipe(p))
+        throw std::runtime_error(fmt::format("pipe: {}", strerror(errno)));
+    int avail = 0;
+    auto t0 = Clock::now();
+    for (uint64_t i = 0; i < n; i++)
+        ioctl(p[0], FIONREAD, &avail);
+    double ns = double(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()) / double(n);
+    close(p[0]);
+    close(p[1]);
+    return ns;
 }
 
 double ns_since(Clock::time_point t0, uint64_t n)
@@ -133,6 +152,7 @@ void run_case(const gms::Features& features, const Case& c)
 
     // Decision off: what sys_enter_ioctl costs without it.
     double untraced_ns = convert_ns(vm.vm_fd(), gpa_miss, c.iterations);
+    double untraced_unwatched_ns = unwatched_ns(c.iterations);
     double off_ns = 0, off_wall_ns = 0;
     {
         gms::Tracer t(features, options(GMS_VETO_OFF));
@@ -156,15 +176,27 @@ void run_case(const gms::Features& features, const Case& c)
         o.iova = 0x100000000ull + page * 4096;
         return gms::index_op(op_fd, o);
     };
+    // Wall time per call, and the program's run time (the kernel's own
+    // count, steadier on a loaded machine).
+    Stats s0 = prog_stats(op_fd);
     auto t0 = Clock::now();
     for (uint64_t j = 0; j < c.iterations; j++)
         op(0, 0);   // no such op: the entry point's own cost
     double noop_ns = ns_since(t0, c.iterations);
+    Stats s1 = prog_stats(op_fd);
+    double noop_prog_ns = double(s1.run_ns - s0.run_ns) / double(s1.runs - s0.runs);
     t0 = Clock::now();
     for (uint64_t j = 0; j < c.mappings; j++)
         if (op(GMS_INDEX_MAP, j * stride) != 0)
             throw std::runtime_error(fmt::format("mapping {} of {} not indexed", j, c.mappings));
     double map_ns = ns_since(t0, c.mappings);
+    Stats s2 = prog_stats(op_fd);
+    double map_prog_ns = double(s2.run_ns - s1.run_ns) / double(s2.runs - s1.runs);
+    int enter_fd = t.prog_fd("syscalls_ioctl_enter"), exit_fd = t.prog_fd("syscalls_ioctl_exit");
+    Stats e0 = prog_stats(enter_fd), x0 = prog_stats(exit_fd);
+    double enforced_unwatched_ns = unwatched_ns(c.iterations);
+    Stats e1 = prog_stats(enter_fd), x1 = prog_stats(exit_fd);
+    double unwatched_programs_ns = double(e1.run_ns - e0.run_ns + x1.run_ns - x0.run_ns) / double(c.iterations);
 
     int fd = t.prog_fd("syscalls_ioctl_enter");
     for (bool hit : {false, true}) {
@@ -189,22 +221,30 @@ void run_case(const gms::Features& features, const Case& c)
                                           {"untraced_ioctl_ns", untraced_ns},
                                           {"ioctl_ratio", wall / untraced_ns},
                                           {"index_map_ns", map_ns - noop_ns},
+                                          {"index_map_program_ns", map_prog_ns - noop_prog_ns},
+                                          {"unwatched_ioctl_ns", enforced_unwatched_ns},
+                                          {"unwatched_programs_ns", unwatched_programs_ns},
+                                          {"untraced_unwatched_ioctl_ns", untraced_unwatched_ns},
                                           {"index_noop_ns", noop_ns}}
                                .dump());
         std::fflush(stdout);
     }
     // Unmapping every mapping, as VFIO_IOMMU_UNMAP_DMA of each would.
+    Stats u0 = prog_stats(op_fd);
     t0 = Clock::now();
     for (uint64_t j = 0; j < c.mappings; j++)
         if (op(GMS_INDEX_UNMAP, j * stride) != 1)
             throw std::runtime_error(fmt::format("mapping {} was not removed", j));
     double unmap_ns = ns_since(t0, c.mappings);
+    Stats u1 = prog_stats(op_fd);
+    double unmap_prog_ns = double(u1.run_ns - u0.run_ns) / double(u1.runs - u0.runs);
     fmt::print("{}\n", nlohmann::json{{"type", "bench_veto"},
                                       {"case", "unmap"},
                                       {"mappings", c.mappings},
                                       {"memslots", c.memslots},
                                       {"iterations", c.mappings},
                                       {"index_unmap_ns", unmap_ns - noop_ns},
+                                      {"index_unmap_program_ns", unmap_prog_ns - noop_prog_ns},
                                       {"index_noop_ns", noop_ns}}
                            .dump());
     munmap(buf, pages * 4096);

@@ -51,7 +51,8 @@ TEST_CASE("the catalog and the BPF object name the same programs", "[catalog]")
         INFO("program " << p << " is in the BPF object");
         // task_fork is the process filter, lsm_file_ioctl and enforce_index_op
         // (the index's entry point, a syscall program) enforcement: not hooks.
-        CHECK((named.contains(p) || p == "task_fork" || p == "lsm_file_ioctl" || p == "enforce_index_op"));
+        CHECK((named.contains(p) || p == "task_fork" || p == "lsm_file_ioctl" || p == "enforce_index_op" ||
+               p == "enforce_process_exit"));
     }
 }
 
