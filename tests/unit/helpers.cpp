@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -350,13 +351,22 @@ const Why& why_no_validator()
     return why;
 }
 
+void die_with_test(pid_t test)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != test)   // it ended before the line above
+        _exit(127);
+}
+
 Background::Background(const std::vector<std::string>& argv)
 {
     int out[2], err[2];
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
         throw std::runtime_error("pipe");
+    pid_t test = getpid();
     pid_ = fork();
     if (pid_ == 0) {
+        die_with_test(test);
         dup2(out[1], 1);
         dup2(err[1], 2);
         std::vector<char*> args;

@@ -110,8 +110,15 @@ void require_valid(const std::string& lines, const std::string& expect);
 // else why not: the VM lane's initramfs, for one, has no Python.
 const Why& why_no_validator();
 
+// In a child just forked by a test (on the test's main thread): SIGKILL
+// when the test process ends, however it ends (a failed REQUIRE, a
+// signal, CTest's SIGKILL at its timeout), so that no loader or workload
+// a test started runs on with its programs attached.
+void die_with_test(pid_t test);
+
 // A command running in the background, its stdout and stderr collected;
-// killed (SIGKILL) and reaped at scope exit if still running.
+// killed (SIGKILL) and reaped at scope exit if still running, and with
+// the test process (die_with_test).
 class Background {
 public:
     explicit Background(const std::vector<std::string>& argv);

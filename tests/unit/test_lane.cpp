@@ -1,12 +1,16 @@
 // The VM lane's own checks (tests/vm/init.sh runs them on purpose; hidden
 // from a plain run by the `[.]` tag): between two test cases, nothing of
 // gmemscope may stay attached, pinned or running, and a test that fails in
-// the middle of a persisted enforcement is the one blamed for it.
+// the middle of a persisted enforcement is the one blamed for it. And on
+// every lane: what a test started ends with the test process.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -67,4 +71,39 @@ TEST_CASE("lane: a test that fails on purpose in the middle of a persisted enfor
     const std::string link = std::string(gms::kEnforceDir) + "/link_lsm_file_ioctl";
     REQUIRE(gms::test::wait_until([&] { return access(link.c_str(), F_OK) == 0; }, std::chrono::seconds(120)));
     FAIL("on purpose, with `enforce --persist` (pid " << loader << ") running and " << link << " pinned");
+}
+
+TEST_CASE("a test process killed by SIGKILL takes the commands it started with it", "[helpers]")
+{
+    // A stand-in for unit_tests at CTest's timeout: it starts a command
+    // as every test does (Background), says its pid, and is killed.
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    pid_t test = fork();
+    if (test == 0) {
+        gms::test::Background cmd({"sleep", "600"});
+        pid_t pid = cmd.pid();
+        ssize_t n = write(p[1], &pid, sizeof(pid));
+        (void)n;
+        pause();
+        _exit(0);
+    }
+    close(p[1]);
+    pid_t cmd = 0;
+    REQUIRE(read(p[0], &cmd, sizeof(cmd)) == sizeof(cmd));
+    close(p[0]);
+    REQUIRE(cmd > 0);
+    CHECK(kill(cmd, 0) == 0);
+    kill(test, SIGKILL);
+    REQUIRE(waitpid(test, nullptr, 0) == test);
+    // Gone, or dead and waiting for init to reap it (state Z).
+    auto dead = [cmd] {
+        std::ifstream stat("/proc/" + std::to_string(cmd) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line))
+            return true;
+        auto paren = line.rfind(')');
+        return paren != std::string::npos && line.compare(paren + 1, 3, " Z ") == 0;
+    };
+    CHECK(gms::test::wait_until(dead, std::chrono::seconds(10)));
 }

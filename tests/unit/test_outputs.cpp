@@ -209,8 +209,9 @@ TEST_CASE("export stopped by SIGINT or SIGTERM leaves no temporary file", "[outp
         w.finish(end);
     }
     for (int sig : {SIGINT, SIGTERM}) {
-        pid_t pid = fork();
+        pid_t test = getpid(), pid = fork();
         if (pid == 0) {
+            gms::test::die_with_test(test);
             execl(binary().c_str(), "gmemscope", "export", "-i", rec.c_str(), "-o", out.c_str(), nullptr);
             _exit(127);
         }

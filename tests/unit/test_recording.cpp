@@ -53,8 +53,9 @@ std::string record_cut_by(int sig)
     std::string path = fs::temp_directory_path() / ("gms_test_" + std::to_string(sig) + ".rec");
     fs::remove(path);
     fs::remove(path + ".old");
-    pid_t pid = fork();
+    pid_t test = getpid(), pid = fork();
     if (pid == 0) {
+        gms::test::die_with_test(test);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
@@ -674,8 +675,9 @@ TEST_CASE("salvage: a sparse 16 GiB recording is answered within a second and 64
 
     std::string out = dir.path + "/out", err = dir.path + "/err";
     auto t0 = std::chrono::steady_clock::now();
-    pid_t pid = fork();
+    pid_t test = getpid(), pid = fork();
     if (pid == 0) {
+        gms::test::die_with_test(test);
         int o = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(err.c_str(), O_WRONLY | O_CREAT, 0644);
         dup2(o, 1);
         dup2(e, 2);

@@ -115,8 +115,9 @@ TEST_CASE("enforce's index: a process's DMA mappings and the ranges declared for
     int up[2], down[2];
     REQUIRE(pipe(up) == 0);
     REQUIRE(pipe(down) == 0);
-    pid_t child = fork();
+    pid_t test = getpid(), child = fork();
     if (child == 0) {
+        gms::test::die_with_test(test);
         // Three mappings from the main thread, one from a thread that then exits.
         Buffer buf(16);
         char ok = 1;
