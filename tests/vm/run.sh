@@ -24,7 +24,7 @@ PACKAGES=(qemu-system-x86 busybox-static cpio xz-utils zstd)
 # slower it runs (init.sh, calibrate) and scales them by that factor.
 VM_TIMEOUT_S=${GMS_VM_TIMEOUT_S:-2400}  # the whole QEMU run, at most (a ceiling)
 STALL_S=${GMS_VM_STALL_S:-600}          # the console silent this long stops QEMU
-TEST_TIMEOUT_S=${GMS_VM_TEST_TIMEOUT_S:-90}
+TEST_TIMEOUT_S=${GMS_VM_TEST_TIMEOUT_S:-180}  # per test, for an idle machine (tests/vm/README.md, "Time limits")
 MAX_FACTOR=${GMS_VM_MAX_FACTOR:-8}      # slower than this, the guest says so (a SLOW line)
 # init.sh's calibration loop in a guest on an idle development machine.
 CALIBRATION_REF_S=1.3
