@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The VM lane: boots real Debian kernels under QEMU (TCG), each row of
-# tests/vm/kernels.tsv in its own guest (GMS_VM_JOBS at once), with an initramfs holding busybox, the
-# static gmemscope and unit tests, and the row's KVM/VFIO modules, and
-# reports what ran inside (tests/vm/README.md).
+# tests/vm/kernels.tsv in its own guest (GMS_VM_JOBS at once), with an
+# initramfs holding busybox, the static gmemscope and unit tests, and the
+# row's KVM/VFIO modules, and reports what ran inside (tests/vm/README.md).
 #
 #   bash tests/vm/run.sh --list                   the kernels' names, one a line
 #   bash tests/vm/run.sh [--kernel NAME] [TEST-SPEC]
