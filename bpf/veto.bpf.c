@@ -139,6 +139,33 @@ static __always_inline bool gms_idx_node_update(struct gms_idx_update *u, __u64 
 }
 
 /*
+ * A level's pieces, the classic iterative decomposition by 64s: of the
+ * children [*l, *h) still to place, the left run [l, *ha) goes up to the
+ * next multiple of 64 and the right run [*lb, h) starts at the last one;
+ * [*l, *h) becomes what is left for the level above (empty: 0, 0).
+ */
+static __always_inline void gms_idx_split(__u64 *l, __u64 *h, __u64 *ha, __u64 *lb)
+{
+	__u64 lo = *l, hi = *h;
+
+	*ha = lo;
+	*lb = hi;
+	if (lo >= hi)
+		return;
+	if (lo & GMS_IDX_FAN_MASK)
+		*ha = (lo | GMS_IDX_FAN_MASK) + 1;
+	if (*ha > hi)
+		*ha = hi;
+	*lb = hi & ~(__u64)GMS_IDX_FAN_MASK;
+	if (*lb < *ha)
+		*lb = *ha;
+	*l = *ha >> GMS_IDX_FAN_BITS;
+	*h = *lb >> GMS_IDX_FAN_BITS;
+	if (*ha >= *lb)
+		*l = *h = 0;
+}
+
+/*
  * One level, bottom up. The range's pieces at a level (the classic
  * iterative decomposition, by 64s) lie in at most two nodes, those on the
  * paths to lo and to hi - 1, and on each path the child over pieces of
@@ -149,26 +176,13 @@ static long gms_idx_update_level(__u64 level, void *data)
 	struct gms_idx_update *u = data;
 	__u32 shift = level * GMS_IDX_FAN_BITS;
 	__u64 pa = u->lo >> shift, pb = (u->hi - 1) >> shift;
-	__u64 l = u->l, h = u->h, ha = l, lb = h;
+	__u64 l = u->l, h = u->h, ha, lb;
 	struct gms_idx_work a = {.mark = {-1, -1}}, b = {.mark = {-1, -1}};
 	bool left, right;
 
 	if (u->delta < 0 && level == u->stop_level)
 		return 1;
-	if (l < h) {
-		/* left pieces [l, ha): up to the next multiple of 64; right [lb, h): from the last */
-		if (l & GMS_IDX_FAN_MASK)
-			ha = (l | GMS_IDX_FAN_MASK) + 1;
-		if (ha > h)
-			ha = h;
-		lb = h & ~(__u64)GMS_IDX_FAN_MASK;
-		if (lb < ha)
-			lb = ha;
-		u->l = ha >> GMS_IDX_FAN_BITS;
-		u->h = lb >> GMS_IDX_FAN_BITS;
-		if (ha >= lb)
-			u->l = u->h = 0;
-	}
+	gms_idx_split(&u->l, &u->h, &ha, &lb);
 	left = l < ha;
 	right = lb < h;
 	a.from[0] = l;
@@ -298,23 +312,11 @@ static long gms_idx_query_level(__u64 level, void *data)
 	struct gms_idx_query *q = data;
 	__u32 shift = level * GMS_IDX_FAN_BITS;
 	__u64 pa = q->a >> shift, pb = (q->b - 1) >> shift;
-	__u64 l = q->l, h = q->h, ha = l, lb = h;
+	__u64 l = q->l, h = q->h, ha, lb;
 	struct gms_idx_node *na, *nb;
 	__s64 c;
 
-	if (l < h) {
-		if (l & GMS_IDX_FAN_MASK)
-			ha = (l | GMS_IDX_FAN_MASK) + 1;
-		if (ha > h)
-			ha = h;
-		lb = h & ~(__u64)GMS_IDX_FAN_MASK;
-		if (lb < ha)
-			lb = ha;
-		q->l = ha >> GMS_IDX_FAN_BITS;
-		q->h = lb >> GMS_IDX_FAN_BITS;
-		if (ha >= lb)
-			q->l = q->h = 0;
-	}
+	gms_idx_split(&q->l, &q->h, &ha, &lb);
 	q->key.level = level;
 	q->key.prefix = pa >> GMS_IDX_FAN_BITS;
 	na = bpf_map_lookup_elem(&idx_nodes, &q->key);
