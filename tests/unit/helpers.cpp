@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -349,6 +350,18 @@ const Why& why_no_validator()
                                              r.err);
     }();
     return why;
+}
+
+Buffer::Buffer(uint64_t pages_) : pages(pages_)
+{
+    void* p = mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    base = static_cast<std::byte*>(p);
+}
+
+Buffer::~Buffer()
+{
+    munmap(base, pages * 4096);
 }
 
 void die_with_test(pid_t test)

@@ -4,6 +4,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -109,6 +111,18 @@ void require_valid(const std::string& lines, const std::string& expect);
 // "" when tests/validate_json.py can run here (Debian's python3-jsonschema),
 // else why not: the VM lane's initramfs, for one, has no Python.
 const Why& why_no_validator();
+
+// Anonymous memory, never touched: user addresses for memslots and
+// mappings (the index and enforcement tests).
+struct Buffer {
+    explicit Buffer(uint64_t pages);
+    ~Buffer();
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    std::byte* page(uint64_t i) const { return base + i * 4096; }
+    uint64_t pages;
+    std::byte* base;
+};
 
 // In a child just forked by a test (on the test's main thread): SIGKILL
 // when the test process ends, however it ends (a failed REQUIRE, a

@@ -310,20 +310,7 @@ TEST_CASE("a declared range is refused when empty or inverted, before the index 
 
 namespace {
 
-// Anonymous memory, never touched: user addresses for memslots and mappings.
-struct Buffer {
-    explicit Buffer(uint64_t pages_) : pages(pages_)
-    {
-        void* p = mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-        REQUIRE(p != MAP_FAILED);
-        base = static_cast<std::byte*>(p);
-    }
-    ~Buffer() { munmap(base, pages * 4096); }
-    std::byte* page(uint64_t i) const { return base + i * 4096; }
-    uint64_t pages;
-    std::byte* base;
-};
+using gms::test::Buffer;
 
 // A VM whose memory is `buf` from gpa `gpa` in `slots` equal memslots (slot 1 and up).
 gms::workload::Vm vm_over(const Buffer& buf, uint64_t gpa, uint64_t slots)

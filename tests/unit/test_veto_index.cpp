@@ -90,19 +90,7 @@ struct Index {
     gms::Tracer tracer;
 };
 
-struct Buffer {
-    explicit Buffer(uint64_t pages_) : pages(pages_)
-    {
-        void* p = mmap(nullptr, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-        REQUIRE(p != MAP_FAILED);
-        base = static_cast<std::byte*>(p);
-    }
-    ~Buffer() { munmap(base, pages * 4096); }
-    std::byte* page(uint64_t i) const { return base + i * 4096; }
-    uint64_t pages;
-    std::byte* base;
-};
+using gms::test::Buffer;
 
 }  // namespace
 
