@@ -16,6 +16,8 @@ class KernelSymbols {
 public:
     KernelSymbols();   // reads /proc/kallsyms (root sees the addresses)
     std::string name(uint64_t ip) const;
+    // (address, name) of every text symbol, by address.
+    const std::vector<std::pair<uint64_t, std::string>>& text() const { return syms_; }
 
 private:
     std::vector<std::pair<uint64_t, std::string>> syms_;   // by address

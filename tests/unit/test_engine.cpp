@@ -10,38 +10,19 @@
 #include <catch2/catch.hpp>
 
 #include "loader/model/engine.hpp"
+#include "synthetic.hpp"
 
 namespace {
 
 constexpr uint64_t kVm = 0xffff888100001000;
-constexpr uint32_t kTgid = 4242;
 constexpr uint64_t kIno = 77;
 constexpr uint64_t kBaseGfn = 0x1000;
 constexpr uint64_t kUaddrBase = 0x7f0000000000;   // hva of gmem index 0 (the gmem fd's mmap)
 constexpr uint32_t kContainerFd = 12;
 
-gms_hdr hdr(uint32_t type, size_t size, uint64_t ts)
-{
-    gms_hdr h{};
-    h.type = static_cast<__u16>(type);
-    h.abi = GMS_ABI_VERSION;
-    h.size = static_cast<__u16>(size);
-    h.ts_ns = ts;
-    h.tgid = h.pid = kTgid;
-    std::strcpy(h.comm, "synthetic");
-    return h;
-}
-
 gms::Event ioctl(uint64_t ts, uint16_t op, int64_t ret, uint32_t fd = 4)
 {
-    gms_ioctl_event e{};
-    e.hdr = hdr(GMS_EV_IOCTL, sizeof(e), ts);
-    e.vm = kVm;
-    e.op = op;
-    e.ret = ret;
-    e.fd = fd;
-    e.fd_kind = GMS_FD_VM;
-    return {e};
+    return {gms::syn::ioctl(ts, op, kVm, ret, fd)};
 }
 
 // A stream generator and the reference model it keeps in step.
@@ -104,8 +85,7 @@ struct Model {
         bool allocated = !resident.count(index);
         if (allocated)
             resident[index] = next_pfn++;
-        gms_fault_event e{};
-        e.hdr = hdr(GMS_EV_FAULT, sizeof(e), ++ts);
+        auto e = gms::syn::record<gms_fault_event>(GMS_EV_FAULT, ++ts);
         e.hdr.flags = GMS_FAULT_WRITE | (allocated ? GMS_FAULT_ALLOCATED : 0);
         e.vm = kVm;
         e.gfn = gfn;
@@ -120,8 +100,7 @@ struct Model {
     void punch()
     {
         uint64_t first = pick(0, 255), len = pick(1, 16);
-        gms_fallocate_event f{};
-        f.hdr = hdr(GMS_EV_FALLOCATE, sizeof(f), ++ts);
+        auto f = gms::syn::record<gms_fallocate_event>(GMS_EV_FALLOCATE, ++ts);
         f.vm = kVm;
         f.gmem_ino = kIno;
         f.offset = first << 12;
@@ -131,8 +110,7 @@ struct Model {
             auto it = resident.find(i);
             if (it == resident.end())
                 continue;
-            gms_pagecache_event d{};
-            d.hdr = hdr(GMS_EV_PAGECACHE_DEL, sizeof(d), ++ts);
+            auto d = gms::syn::record<gms_pagecache_event>(GMS_EV_PAGECACHE_DEL, ++ts);
             d.ino = kIno;   // vm 0, as the kernel sends it unless filtering by VM
             d.index = i;
             d.pfn = it->second;
@@ -337,8 +315,7 @@ gms::Event bind(uint64_t ts, uint32_t slot, uint64_t gfn, uint64_t pages, uint64
 
 gms::Event fallocate(uint64_t ts, uint64_t ino, uint32_t mode, uint64_t offset, uint64_t len, int64_t ret)
 {
-    gms_fallocate_event f{};
-    f.hdr = hdr(GMS_EV_FALLOCATE, sizeof(f), ts);
+    auto f = gms::syn::record<gms_fallocate_event>(GMS_EV_FALLOCATE, ts);
     f.vm = kVm;
     f.gmem_ino = ino;
     f.mode = mode;
@@ -350,8 +327,7 @@ gms::Event fallocate(uint64_t ts, uint64_t ino, uint32_t mode, uint64_t offset, 
 
 gms::Event vm_end(uint64_t ts, bool kfunc)
 {
-    gms_call_event c{};
-    c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+    auto c = gms::syn::record<gms_call_event>(GMS_EV_CALL, ts);
     c.hdr.flags = kfunc ? GMS_F_KFUNC : 0;
     c.fn = GMS_FN_KVM_DESTROY_VM;
     c.vm = kVm;
@@ -362,8 +338,7 @@ gms::Event vm_end(uint64_t ts, bool kfunc)
 
 gms::Event fault(uint64_t ts, uint64_t gfn)
 {
-    gms_fault_event e{};
-    e.hdr = hdr(GMS_EV_FAULT, sizeof(e), ts);
+    auto e = gms::syn::record<gms_fault_event>(GMS_EV_FAULT, ts);
     e.vm = kVm;
     e.gfn = gfn;
     e.pfn = 0x1234;
@@ -482,8 +457,7 @@ namespace {
 
 gms::Event call(uint64_t ts, uint16_t fn, uint64_t ino, int64_t ret)
 {
-    gms_call_event c{};
-    c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+    auto c = gms::syn::record<gms_call_event>(GMS_EV_CALL, ts);
     c.hdr.flags = GMS_F_KFUNC;
     c.fn = fn;
     c.vm = kVm;
@@ -601,7 +575,7 @@ TEST_CASE("a dma-buf's life: exporter, BAR and range, size, revokes and restores
     const gms::DmaBuf& d = e.dma_bufs().at(kBuf);
     CHECK(d.exporter == "vfio_pci_core");
     CHECK(d.exported_ns == 1000);
-    CHECK(d.owner.tgid == kTgid);
+    CHECK(d.owner.tgid == gms::syn::kTgid);
     CHECK(d.fd == 7);
     CHECK(d.size_bytes == 0x100000);
     CHECK(d.device == kDev);

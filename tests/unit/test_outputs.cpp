@@ -25,6 +25,7 @@
 
 #include "helpers.hpp"
 #include "loader/capture/recording.hpp"
+#include "synthetic.hpp"
 
 using gms::test::binary;
 using gms::test::run;
@@ -184,18 +185,8 @@ TEST_CASE("export stopped by SIGINT or SIGTERM leaves no temporary file", "[outp
     const std::string rec = scratch.path + "/big.rec", out = scratch.path + "/out.json";
     {
         gms::RecordingWriter w(rec, {{"format", "gmemscope-recording"}, {"kernel", "synthetic"}});
-        auto hdr = [](uint32_t type, size_t size, uint64_t ts_ns) {
-            gms_hdr h{};
-            h.type = static_cast<__u16>(type);
-            h.abi = GMS_ABI_VERSION;
-            h.size = static_cast<__u16>(size);
-            h.ts_ns = ts_ns;
-            h.tgid = h.pid = 4343;
-            return h;
-        };
         for (uint64_t i = 0; i < 400000; i++) {
-            gms_fallocate_event e{};
-            e.hdr = hdr(GMS_EV_FALLOCATE, sizeof(e), 1000 + i);
+            auto e = gms::syn::record<gms_fallocate_event>(GMS_EV_FALLOCATE, 1000 + i);
             e.vm = 0xffff888100002000;
             e.gmem_ino = 91;
             e.offset = (i % 256) << 12;
@@ -203,8 +194,7 @@ TEST_CASE("export stopped by SIGINT or SIGTERM leaves no temporary file", "[outp
             e.mode = 3;   // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
             w.write({e});
         }
-        gms_drops_record end{};
-        end.hdr = hdr(GMS_REC_DROPS, sizeof(end), 1u << 30);
+        auto end = gms::syn::record<gms_drops_record>(GMS_REC_DROPS, 1u << 30);
         end.received = 400000;
         w.finish(end);
     }

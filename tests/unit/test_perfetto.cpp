@@ -8,33 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include "loader/report/perfetto.hpp"
+#include "synthetic.hpp"
 
 namespace {
 
 constexpr uint64_t kVm = 0xffff888100002000;
 constexpr uint64_t kUaddr = 0x7f0000000000;
-
-gms_hdr hdr(uint32_t type, size_t size, uint64_t ts)
-{
-    gms_hdr h{};
-    h.type = static_cast<__u16>(type);
-    h.abi = GMS_ABI_VERSION;
-    h.size = static_cast<__u16>(size);
-    h.ts_ns = ts;
-    h.tgid = h.pid = 4242;
-    std::strcpy(h.comm, "synthetic");
-    return h;
-}
-
-gms::Event ioctl(uint64_t ts, uint16_t op, uint64_t vm, uint32_t fd)
-{
-    gms_ioctl_event e{};
-    e.hdr = hdr(GMS_EV_IOCTL, sizeof(e), ts);
-    e.vm = vm;
-    e.op = op;
-    e.fd = fd;
-    return {e};
-}
 
 }  // namespace
 
@@ -43,34 +22,29 @@ TEST_CASE("export: DMA pin spans in their VM's process, every instant on a threa
 {
     std::ostringstream out;
     gms::PerfettoWriter w(out);
-    gms::Event create = ioctl(10, GMS_IOC_CREATE_VM, 0, 3);
-    std::get<gms_ioctl_event>(create.rec).args.create_vm.vm = kVm;
-    std::get<gms_ioctl_event>(create.rec).ret = 5;
-    w.add(create);
-    gms::Event region = ioctl(11, GMS_IOC_SET_MEMORY_REGION2, kVm, 5);
-    auto& r = std::get<gms_ioctl_event>(region.rec).args.region;
-    r.slot = 1;
-    r.gpa = 1ull << 30;
-    r.size = 64 << 12;
-    r.uaddr = kUaddr;
-    w.add(region);
+    auto create = gms::syn::ioctl(10, GMS_IOC_CREATE_VM, 0, 5, 3);
+    create.args.create_vm.vm = kVm;
+    w.add({create});
+    auto region = gms::syn::ioctl(11, GMS_IOC_SET_MEMORY_REGION2, kVm, 0, 5);
+    region.args.region.slot = 1;
+    region.args.region.gpa = 1ull << 30;
+    region.args.region.size = 64 << 12;
+    region.args.region.uaddr = kUaddr;
+    w.add({region});
     for (uint16_t op : {GMS_IOC_VFIO_MAP_DMA, GMS_IOC_VFIO_UNMAP_DMA}) {
-        gms::Event dma = ioctl(op == GMS_IOC_VFIO_MAP_DMA ? 12 : 20, op, 0, 9);
-        auto& d = std::get<gms_ioctl_event>(dma.rec).args.vfio_dma;
-        d.vaddr = kUaddr + (4 << 12);
-        d.iova = 0x100000;
-        d.size = 8 << 12;
-        w.add(dma);
+        auto dma = gms::syn::ioctl(op == GMS_IOC_VFIO_MAP_DMA ? 12 : 20, op, 0, 0, 9);
+        dma.args.vfio_dma.vaddr = kUaddr + (4 << 12);
+        dma.args.vfio_dma.iova = 0x100000;
+        dma.args.vfio_dma.size = 8 << 12;
+        w.add({dma});
     }
-    gms_zap_event zap{};
-    zap.hdr = hdr(GMS_EV_ZAP_ALL_FAST, sizeof(zap), 13);
+    auto zap = gms::syn::record<gms_zap_event>(GMS_EV_ZAP_ALL_FAST, 13);
     zap.vm = kVm;
     w.add({zap});
-    zap.hdr = hdr(GMS_EV_ZAP_PAGE, sizeof(zap), 14);
+    zap = gms::syn::record<gms_zap_event>(GMS_EV_ZAP_PAGE, 14);
     zap.vm = 0;   // a record of no known VM
     w.add({zap});
-    gms_call_event call{};
-    call.hdr = hdr(GMS_EV_CALL, sizeof(call), 15);
+    auto call = gms::syn::record<gms_call_event>(GMS_EV_CALL, 15);
     call.fn = GMS_FN_KVM_MMU_NOTIFIER;
     w.add({call});
     w.finish();
@@ -109,21 +83,18 @@ TEST_CASE("export: a dma-buf's life is a track with its revoked span", "[perfett
     constexpr uint64_t kBuf = 31, kDev = 0xffff888100550000;
     std::ostringstream out;
     gms::PerfettoWriter w(out);
-    gms_ioctl_event x = std::get<gms_ioctl_event>(ioctl(1000, GMS_IOC_VFIO_DMA_BUF, 0, 5).rec);
+    auto x = gms::syn::ioctl(1000, GMS_IOC_VFIO_DMA_BUF, 0, 7, 5);
     x.obj = kBuf;
-    x.ret = 7;
     x.args.dma_buf = {48, 11, 0, 1, 0, 0x100000};
     w.add({x});
     auto move = [&](uint64_t ts, bool revoked, uint64_t dev) {
-        gms_call_event c{};
-        c.hdr = hdr(GMS_EV_CALL, sizeof(c), ts);
+        auto c = gms::syn::record<gms_call_event>(GMS_EV_CALL, ts);
         c.fn = GMS_FN_VFIO_DMA_BUF_MOVE;
         c.args.dma_buf.flags = revoked;
         c.args.dma_buf.dev = dev;
         w.add({c});
     };
-    gms_call_event exp{};
-    exp.hdr = hdr(GMS_EV_CALL, sizeof(exp), 1010);
+    auto exp = gms::syn::record<gms_call_event>(GMS_EV_CALL, 1010);
     exp.fn = GMS_FN_VFIO_DMA_BUF_EXPORT;
     exp.ino = kBuf;
     exp.ret = 7;

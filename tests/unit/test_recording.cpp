@@ -28,6 +28,7 @@
 #include "helpers.hpp"
 #include <nlohmann/json.hpp>
 #include "loader/capture/recording.hpp"
+#include "synthetic.hpp"
 
 using gms::test::binary;
 using gms::test::run;
@@ -96,28 +97,9 @@ namespace syn {
 constexpr uint64_t kVm = 0xffff888100002000;
 constexpr uint64_t kIno = 91;
 
-gms_hdr hdr(uint32_t type, size_t size, uint64_t ts)
-{
-    gms_hdr h{};
-    h.type = static_cast<__u16>(type);
-    h.abi = GMS_ABI_VERSION;
-    h.size = static_cast<__u16>(size);
-    h.ts_ns = ts;
-    h.tgid = h.pid = 4343;
-    std::strcpy(h.comm, "synthetic");
-    return h;
-}
-
 gms::Event ioctl(uint64_t ts, uint16_t op, int64_t ret)
 {
-    gms_ioctl_event e{};
-    e.hdr = hdr(GMS_EV_IOCTL, sizeof(e), ts);
-    e.vm = kVm;
-    e.op = op;
-    e.ret = ret;
-    e.fd = 4;
-    e.fd_kind = GMS_FD_VM;
-    return {e};
+    return {gms::syn::ioctl(ts, op, kVm, ret)};
 }
 
 gms::Event create_vm(uint64_t ts)
@@ -142,8 +124,7 @@ gms::Event region(uint64_t ts, uint64_t bytes)
 
 gms::Event pagecache(uint64_t ts, uint32_t type, uint64_t index, uint32_t order)
 {
-    gms_pagecache_event e{};
-    e.hdr = hdr(type, sizeof(e), ts);
+    auto e = gms::syn::record<gms_pagecache_event>(type, ts);
     e.ino = kIno;
     e.index = index;
     e.pfn = 0x100000 + index;
@@ -153,8 +134,7 @@ gms::Event pagecache(uint64_t ts, uint32_t type, uint64_t index, uint32_t order)
 
 gms::Event punch(uint64_t ts, uint64_t offset, uint64_t len)
 {
-    gms_fallocate_event e{};
-    e.hdr = hdr(GMS_EV_FALLOCATE, sizeof(e), ts);
+    auto e = gms::syn::record<gms_fallocate_event>(GMS_EV_FALLOCATE, ts);
     e.vm = kVm;
     e.gmem_ino = kIno;
     e.offset = offset;
@@ -166,8 +146,7 @@ gms::Event punch(uint64_t ts, uint64_t offset, uint64_t len)
 
 gms_drops_record counters(uint64_t ts, uint64_t received)
 {
-    gms_drops_record c{};
-    c.hdr = hdr(GMS_REC_DROPS, sizeof(c), ts);
+    auto c = gms::syn::record<gms_drops_record>(GMS_REC_DROPS, ts);
     c.received = received;
     return c;
 }
