@@ -75,11 +75,13 @@ static __always_inline __u64 gms_gmem_flags(struct inode *inode)
 /*
  * The inode of a gmem file: struct gmem_file has no inode pointer, but
  * its `entry` is linked into its gmem_inode's gmem_file_list from creation
- * until kvm_gmem_release() is done with it, since v7.1 (commit d15c987d1226
- * "kvm: Use private inode list instead of i_private_list"; v6.19 and v7.0
- * link it into mapping->i_private_list).  The list head is the node whose
- * container is a gmem_inode on guest_memfd's filesystem; a few VMs share
- * an inode at most, so a few steps find it.  0 if not found.
+ * until kvm_gmem_release() is done with it, by v7.3 (Debian's source; the
+ * change is d15c987d1226 "kvm: Use private inode list instead of
+ * i_private_list" on the VFS tree's 7.1 branch, not checked against a
+ * mainline log; v6.19 links it into mapping->i_private_list).  The list
+ * head is the node whose container is a gmem_inode on guest_memfd's
+ * filesystem; a few VMs share an inode at most, so a few steps find it.
+ * 0 if not found.
  */
 static __always_inline __u64 gms_gmem_file_ino(struct gmem_file___new *f)
 {
