@@ -2,7 +2,7 @@
 /*
  * Records of the audit iterator (bpf/audit.bpf.c), written with
  * bpf_seq_write() into the iterator's seq_file and read back by
- * loader/audit.cpp.  Only __u32/__u64-style types, as bpf/events.h.
+ * loader/audit/audit.cpp.  Only __u32/__u64-style types, as bpf/events.h.
  */
 #ifndef GMS_AUDIT_H
 #define GMS_AUDIT_H

@@ -4,7 +4,7 @@
  *
  * Only __u8.._u64 types, so that it compiles against vmlinux.h on the BPF
  * side and against <linux/types.h> in C++; the C++ side static_asserts
- * every size and offset (loader/events.hpp).  A record is a struct
+ * every size and offset (loader/events/events.hpp).  A record is a struct
  * gms_hdr followed by the body its type names; hdr.size covers both.
  * Recordings store records byte for byte, so a change here bumps
  * GMS_ABI_VERSION.
@@ -68,7 +68,7 @@ struct gms_hdr {
 	char comm[GMS_COMM_LEN];
 };
 
-/* What an ioctl is; the loader names them (loader/events.cpp). */
+/* What an ioctl is; the loader names them (loader/events/events.cpp). */
 enum gms_ioctl_op {
 	GMS_IOC_CREATE_VM = 1,
 	GMS_IOC_CREATE_GUEST_MEMFD,

@@ -192,9 +192,8 @@ int BPF_PROG(gmem_bind, struct kvm *kvm, struct kvm_memory_slot *slot, unsigned 
 /*
  * v7.3: kvm_gmem_commit_memory_region(kvm, slot[, change]) enters a slot
  * kvm_gmem_prepare_memory_region() bound in its gmem file's bindings;
- * -EEXIST when another slot binds a page of the range. The result comes
- * from bpf_get_func_ret(): the series has the function with and without
- * its third argument.
+ * -EEXIST when another slot binds a page of the range.  Its argument
+ * count differs across releases (gms_fexit_ret).
  */
 SEC("fexit")
 int BPF_PROG(gmem_bind_commit, struct kvm *kvm, struct kvm_memory_slot *slot)
@@ -202,7 +201,7 @@ int BPF_PROG(gmem_bind_commit, struct kvm *kvm, struct kvm_memory_slot *slot)
 	struct gms_call_event *e;
 	__u64 ret = 0;
 
-	bpf_get_func_ret(ctx, &ret);
+	gms_fexit_ret(ctx, &ret);
 	e = gms_call_begin(GMS_FN_GMEM_BIND_COMMIT, (__u64)kvm, gms_file_ino(slot->gmem.file), (int)ret);
 	if (!e)
 		return 0;
@@ -227,9 +226,8 @@ int BPF_PROG(gmem_unbind, struct kvm_memory_slot *slot)
 }
 
 /*
- * kvm_gmem_get_pfn(kvm, slot, gfn, *pfn, ...): v6.13 added `struct page
- * **page` before max_order, so the return value is read with
- * bpf_get_func_ret() rather than from a fixed argument slot.
+ * kvm_gmem_get_pfn(kvm, slot, gfn, *pfn, ...): its argument count differs
+ * across releases (gms_fexit_ret).
  */
 SEC("fexit")
 int BPF_PROG(gmem_get_pfn, struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t gfn, kvm_pfn_t *pfn)
@@ -239,7 +237,7 @@ int BPF_PROG(gmem_get_pfn, struct kvm *kvm, struct kvm_memory_slot *slot, gfn_t 
 	__u32 vcpu_id = 0;
 	__u64 ret = 0;
 
-	bpf_get_func_ret(ctx, &ret);
+	gms_fexit_ret(ctx, &ret);
 	gms_current_vm(&vcpu_id);
 	e = gms_call_begin(GMS_FN_GMEM_GET_PFN, (__u64)kvm, gms_file_ino(file), (int)ret);
 	if (!e)
@@ -290,30 +288,16 @@ int BPF_PROG(gmem_invalidate_file, struct gmem_file___new *f, unsigned long star
 }
 
 /*
- * kvm_gmem_invalidate_begin(owner, start, end), page indexes [start, end).
- * The owner is the inode where gmem files share it (gmem_file___new),
- * else the file's struct kvm_gmem, whose `entry` is the only node of its
- * inode's mapping->i_private_list (one kvm_gmem per inode until then):
- * the list head gives the address_space and so the inode.
+ * kvm_gmem_invalidate_begin(owner, start, end), page indexes [start, end):
+ * what the owner is depends on the release (gms_gmem_invalidate_owner).
  */
 SEC("fentry")
 int BPF_PROG(gmem_invalidate, void *owner, unsigned long start, unsigned long end)
 {
 	struct gms_call_event *e;
-	struct address_space *mapping;
-	__u64 vm = 0, ino = 0;
+	__u64 vm = 0, ino;
 
-	if (bpf_core_type_exists(struct gmem_file___new)) {
-		ino = BPF_CORE_READ((struct inode *)owner, i_ino);
-	} else {
-		struct kvm_gmem___old *gmem = owner;
-		void *head = BPF_CORE_READ(gmem, entry.next);
-
-		vm = (__u64)BPF_CORE_READ(gmem, kvm);
-		mapping = head - bpf_core_field_offset(struct address_space, i_private_list);
-		if (BPF_CORE_READ(mapping, host, i_mapping) == mapping)
-			ino = BPF_CORE_READ(mapping, host, i_ino);
-	}
+	ino = gms_gmem_invalidate_owner(owner, &vm);
 	e = gms_call_begin(GMS_FN_GMEM_INVALIDATE, vm, ino, 0);
 	if (!e)
 		return 0;

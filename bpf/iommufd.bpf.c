@@ -50,7 +50,11 @@ static __always_inline int gms_map_file(__u64 ino, unsigned long *iova, unsigned
 	return 0;
 }
 
-/* iopt_map_file_pages(ictx, iopt, *iova, file, start, length, iommu_prot, flags), v6.13 */
+/*
+ * iopt_map_file_pages(ictx, iopt, *iova, file, start, length, iommu_prot,
+ * flags), v6.13 to v6.18; the catalog's iommufd.map_file row picks this
+ * program or the next by the kernel's signature.
+ */
 SEC("fexit")
 int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, struct file *file,
 	     unsigned long start, unsigned long length, int iommu_prot, unsigned int flags, int ret)
@@ -59,8 +63,10 @@ int BPF_PROG(iommufd_map_file, void *ictx, void *iopt, unsigned long *iova, stru
 }
 
 /*
- * By v7.3 (iommufd's dma-buf series): iopt_map_file_pages(ictx, iopt,
- * *iova, fd, ...) takes the fd, a memfd or a dma-buf, still open in the caller.
+ * Since v6.19 (iommufd's dma-buf series, commit 217725f0b2c3 "iommufd: Have
+ * iopt_map_file_pages convert the fd to a file"): iopt_map_file_pages(ictx,
+ * iopt, *iova, fd, ...) takes the fd, a memfd or a dma-buf, still open in
+ * the caller.
  */
 SEC("fexit")
 int BPF_PROG(iommufd_map_file_fd, void *ictx, void *iopt, unsigned long *iova, int fd,

@@ -168,8 +168,11 @@ const std::vector<Hook> kCatalog = {
     {"iommufd.map", "iommufd", {"iopt_map_user_pages"}, {fexit({"iommufd_map"}), ioctl("ioctl IOMMU_IOAS_MAP")},
      "IOAS map of user memory: user va, iova, length, result", false, GMS_FN_IOMMUFD_MAP, {on_ioctl(GMS_IOC_IOAS_MAP)},
      {"iommufd_map", "iommufd_map"}},
-    // By v7.3 (iommufd's dma-buf series) iopt_map_file_pages takes an fd,
-    // a memfd's or a dma-buf's, where v6.13 took the struct file *.
+    // iopt_map_file_pages took the struct file * when it came in v6.13
+    // (commit f4986a72d6e4 "iommufd: Add IOMMU_IOAS_MAP_FILE") and takes
+    // the fd, a memfd's or a dma-buf's, since v6.19 (commit 217725f0b2c3
+    // "iommufd: Have iopt_map_file_pages convert the fd to a file"): the
+    // program is chosen by whether its fourth argument is a pointer.
     {"iommufd.map_file", "iommufd", {"iopt_map_file_pages"},
      {fexit_if_arg(3, true, {"iommufd_map_file"}), fexit_if_arg(3, false, {"iommufd_map_file_fd"}),
       ioctl("ioctl IOMMU_IOAS_MAP_FILE")},

@@ -58,7 +58,7 @@ struct Seen {
 };
 
 // The built-in workload's steps that should make the hook fire, per tier
-// (loader/selftest.cpp runs them): a step name means it must have
+// (loader/selftest/selftest.cpp runs them): a step name means it must have
 // succeeded, "?name" only that it was tried (a syscall-tier hook sees the
 // ioctl whatever the answer); "" means the workload has no trigger.
 struct Trigger {

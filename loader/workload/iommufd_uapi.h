@@ -4,7 +4,7 @@
 // where BPF decodes it too; each struct's size is the kernel's, which the
 // ioctls take from their `size`/`argsz` field.
 //
-// Names are the kernel's, in lower case (see loader/kvm_uapi.h).
+// Names are the kernel's, in lower case (see loader/workload/kvm_uapi.h).
 #pragma once
 
 #include <linux/ioctl.h>

@@ -190,7 +190,7 @@ std::string_view to_string(ScenarioKind kind);
 //                Steps the kernel refuses are results (Result::steps),
 //                not errors: no VFIO group means no VFIO steps.
 //   private      a KVM_X86_SW_PROTECTED_VM with a gmem memslot of `pages`
-//                (loader/workload_private.cpp): touch (shared), convert
+//                (loader/workload/private.cpp): touch (shared), convert
 //                the first `private_pages` to private, touch (private
 //                faults from gmem), punch the first `punch_pages` (one
 //                fallocate each), touch, convert back to shared, delete
@@ -272,7 +272,7 @@ Result run(const Scenario& scenario, std::ostream* log = nullptr);
 Scenario parse_scenario(std::string_view name, std::span<const std::string> settings);
 
 // A VFIO type1 container with one IOMMU group attached
-// (loader/workload_dma.cpp). Calls return 0 or an errno.
+// (loader/workload/dma.cpp). Calls return 0 or an errno.
 class VfioContainer {
 public:
     // group ~0: the first /dev/vfio/<N>. detail says which, or why not.
@@ -291,10 +291,10 @@ private:
     std::string group_path_;
 };
 
-// The dma scenario (loader/workload_dma.cpp).
+// The dma scenario (loader/workload/dma.cpp).
 Result run_dma(const Scenario& scenario, std::ostream* log = nullptr);
 
-// The private scenario (loader/workload_private.cpp).
+// The private scenario (loader/workload/private.cpp).
 Result run_private(const Scenario& scenario, std::ostream* log = nullptr);
 
 // Names of the scenarios and keys parse_scenario() accepts, for help text.

@@ -81,7 +81,7 @@ def sh(*argv):
 
 
 def anon_inodefs_dev():
-    """Kernel dev_t of anon_inodefs, as loader/tracer.cpp computes it."""
+    """Kernel dev_t of anon_inodefs, as loader/capture/tracer.cpp computes it."""
     fd = os.eventfd(0)
     st = os.fstat(fd)
     os.close(fd)
@@ -231,7 +231,7 @@ def measure(tool, storm, ctx, rundir):
         "record": [gms, "record", "-o", os.path.join(rundir, "x.rec"), "--"] + target,
         "trace": [gms, "--json", "trace", "--"] + target,
         # no -d: the command's exit ends top, and a duration made the session
-        # loop poll with a zero timeout (loader/session.cpp) at the time of writing
+        # loop poll with a zero timeout (loader/capture/session.cpp) at the time of writing
         "top": [gms, "--json", "top", "--batch", "--"] + target,
         "bpftrace": ["bpftrace", "-o", tool_out, "-c", " ".join(target),
                      os.path.join(HERE, "print.bt"), str(ctx.anon_dev)],

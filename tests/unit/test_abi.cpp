@@ -1,4 +1,4 @@
-// The event ABI: layouts are static_asserted in loader/events.hpp; here
+// The event ABI: layouts are static_asserted in loader/events/events.hpp; here
 // the ioctl numbers BPF matches on, recomputed from the UAPI sizes, and
 // the decoder's refusals.
 #include <linux/ioctl.h>

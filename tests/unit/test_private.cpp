@@ -1,4 +1,4 @@
-// Real conversions: the private scenario (loader/workload_private.cpp) in
+// Real conversions: the private scenario (loader/workload/private.cpp) in
 // a KVM_X86_SW_PROTECTED_VM, on the VM lane's conversion kernel
 // (tests/vm/build-kernel.sh). Elsewhere these tests skip and say why,
 // except the one that checks the scenario's refusal on kernels without
