@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <utility>
 
 namespace gms {
 
@@ -54,14 +55,13 @@ public:
             // Continues the range that ends at start (storms move in order):
             // grow it instead of adding a node.
             if (prev->second.end == start && joins(prev->first, prev->second, v)) {
-                erase(start, end);
+                cut(start, end);
                 prev->second.end = end;
                 merge_next(prev);
                 return;
             }
         }
-        erase(start, end);
-        auto it = segs_.emplace_hint(segs_.lower_bound(end), start, Seg{end, v});
+        auto it = segs_.emplace_hint(cut(start, end), start, Seg{end, v});
         merge_next(it);
         if (it != segs_.begin())
             merge_next(std::prev(it));
@@ -69,22 +69,8 @@ public:
 
     void erase(uint64_t start, uint64_t end)
     {
-        if (start >= end)
-            return;
-        split(start);
-        auto it = segs_.lower_bound(start);
-        while (it != segs_.end() && it->first < end) {
-            if (it->second.end <= end) {
-                it = segs_.erase(it);
-                continue;
-            }
-            // Runs past end: keep its tail under a new key, same node.
-            auto node = segs_.extract(it);
-            node.mapped().value = at(node.mapped().value, end - node.key());
-            node.key() = end;
-            segs_.insert(std::move(node));
-            break;
-        }
+        if (start < end)
+            cut(start, end);
     }
 
     // The value at key x (moved to x for linear values), or nullptr.
@@ -137,18 +123,38 @@ public:
     }
 
 private:
-    // Makes x a segment boundary.
-    void split(uint64_t x)
+    using Iter = typename std::map<uint64_t, Seg>::iterator;
+
+    // Removes [start, end), start < end, with one lookup, trimming the
+    // segments it cuts in place; returns the first segment at or after
+    // end (where a segment [start, end) goes).
+    Iter cut(uint64_t start, uint64_t end)
     {
-        auto it = segs_.upper_bound(x);
-        if (it == segs_.begin())
-            return;
-        --it;
-        if (it->first == x || x >= it->second.end)
-            return;
-        Seg tail{it->second.end, at(it->second.value, x - it->first)};
-        it->second.end = x;
-        segs_.emplace_hint(std::next(it), x, std::move(tail));
+        auto it = segs_.upper_bound(start);
+        if (it != segs_.begin()) {
+            auto prev = std::prev(it);
+            if (prev->first == start) {
+                it = prev;
+            } else if (prev->second.end > start) {
+                // Starts before start: keeps its head, and its tail past end
+                // (a hole inside one range: one node added).
+                uint64_t prev_end = std::exchange(prev->second.end, start);
+                if (prev_end > end)
+                    return segs_.emplace_hint(it, end, Seg{prev_end, at(prev->second.value, end - prev->first)});
+            }
+        }
+        while (it != segs_.end() && it->first < end) {
+            if (it->second.end <= end) {
+                it = segs_.erase(it);
+                continue;
+            }
+            // Runs past end: keep its tail under a new key, same node.
+            auto node = segs_.extract(it++);
+            node.mapped().value = at(node.mapped().value, end - node.key());
+            node.key() = end;
+            return segs_.insert(it, std::move(node));
+        }
+        return it;
     }
 
     // Whether the range [start, seg.end) with seg's value goes on as v.

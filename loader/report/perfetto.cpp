@@ -1,6 +1,7 @@
 #include "loader/report/perfetto.hpp"
 
 #include <cstring>
+#include <iterator>
 #include <optional>
 
 #include <fmt/format.h>
@@ -61,6 +62,26 @@ int PerfettoWriter::gmem_tid(uint64_t vm, uint64_t ino)
     return it->second;
 }
 
+// A record's event, written as nlohmann::json writes the object the
+// writer built for it before (keys in std::map order, numbers by its
+// serializer), without building that object: only the record's args are
+// one. cat and name are ASCII made here from fixed names and numbers,
+// nothing to escape. ph "i" events are thread-scoped instants.
+void PerfettoWriter::put_record(const nlohmann::json& args, double ts_us, const char* ph, std::optional<double> dur_us,
+                                int pid, int tid, std::string_view cat, const std::string& name)
+{
+    auto num = [](double v) { return nlohmann::json(v).dump(); };
+    std::string& line = line_;
+    line.assign(first_ ? "" : ",\n");
+    first_ = false;
+    fmt::format_to(std::back_inserter(line), R"({{"args":{},"cat":"{}",)", dump_line(args), cat);
+    if (dur_us)
+        fmt::format_to(std::back_inserter(line), R"("dur":{},)", num(*dur_us));
+    fmt::format_to(std::back_inserter(line), R"("name":"{}","ph":"{}","pid":{},{}"tid":{},"ts":{}}})", name, ph, pid,
+                   std::strcmp(ph, "i") == 0 ? R"("s":"t",)" : "", tid, num(ts_us));
+    out_ << line;
+}
+
 void PerfettoWriter::add(const Event& ev)
 {
     engine_.add(ev);
@@ -71,20 +92,23 @@ void PerfettoWriter::add(const Event& ev)
         t0_ns_ = h.ts_ns;
     last_ns_ = std::max<uint64_t>(last_ns_, h.ts_ns);
     auto us = [this](uint64_t ns) { return ns >= t0_ns_ ? double(ns - t0_ns_) / 1000.0 : 0.0; };
-    nlohmann::json base = {{"ts", us(h.ts_ns)}, {"args", to_json(ev)}};
+    const nlohmann::json args = to_json(ev);
+    auto span = [&](double dur_us, int pid, int tid, std::string_view cat, const std::string& name) {
+        put_record(args, us(h.ts_ns), "X", dur_us, pid, tid, cat, name);
+    };
+    auto instant = [&](int pid, int tid, std::string_view cat, const std::string& name) {
+        put_record(args, us(h.ts_ns), "i", std::nullopt, pid, tid, cat, name);
+    };
     // Records carry a struct kvm address; the engine, fed first, knows whose lifetime it is now.
     auto key = [this](uint64_t kvm) { return kvm ? engine_.vm_key_at(kvm) : 0; };
     auto gmem_vm = [&](uint64_t ino, uint64_t kvm) { return engine_.vm_of_gmem(ino).value_or(key(kvm)); };
     std::visit(
         [&](const auto& r) {
             using T = std::decay_t<decltype(r)>;
-            nlohmann::json j = base;
             if constexpr (std::is_same_v<T, gms_ioctl_event>) {
                 uint64_t vm = key(r.op == GMS_IOC_CREATE_VM ? r.args.create_vm.vm : r.vm);
-                j.update({{"ph", "X"}, {"dur", double(r.dur_ns) / 1000.0}, {"pid", pid_of(vm)}, {"tid", kIoctlTid},
-                          {"name", std::string(ioctl_op_name(r.op)) + (r.ret < 0 ? " " + errno_name(r.ret) : "")},
-                          {"cat", "ioctl"}});
-                put(j);
+                span(double(r.dur_ns) / 1000.0, pid_of(vm), kIoctlTid,
+                     "ioctl", std::string(ioctl_op_name(r.op)) + (r.ret < 0 ? " " + errno_name(r.ret) : ""));
                 bool map = r.op == GMS_IOC_VFIO_MAP_DMA || r.op == GMS_IOC_IOAS_MAP;
                 bool unmap = r.op == GMS_IOC_VFIO_UNMAP_DMA || r.op == GMS_IOC_IOAS_UNMAP;
                 if (r.ret == 0 && (map || unmap)) {
@@ -101,7 +125,7 @@ void PerfettoWriter::add(const Event& ev)
                                           {"pid", pid}, {"tid", kIoctlTid},
                                           {"name", fmt::format("DMA map iova {:#x}", iova)}};
                     if (map) {
-                        pin["args"] = base["args"];
+                        pin["args"] = args;
                         open_pins_[id] = pin;
                         put(pin);
                     } else if (open_pins_.erase(id)) {
@@ -114,57 +138,40 @@ void PerfettoWriter::add(const Event& ev)
                 std::string name = r.ret < 0 ? fmt::format("fallocate {} {}", falloc_mode_name(r.mode), errno_name(r.ret))
                                    : punch   ? fmt::format("punch-hole {} KiB", r.len >> 10)
                                              : fmt::format("allocate {} KiB", r.len >> 10);
-                j.update({{"ph", "X"}, {"dur", double(r.dur_ns) / 1000.0}, {"pid", pid_of(vm)},
-                          {"tid", gmem_tid(vm, r.gmem_ino)}, {"cat", r.ret < 0 ? "failed" : punch ? "invalidate" : "allocate"},
-                          {"name", name}});
-                put(j);
+                span(double(r.dur_ns) / 1000.0, pid_of(vm), gmem_tid(vm, r.gmem_ino),
+                     r.ret < 0 ? "failed" : punch ? "invalidate" : "allocate", name);
             } else if constexpr (std::is_same_v<T, gms_fault_event>) {
                 int pid = pid_of(key(r.vm)), tid = kVcpuTidBase + int(r.vcpu_id);
                 meta(pid, tid, fmt::format("vCPU {}", r.vcpu_id));
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", tid}, {"cat", "fault"},
-                          {"name", fmt::format("fault gfn {:#x}", r.gfn)}});
-                put(j);
+                instant(pid, tid, "fault", fmt::format("fault gfn {:#x}", r.gfn));
             } else if constexpr (std::is_same_v<T, gms_pagecache_event>) {
                 uint64_t vm = gmem_vm(r.ino, r.vm);
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid_of(vm)}, {"tid", gmem_tid(vm, r.ino)},
-                          {"cat", "pagecache"},
-                          {"name", fmt::format("{} index {:#x}", h.type == GMS_EV_PAGECACHE_ADD ? "add" : "remove",
-                                               r.index)}});
-                put(j);
+                instant(pid_of(vm), gmem_tid(vm, r.ino), "pagecache",
+                        fmt::format("{} index {:#x}", h.type == GMS_EV_PAGECACHE_ADD ? "add" : "remove", r.index));
             } else if constexpr (std::is_same_v<T, gms_gmem_close_event>) {
                 uint64_t vm = gmem_vm(r.gmem_ino, r.vm);
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid_of(vm)}, {"tid", gmem_tid(vm, r.gmem_ino)},
-                          {"cat", "gmem"}, {"name", "close"}});
-                put(j);
+                instant(pid_of(vm), gmem_tid(vm, r.gmem_ino), "gmem", "close");
             } else if constexpr (std::is_same_v<T, gms_zap_event>) {
                 int pid = pid_of(key(r.vm));
                 meta(pid, kMmuTid, "KVM MMU");
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kMmuTid}, {"cat", "zap"},
-                          {"name", h.type == GMS_EV_ZAP_ALL_FAST ? std::string("zap all SPTEs")
-                                                                  : fmt::format("zap page gfn {:#x}", r.gfn)}});
-                put(j);
+                instant(pid, kMmuTid, "zap",
+                        h.type == GMS_EV_ZAP_ALL_FAST ? std::string("zap all SPTEs") : fmt::format("zap page gfn {:#x}", r.gfn));
             } else if constexpr (std::is_same_v<T, gms_set_spte_event> || std::is_same_v<T, gms_tdp_spte_event>) {
                 int pid = pid_of(key(r.vm));
                 meta(pid, kMmuTid, "KVM MMU");
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kMmuTid}, {"cat", "spte"},
-                          {"name", fmt::format("{} gfn {:#x}", event_name(h.type), r.gfn)}});
-                put(j);
+                instant(pid, kMmuTid, "spte", fmt::format("{} gfn {:#x}", event_name(h.type), r.gfn));
             } else if constexpr (std::is_same_v<T, gms_call_event>) {
                 // kvm.destroy_vm: the engine has ended the VM; key() still names it (the last at its address).
                 int pid = pid_of(key(r.vm));
                 meta(pid, kKernelTid, "kernel");
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kKernelTid}, {"cat", "call"},
-                          {"name", std::string(fn_name(r.fn)) + (r.ret < 0 ? " " + errno_name(r.ret) : "")}});
-                put(j);
+                instant(pid, kKernelTid, "call", std::string(fn_name(r.fn)) + (r.ret < 0 ? " " + errno_name(r.ret) : ""));
             } else if constexpr (std::is_same_v<T, gms_iommu_event> || std::is_same_v<T, gms_veto_event>) {
                 uint64_t vm = 0;
                 if constexpr (std::is_same_v<T, gms_veto_event>)
                     vm = key(r.vm);
                 int pid = pid_of(vm);
                 meta(pid, kKernelTid, "kernel");
-                j.update({{"ph", "i"}, {"s", "t"}, {"pid", pid}, {"tid", kKernelTid}, {"cat", event_name(h.type)},
-                          {"name", std::string(event_name(h.type))}});
-                put(j);
+                instant(pid, kKernelTid, event_name(h.type), std::string(event_name(h.type)));
             }
         },
         ev.rec);

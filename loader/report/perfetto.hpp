@@ -6,9 +6,11 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <ostream>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include "loader/model/engine.hpp"
 
@@ -26,6 +28,8 @@ private:
     int pid_of(uint64_t vm);
     int gmem_tid(uint64_t vm, uint64_t ino);
     void put(const nlohmann::json& j);
+    void put_record(const nlohmann::json& args, double ts_us, const char* ph, std::optional<double> dur_us, int pid,
+                    int tid, std::string_view cat, const std::string& name);
     void meta(int pid, int tid, const std::string& name);
     void put_findings();
 
@@ -38,6 +42,7 @@ private:
     std::map<std::pair<uint64_t, uint64_t>, int> gmem_tids_;
     std::set<std::pair<int, int>> named_;
     std::map<std::string, nlohmann::json> open_pins_;  // id -> begin event
+    std::string line_;   // put_record's, kept to reuse its memory
 };
 
 }  // namespace gms
