@@ -65,8 +65,9 @@ int kvm_vm_types();
 std::string shell_quote(const std::string& s);
 
 // How much slower this machine runs than the one the tests' waits were set
-// for: GMS_TIME_FACTOR, which the VM lane's /init measures at boot (a fixed
-// CPU loop under emulation, tests/vm/init.sh); 1 where it is not set.
+// for: GMS_TIME_FACTOR, which the VM lane's /init measures at boot and
+// again between tests as the host's load changes (a fixed CPU loop under
+// emulation, tests/vm/init.sh); 1 where it is not set.
 double time_factor();
 // `limit` times time_factor().
 std::chrono::milliseconds scaled(std::chrono::milliseconds limit);

@@ -38,13 +38,14 @@ namespace fs = std::filesystem;
 namespace {
 
 // Until `path` holds its first blocks (the tracer attached and the
-// storm runs: attaching takes seconds on a loaded machine), then 1.5 s
-// more, so that a periodic counters record is in it.
+// storm runs: attaching takes seconds on a loaded machine, a minute or
+// more under the VM lane's emulation), then 1.5 s more, so that a
+// periodic counters record is in it.
 void wait_for_records(const std::string& path)
 {
     std::error_code ec;
-    for (int i = 0; i < 600 && !(fs::exists(path, ec) && fs::file_size(path, ec) > (200u << 10)); i++)
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gms::test::wait_until([&] { return fs::exists(path, ec) && fs::file_size(path, ec) > (200u << 10); },
+                          std::chrono::seconds(60));
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
 }
 
